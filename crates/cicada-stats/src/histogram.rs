@@ -1,0 +1,115 @@
+//! Histogram conventions shared by shards and the aggregate: how a response time becomes a
+//! recorded value (microseconds, clamped), how histograms are created, and how quantiles are
+//! read back in milliseconds.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::PERCENTILES;
+
+/// Histograms keep 2 significant digits: any reported quantile is within 1% of the exact one.
+const SIGNIFICANT_DIGITS: u8 = 2;
+
+/// Longest response time recorded as is (2^40 µs, about 12.7 days); longer ones are clamped
+/// to it so that an auto-resizing histogram never grows past a known size.
+pub const MAX_RESPONSE_TIME: Duration = Duration::from_micros(MAX_RECORDED_MICROS);
+
+const MAX_RECORDED_MICROS: u64 = 1 << 40;
+
+/// An empty auto-resizing microsecond histogram.
+pub(crate) fn new_histogram() -> Histogram<u64> {
+    // 2 significant digits with auto-resize is a valid configuration; failure would be a bug
+    // in the constant above, not a runtime condition.
+    Histogram::new(SIGNIFICANT_DIGITS).expect("valid histogram configuration")
+}
+
+/// The value recorded for `response_time`.
+#[inline]
+pub(crate) fn to_micros(response_time: Duration) -> u64 {
+    // u64 arithmetic: `as_micros` would go through u128 on the hot path.
+    response_time
+        .as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(response_time.subsec_micros()))
+        .min(MAX_RECORDED_MICROS)
+}
+
+/// Records `micros` (already clamped by [`to_micros`]).
+#[inline]
+pub(crate) fn record(histogram: &mut Histogram<u64>, micros: u64) {
+    // Cannot fail: auto-resize is on and the value is clamped far below the resize limit.
+    let _ = histogram.record(micros);
+}
+
+/// Adds `source` into `target`; exact (bucket by bucket).
+pub(crate) fn add(target: &mut Histogram<u64>, source: &Histogram<u64>) {
+    // Cannot fail: both sides auto-resize and hold clamped values; counts saturate.
+    let _ = target.add(source);
+}
+
+/// Microseconds to fractional milliseconds.
+#[inline]
+pub(crate) fn micros_to_ms(micros: u64) -> f64 {
+    micros as f64 / 1_000.0
+}
+
+/// `(quantile, ms)` for each of [`PERCENTILES`], or an empty list for an empty histogram.
+///
+/// Values are clamped into `[min_micros, max_micros]`, the exact extremes tracked beside the
+/// histogram: a bucket's upper bound may exceed the real maximum by up to 1%, and the 100th
+/// percentile should print the same number as the max column (Locust clamps its median the
+/// same way).
+pub(crate) fn percentiles_ms(
+    histogram: &Histogram<u64>,
+    min_micros: u64,
+    max_micros: u64,
+) -> Vec<(f64, f64)> {
+    if histogram.is_empty() {
+        return Vec::new();
+    }
+    let (low, high) = if min_micros <= max_micros {
+        (min_micros, max_micros)
+    } else {
+        (histogram.min(), histogram.max())
+    };
+    histogram
+        .value_at_quantiles(PERCENTILES)
+        .zip(PERCENTILES)
+        .map(|(micros, quantile)| (quantile, micros_to_ms(micros.clamp(low, high))))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clamps_huge_response_times() {
+        assert_eq!(
+            to_micros(Duration::from_secs(u64::MAX)),
+            MAX_RECORDED_MICROS
+        );
+        assert_eq!(to_micros(Duration::from_nanos(1_999)), 1);
+        let mut histogram = new_histogram();
+        record(&mut histogram, to_micros(Duration::MAX));
+        assert_eq!(histogram.len(), 1);
+    }
+
+    #[test]
+    fn percentiles_of_empty_histogram_are_empty() {
+        assert!(percentiles_ms(&new_histogram(), 0, 0).is_empty());
+    }
+
+    #[test]
+    fn percentiles_are_clamped_to_exact_extremes() {
+        let mut histogram = new_histogram();
+        for micros in [1_001, 1_002, 1_003] {
+            record(&mut histogram, micros);
+        }
+        let values = percentiles_ms(&histogram, 1_001, 1_003);
+        assert_eq!(values.len(), PERCENTILES.len());
+        assert_eq!(values.last(), Some(&(1.0, 1.003)));
+        assert!(values.iter().all(|&(_, ms)| (1.001..=1.003).contains(&ms)));
+    }
+}

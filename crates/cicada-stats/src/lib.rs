@@ -1,0 +1,197 @@
+//! Request statistics for cicada: the hot-path recorder, the aggregate it feeds, a bounded
+//! history ring and Locust-compatible reports.
+//!
+//! The engine owns one [`Stats`] handle per test run and clones it into every user task.
+//! Each request ends with [`Stats::record`], which writes into a shard private to the calling
+//! OS thread (no lock, no allocation once a `(method, name)` has been seen on that thread).
+//! About once a second the engine's aggregator calls [`Stats::collect`], which merges what
+//! the shards have handed over and asks busy shards to hand over again at their next record;
+//! [`Stats::snapshot`] then copies the aggregate into plain data ([`StatsSnapshot`]) for the
+//! console, the CSV/JSON writers in [`report`] and the web UI.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use cicada_stats::{Sample, Stats, StatsConfig};
+//!
+//! let stats = Stats::new(StatsConfig::default());
+//! stats.record(&Sample {
+//!     method: "GET",
+//!     name: "/item/[id]",
+//!     response_time: Duration::from_micros(830),
+//!     content_length: 512,
+//!     error: None,
+//!     finished_at: Instant::now(),
+//! });
+//! assert!(stats.collect_final(Duration::from_secs(1)));
+//! let snapshot = stats.snapshot();
+//! assert_eq!(snapshot.total.num_requests, 1);
+//! assert_eq!(snapshot.entries[0].name, "/item/[id]");
+//! print!("{}", cicada_stats::report::console::stats_table(&snapshot));
+//! ```
+//!
+//! # How samples travel
+//!
+//! 1. **Shard** (per OS thread and `Stats` instance, in a `thread_local!`): a hash map from
+//!    `(method, name)` to a local entry holding an HDR histogram (microseconds, 2 significant
+//!    digits) and plain counters. Samples are grouped into *batches*, one per second of
+//!    `finished_at`.
+//! 2. **Mailbox** (one per shard, a `Mutex` shared with the aggregator): a shard moves its batch
+//!    into the mailbox when the second of `finished_at` moves on, when it notices that
+//!    [`Stats::collect`] bumped the *flush epoch* (one relaxed atomic load per record), in
+//!    [`Stats::flush_current_thread`] (the engine's `on_thread_park` hook) and when its thread
+//!    exits. The mutex is taken once per flush, never per sample. Histograms and batch buffers
+//!    are recycled through the mailbox, so a steady-state flush does not allocate either.
+//! 3. **Aggregate** (one per `Stats`, behind a `Mutex` that only `collect`, `snapshot`,
+//!    `reset` and the history take): all-time histograms and counters per entry, plus a ring
+//!    of per-second slots covering the current window, used for `current_rps`,
+//!    `current_fail_per_s` and the current percentiles.
+//!
+//! [`Stats::reset`] starts a new *generation*; batches stamped with an older generation are
+//! dropped when they reach the aggregate.
+//!
+//! # Bounds
+//!
+//! Every structure that grows with the workload has a limit and a documented overflow:
+//!
+//! | structure | bound | past the bound |
+//! |---|---|---|
+//! | distinct `(method, name)` entries | [`StatsConfig::max_names`], shared by all threads | samples go to one entry, method `""`, name [`OVERFLOW_NAME`]; one `tracing` warning; [`OverflowStats::samples_over_name_cap`] counts them |
+//! | a shard's name map | at most `max_names` keys (+ the overflow entry) | once the cap is reached, unknown names are looked up in a frozen copy of the registry without a lock and are **not** inserted, so a flood of unique URLs costs no memory |
+//! | distinct failure groups `(method, name, error)` | [`StatsConfig::max_errors`] | the failure is counted in an [`OTHER_ERRORS`] group of its `(method, name)`; one warning; [`OverflowStats::failures_over_error_cap`] |
+//! | a shard's failure map | at most `max_errors` keys | as above, nothing inserted past the cap |
+//! | user-error groups `(message, location)` | [`StatsConfig::max_user_errors`] | counted in one [`OTHER_USER_ERRORS`] group; one warning; [`OverflowStats::user_errors_over_cap`] |
+//! | current-window slots | per entry (and the total) `window_secs + 2` per-second slots, `window_secs` = [`StatsConfig::current_window`] in whole seconds | a slot's histogram is allocated only for a second that had samples and freed once the second leaves the window; worst case `(max_names + 2) × (window_secs + 2)` histograms |
+//! | one histogram | auto-resizing, 2 significant digits: about 4 KiB for sub-millisecond latencies, about 20 KiB when latencies reach minutes | response times are clamped to [`MAX_RESPONSE_TIME`] |
+//! | one key's text | method, name and error: 1 KiB; user-error message and location: 4 KiB | cut at a character boundary before lookup; texts sharing the kept prefix count as one |
+//! | history | [`StatsConfig::history_capacity`] points | the oldest point is dropped |
+//! | a mailbox's waiting batches | [`MAX_WAITING_BATCHES`] per shard (when nobody collects) | later flushes are folded into the newest waiting batch: totals stay exact, the folded samples count for that batch's second |
+//! | a mailbox's recycled histograms and batches | `max_names + 1` histograms, 8 batches | extra ones are freed |
+//! | mailboxes | one per live thread that recorded, per `Stats` | a thread's mailbox is removed by the first `collect` after the thread exited and its last batch was merged |
+
+#![deny(missing_docs)]
+
+mod aggregate;
+mod histogram;
+mod keys;
+pub mod report;
+mod shard;
+mod snapshot;
+mod stats;
+mod user_errors;
+
+use std::time::{Duration, Instant};
+
+pub use histogram::MAX_RESPONSE_TIME;
+pub use shard::MAX_WAITING_BATCHES;
+pub use snapshot::{
+    EntryStats, FailureStats, HistoryPoint, OverflowStats, StatsSnapshot, UserErrorStats,
+};
+pub use stats::{ShardSizes, Stats};
+
+/// The quantiles reported for every entry, in Locust's order (`0.5` is the median, `1.0` the
+/// maximum).
+pub const PERCENTILES: [f64; 11] = [
+    0.50, 0.66, 0.75, 0.80, 0.90, 0.95, 0.98, 0.99, 0.999, 0.9999, 1.0,
+];
+
+/// Name of the aggregated total row ([`StatsSnapshot::total`]), as in Locust.
+pub const AGGREGATED_NAME: &str = "Aggregated";
+
+/// Name of the single entry that collects samples of names seen after
+/// [`StatsConfig::max_names`] distinct names were registered (its method is `""`).
+pub const OVERFLOW_NAME: &str = "(over the name cap)";
+
+/// Error text of the per-`(method, name)` failure group that collects failures whose error
+/// appeared after [`StatsConfig::max_errors`] distinct failure groups were registered.
+pub const OTHER_ERRORS: &str = "(other errors)";
+
+/// Message of the user-error group that collects errors seen after
+/// [`StatsConfig::max_user_errors`] distinct groups were registered.
+pub const OTHER_USER_ERRORS: &str = "(other user errors)";
+
+/// Limits and windows of a [`Stats`] instance.
+///
+/// ```
+/// use std::time::Duration;
+/// use cicada_stats::StatsConfig;
+///
+/// let config = StatsConfig { max_names: 200, current_window: Duration::from_secs(5), ..StatsConfig::default() };
+/// assert_eq!(config.max_errors, 1_000);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatsConfig {
+    /// Distinct `(method, name)` entries kept; later names go to the [`OVERFLOW_NAME`] entry.
+    /// Default 1 000.
+    pub max_names: usize,
+    /// Distinct `(method, name, error)` failure groups kept; later ones are counted in the
+    /// [`OTHER_ERRORS`] group of their `(method, name)`. Default 1 000.
+    pub max_errors: usize,
+    /// Distinct user-error groups kept; later ones go to [`OTHER_USER_ERRORS`]. Default 1 000.
+    pub max_user_errors: usize,
+    /// Points kept by the history ring; default 43 200 (24 h at one point per 2 s).
+    pub history_capacity: usize,
+    /// Window for the "current" rates and percentiles, counted in whole completed seconds
+    /// (rounded down, at least one). Default 10 s, like Locust.
+    pub current_window: Duration,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig {
+            max_names: 1_000,
+            max_errors: 1_000,
+            max_user_errors: 1_000,
+            history_capacity: 43_200,
+            current_window: Duration::from_secs(10),
+        }
+    }
+}
+
+impl StatsConfig {
+    /// The current window in whole seconds (at least 1).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cicada_stats::StatsConfig;
+    ///
+    /// let config = StatsConfig { current_window: Duration::from_millis(2_500), ..StatsConfig::default() };
+    /// assert_eq!(config.window_secs(), 2);
+    /// ```
+    pub fn window_secs(&self) -> u64 {
+        self.current_window.as_secs().max(1)
+    }
+}
+
+/// One finished request, as handed to [`Stats::record`].
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use cicada_stats::Sample;
+///
+/// let failed = Sample {
+///     method: "grpc",
+///     name: "Greeter/SayHello",
+///     response_time: Duration::from_millis(12),
+///     content_length: 0,
+///     error: Some("status: Unavailable"),
+///     finished_at: Instant::now(),
+/// };
+/// assert!(failed.error.is_some());
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Sample<'a> {
+    /// Request type: `"GET"`, or any type of a custom client (`"grpc"`, `"ws"`, ...).
+    pub method: &'a str,
+    /// Stats name, e.g. `"/item/[id]"`.
+    pub name: &'a str,
+    /// Response time, recorded with microsecond resolution.
+    pub response_time: Duration,
+    /// Bytes of the response body.
+    pub content_length: u64,
+    /// `Some(reason)` marks a failure, grouped by `(method, name, reason)`. A failure is still
+    /// a request: it counts in `num_requests` and its response time is recorded, as in Locust.
+    pub error: Option<&'a str>,
+    /// When the request completed; its second (since the stats start) drives the per-second
+    /// rates.
+    pub finished_at: Instant,
+}

@@ -1,0 +1,552 @@
+//! The CSV files of Locust's `--csv PREFIX`: `PREFIX_stats.csv` ([`write_stats`]),
+//! `PREFIX_failures.csv` ([`write_failures`]), `PREFIX_exceptions.csv`
+//! ([`write_exceptions`]) and `PREFIX_stats_history.csv` ([`HistoryCsvWriter`]), with Locust's
+//! headers and value conventions:
+//!
+//! * percentile columns read `N/A` for a row without requests;
+//! * the Aggregated row comes last, with an empty `Type` and the name `Aggregated`;
+//! * history rates carry six decimals (Locust formats them with `:2f`);
+//! * in the history, percentiles are whole-run values unless `full_history` is on, in which
+//!   case every row shows current-window values (Locust's behaviour);
+//! * response times are milliseconds; as cicada measures microseconds they may carry up to
+//!   three decimals, where Locust writes whole numbers.
+//!
+//! ```
+//! use cicada_stats::report::csv::write_stats_to;
+//! use cicada_stats::StatsSnapshot;
+//!
+//! let mut out = Vec::new();
+//! write_stats_to(&mut out, &StatsSnapshot::default()).unwrap();
+//! let text = String::from_utf8(out).unwrap();
+//! assert!(text.starts_with("Type,Name,Request Count,Failure Count,"));
+//! assert!(text.ends_with(",Aggregated,0,0,0,0,0,0,0,0,0,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A\n"));
+//! ```
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::format::{csv_float, csv_ms};
+use super::{ReportError, WRITER_PATH};
+use crate::PERCENTILES;
+use crate::snapshot::{EntryStats, StatsSnapshot};
+
+/// Header of `_stats.csv` (Locust's `requests_csv_columns`).
+pub const STATS_HEADER: [&str; 22] = [
+    "Type",
+    "Name",
+    "Request Count",
+    "Failure Count",
+    "Median Response Time",
+    "Average Response Time",
+    "Min Response Time",
+    "Max Response Time",
+    "Average Content Size",
+    "Requests/s",
+    "Failures/s",
+    "50%",
+    "66%",
+    "75%",
+    "80%",
+    "90%",
+    "95%",
+    "98%",
+    "99%",
+    "99.9%",
+    "99.99%",
+    "100%",
+];
+
+/// Header of `_failures.csv`.
+pub const FAILURES_HEADER: [&str; 4] = ["Method", "Name", "Error", "Occurrences"];
+
+/// Header of `_exceptions.csv`.
+pub const EXCEPTIONS_HEADER: [&str; 4] = ["Count", "Message", "Traceback", "Nodes"];
+
+/// Header of `_stats_history.csv`.
+pub const HISTORY_HEADER: [&str; 24] = [
+    "Timestamp",
+    "User Count",
+    "Type",
+    "Name",
+    "Requests/s",
+    "Failures/s",
+    "50%",
+    "66%",
+    "75%",
+    "80%",
+    "90%",
+    "95%",
+    "98%",
+    "99%",
+    "99.9%",
+    "99.99%",
+    "100%",
+    "Total Request Count",
+    "Total Failure Count",
+    "Total Median Response Time",
+    "Total Average Response Time",
+    "Total Min Response Time",
+    "Total Max Response Time",
+    "Total Average Content Size",
+];
+
+/// Value of the `Nodes` column of `_exceptions.csv` until distributed runs exist.
+const LOCAL_NODE: &str = "local";
+
+const NOT_AVAILABLE: &str = "N/A";
+
+fn create(path: &Path) -> Result<::csv::Writer<File>, ReportError> {
+    let file = File::create(path).map_err(|source| ReportError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(::csv::Writer::from_writer(file))
+}
+
+fn csv_error(path: &Path) -> impl FnOnce(::csv::Error) -> ReportError + '_ {
+    move |source| ReportError::Csv {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn finish<W: Write>(mut writer: ::csv::Writer<W>, path: &Path) -> Result<(), ReportError> {
+    writer.flush().map_err(|source| ReportError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// `(quantile → ms)` cells, `N/A` when the row has no requests.
+fn percentile_cells(entry: &EntryStats, values: &[(f64, f64)]) -> Vec<String> {
+    if entry.num_requests == 0 {
+        return vec![NOT_AVAILABLE.to_owned(); PERCENTILES.len()];
+    }
+    PERCENTILES
+        .iter()
+        .map(|&quantile| {
+            let ms = values
+                .iter()
+                .find(|(q, _)| (q - quantile).abs() < 1e-9)
+                .map_or(0.0, |&(_, ms)| ms);
+            csv_ms(ms)
+        })
+        .collect()
+}
+
+fn stats_rows(snapshot: &StatsSnapshot) -> impl Iterator<Item = Vec<String>> + '_ {
+    snapshot
+        .entries
+        .iter()
+        .chain(std::iter::once(&snapshot.total))
+        .map(|entry| {
+            let mut row = vec![
+                entry.method.clone(),
+                entry.name.clone(),
+                entry.num_requests.to_string(),
+                entry.num_failures.to_string(),
+                csv_ms(entry.median_ms),
+                csv_ms(entry.avg_ms),
+                csv_ms(entry.min_ms),
+                csv_ms(entry.max_ms),
+                csv_float(entry.avg_content_length),
+                csv_float(entry.total_rps),
+                csv_float(entry.total_fail_per_s),
+            ];
+            row.extend(percentile_cells(entry, &entry.percentiles));
+            row
+        })
+}
+
+/// Writes `_stats.csv`: one row per entry (sorted by name, method), then the Aggregated row.
+///
+/// ```no_run
+/// # fn main() -> Result<(), cicada_stats::report::ReportError> {
+/// let stats = cicada_stats::Stats::default();
+/// cicada_stats::report::csv::write_stats("run_stats.csv", &stats.snapshot())?;
+/// # Ok(()) }
+/// ```
+pub fn write_stats(path: impl AsRef<Path>, snapshot: &StatsSnapshot) -> Result<(), ReportError> {
+    let path = path.as_ref();
+    write_stats_csv(create(path)?, path, snapshot)
+}
+
+/// [`write_stats`] into any writer (errors name the path `"<writer>"`).
+pub fn write_stats_to<W: Write>(writer: W, snapshot: &StatsSnapshot) -> Result<(), ReportError> {
+    write_stats_csv(
+        ::csv::Writer::from_writer(writer),
+        Path::new(WRITER_PATH),
+        snapshot,
+    )
+}
+
+fn write_stats_csv<W: Write>(
+    mut writer: ::csv::Writer<W>,
+    path: &Path,
+    snapshot: &StatsSnapshot,
+) -> Result<(), ReportError> {
+    writer.write_record(STATS_HEADER).map_err(csv_error(path))?;
+    for row in stats_rows(snapshot) {
+        writer.write_record(&row).map_err(csv_error(path))?;
+    }
+    finish(writer, path)
+}
+
+/// Writes `_failures.csv`: one row per failure group.
+///
+/// ```no_run
+/// # fn main() -> Result<(), cicada_stats::report::ReportError> {
+/// let stats = cicada_stats::Stats::default();
+/// cicada_stats::report::csv::write_failures("run_failures.csv", &stats.snapshot())?;
+/// # Ok(()) }
+/// ```
+pub fn write_failures(path: impl AsRef<Path>, snapshot: &StatsSnapshot) -> Result<(), ReportError> {
+    let path = path.as_ref();
+    write_failures_csv(create(path)?, path, snapshot)
+}
+
+/// [`write_failures`] into any writer.
+pub fn write_failures_to<W: Write>(writer: W, snapshot: &StatsSnapshot) -> Result<(), ReportError> {
+    write_failures_csv(
+        ::csv::Writer::from_writer(writer),
+        Path::new(WRITER_PATH),
+        snapshot,
+    )
+}
+
+fn write_failures_csv<W: Write>(
+    mut writer: ::csv::Writer<W>,
+    path: &Path,
+    snapshot: &StatsSnapshot,
+) -> Result<(), ReportError> {
+    writer
+        .write_record(FAILURES_HEADER)
+        .map_err(csv_error(path))?;
+    for failure in &snapshot.failures {
+        writer
+            .write_record([
+                failure.method.as_str(),
+                failure.name.as_str(),
+                failure.error.as_str(),
+                &failure.occurrences.to_string(),
+            ])
+            .map_err(csv_error(path))?;
+    }
+    finish(writer, path)
+}
+
+/// Writes `_exceptions.csv`: one row per user-error group (`Nodes` is `local`).
+///
+/// ```no_run
+/// # fn main() -> Result<(), cicada_stats::report::ReportError> {
+/// let stats = cicada_stats::Stats::default();
+/// cicada_stats::report::csv::write_exceptions("run_exceptions.csv", &stats.snapshot())?;
+/// # Ok(()) }
+/// ```
+pub fn write_exceptions(
+    path: impl AsRef<Path>,
+    snapshot: &StatsSnapshot,
+) -> Result<(), ReportError> {
+    let path = path.as_ref();
+    write_exceptions_csv(create(path)?, path, snapshot)
+}
+
+/// [`write_exceptions`] into any writer.
+pub fn write_exceptions_to<W: Write>(
+    writer: W,
+    snapshot: &StatsSnapshot,
+) -> Result<(), ReportError> {
+    write_exceptions_csv(
+        ::csv::Writer::from_writer(writer),
+        Path::new(WRITER_PATH),
+        snapshot,
+    )
+}
+
+fn write_exceptions_csv<W: Write>(
+    mut writer: ::csv::Writer<W>,
+    path: &Path,
+    snapshot: &StatsSnapshot,
+) -> Result<(), ReportError> {
+    writer
+        .write_record(EXCEPTIONS_HEADER)
+        .map_err(csv_error(path))?;
+    for error in &snapshot.user_errors {
+        writer
+            .write_record([
+                &error.count.to_string(),
+                error.message.as_str(),
+                error.traceback.as_str(),
+                LOCAL_NODE,
+            ])
+            .map_err(csv_error(path))?;
+    }
+    finish(writer, path)
+}
+
+/// Appends rows to `_stats_history.csv` as the test runs: one Aggregated row per
+/// [`append`](Self::append), preceded by a row per entry with `full_history`. Flushes after
+/// each append so the file can be tailed.
+///
+/// ```
+/// use cicada_stats::report::csv::HistoryCsvWriter;
+/// use cicada_stats::Stats;
+///
+/// let path = std::env::temp_dir().join(format!("cicada-doc-{}_stats_history.csv", std::process::id()));
+/// let stats = Stats::default();
+/// let mut history = HistoryCsvWriter::create(&path, false).unwrap();
+/// history.append(&stats.snapshot(), 5, 1_700_000_000).unwrap();
+/// let text = std::fs::read_to_string(&path).unwrap();
+/// assert!(text.lines().nth(1).unwrap().starts_with("1700000000,5,,Aggregated,0.000000,0.000000,N/A"));
+/// # std::fs::remove_file(&path).unwrap();
+/// ```
+pub struct HistoryCsvWriter {
+    writer: ::csv::Writer<File>,
+    path: PathBuf,
+    full_history: bool,
+}
+
+impl std::fmt::Debug for HistoryCsvWriter {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("HistoryCsvWriter")
+            .field("path", &self.path)
+            .field("full_history", &self.full_history)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HistoryCsvWriter {
+    /// Creates (truncates) the file and writes the header.
+    pub fn create(path: impl AsRef<Path>, full_history: bool) -> Result<Self, ReportError> {
+        let path = path.as_ref();
+        let mut writer = create(path)?;
+        writer
+            .write_record(HISTORY_HEADER)
+            .map_err(csv_error(path))?;
+        let mut history = HistoryCsvWriter {
+            writer,
+            path: path.to_owned(),
+            full_history,
+        };
+        history.flush()?;
+        Ok(history)
+    }
+
+    /// Appends the rows for `snapshot` taken at `unix_secs` with `user_count` users.
+    pub fn append(
+        &mut self,
+        snapshot: &StatsSnapshot,
+        user_count: u64,
+        unix_secs: u64,
+    ) -> Result<(), ReportError> {
+        let entries: &[EntryStats] = if self.full_history {
+            &snapshot.entries
+        } else {
+            &[]
+        };
+        for entry in entries.iter().chain(std::iter::once(&snapshot.total)) {
+            let percentiles = if self.full_history {
+                &entry.current_percentiles
+            } else {
+                &entry.percentiles
+            };
+            let mut row = vec![
+                unix_secs.to_string(),
+                user_count.to_string(),
+                entry.method.clone(),
+                entry.name.clone(),
+                format!("{:.6}", entry.current_rps),
+                format!("{:.6}", entry.current_fail_per_s),
+            ];
+            row.extend(percentile_cells(entry, percentiles));
+            row.extend([
+                entry.num_requests.to_string(),
+                entry.num_failures.to_string(),
+                csv_ms(entry.median_ms),
+                csv_ms(entry.avg_ms),
+                csv_ms(entry.min_ms),
+                csv_ms(entry.max_ms),
+                csv_float(entry.avg_content_length),
+            ]);
+            self.writer
+                .write_record(&row)
+                .map_err(csv_error(&self.path))?;
+        }
+        self.flush()
+    }
+
+    fn flush(&mut self) -> Result<(), ReportError> {
+        self.writer.flush().map_err(|source| ReportError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::format::percent_label;
+    use crate::snapshot::{FailureStats, UserErrorStats};
+
+    fn entry() -> EntryStats {
+        EntryStats {
+            method: "GET".into(),
+            name: "/item/[id], \"quoted\"".into(),
+            num_requests: 10,
+            num_failures: 2,
+            min_ms: 0.101,
+            max_ms: 5.5,
+            avg_ms: 1.2345,
+            median_ms: 0.9,
+            avg_content_length: 512.0,
+            total_rps: 2.5,
+            total_fail_per_s: 0.5,
+            current_rps: 1.0 / 3.0,
+            current_fail_per_s: 0.0,
+            percentiles: PERCENTILES.iter().map(|&q| (q, q * 5.5)).collect(),
+            current_percentiles: PERCENTILES.iter().map(|&q| (q, q)).collect(),
+            ..EntryStats::default()
+        }
+    }
+
+    fn snapshot() -> StatsSnapshot {
+        StatsSnapshot {
+            entries: vec![entry()],
+            total: EntryStats {
+                method: String::new(),
+                name: "Aggregated".into(),
+                ..entry()
+            },
+            failures: vec![FailureStats {
+                method: "GET".into(),
+                name: "/cart".into(),
+                error: "HTTP 500, \"oops\"".into(),
+                occurrences: 7,
+            }],
+            user_errors: vec![UserErrorStats {
+                count: 3,
+                message: "boom".into(),
+                traceback: "src/user.rs:7".into(),
+                user_type: "Shopper".into(),
+            }],
+            ..StatsSnapshot::default()
+        }
+    }
+
+    fn parse(bytes: &[u8]) -> (Vec<String>, Vec<Vec<String>>) {
+        let mut reader = ::csv::Reader::from_reader(bytes);
+        let header = reader
+            .headers()
+            .unwrap()
+            .iter()
+            .map(str::to_owned)
+            .collect();
+        let rows = reader
+            .records()
+            .map(|record| record.unwrap().iter().map(str::to_owned).collect())
+            .collect();
+        (header, rows)
+    }
+
+    #[test]
+    fn header_labels_follow_the_percentile_list() {
+        let labels: Vec<String> = PERCENTILES.iter().map(|&q| percent_label(q)).collect();
+        assert_eq!(&STATS_HEADER[11..], labels.as_slice());
+        assert_eq!(&HISTORY_HEADER[6..17], labels.as_slice());
+    }
+
+    #[test]
+    fn stats_csv_round_trips() {
+        let mut out = Vec::new();
+        write_stats_to(&mut out, &snapshot()).unwrap();
+        let (header, rows) = parse(&out);
+        assert_eq!(
+            header.join(","),
+            "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,\
+             Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,\
+             50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%"
+        );
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            rows[0][..11],
+            [
+                "GET",
+                "/item/[id], \"quoted\"",
+                "10",
+                "2",
+                "0.9",
+                "1.235",
+                "0.101",
+                "5.5",
+                "512",
+                "2.5",
+                "0.5"
+            ]
+        );
+        assert_eq!(rows[0][11], "2.75");
+        assert_eq!(rows[0][21], "5.5");
+        assert_eq!(rows[1][..2], ["", "Aggregated"]);
+    }
+
+    #[test]
+    fn failures_and_exceptions_round_trip() {
+        let mut out = Vec::new();
+        write_failures_to(&mut out, &snapshot()).unwrap();
+        let (header, rows) = parse(&out);
+        assert_eq!(header, FAILURES_HEADER);
+        assert_eq!(rows, [["GET", "/cart", "HTTP 500, \"oops\"", "7"]]);
+
+        let mut out = Vec::new();
+        write_exceptions_to(&mut out, &snapshot()).unwrap();
+        let (header, rows) = parse(&out);
+        assert_eq!(header, EXCEPTIONS_HEADER);
+        assert_eq!(rows, [["3", "boom", "src/user.rs:7", "local"]]);
+    }
+
+    #[test]
+    fn history_csv_appends_rows() {
+        let directory =
+            std::env::temp_dir().join(format!("cicada-stats-history-test-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("run_stats_history.csv");
+
+        let mut aggregated_only = HistoryCsvWriter::create(&path, false).unwrap();
+        aggregated_only.append(&snapshot(), 4, 100).unwrap();
+        aggregated_only.append(&snapshot(), 5, 102).unwrap();
+        let (header, rows) = parse(&std::fs::read(&path).unwrap());
+        assert_eq!(header, HISTORY_HEADER);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            rows[1][..7],
+            ["102", "5", "", "Aggregated", "0.333333", "0.000000", "2.75"]
+        );
+        assert_eq!(
+            rows[1][17..],
+            ["10", "2", "0.9", "1.235", "0.101", "5.5", "512"]
+        );
+
+        let mut full = HistoryCsvWriter::create(&path, true).unwrap();
+        full.append(&snapshot(), 4, 100).unwrap();
+        let (_, rows) = parse(&std::fs::read(&path).unwrap());
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0][2..4], ["GET", "/item/[id], \"quoted\""]);
+        // Current-window percentiles with full history.
+        assert_eq!(rows[0][6], "0.5");
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn errors_carry_the_path() {
+        let error = write_failures("/nonexistent-cicada-dir/x.csv", &snapshot()).unwrap_err();
+        assert!(matches!(error, ReportError::Io { .. }));
+        assert!(error.to_string().contains("/nonexistent-cicada-dir/x.csv"));
+    }
+}

@@ -1,0 +1,67 @@
+//! The hot path's promise, checked with a counting global allocator: once a thread has seen
+//! a `(method, name)` (and an error text), recording it allocates nothing, including the
+//! record that flushes after a `collect` (it reuses buffers the aggregate handed back).
+//!
+//! Kept alone in its own test binary: the allocator counts every thread of the process.
+
+use std::alloc::System;
+use std::time::{Duration, Instant};
+
+use cicada_stats::{Sample, Stats};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+#[test]
+fn recording_seen_names_does_not_allocate() {
+    let stats = Stats::default();
+    let finished_at = Instant::now();
+    let ok = Sample {
+        method: "GET",
+        name: "/item/[id]",
+        response_time: Duration::from_micros(420),
+        content_length: 512,
+        error: None,
+        finished_at,
+    };
+    let failed = Sample {
+        name: "/cart",
+        error: Some("HTTP 503"),
+        response_time: Duration::from_millis(30),
+        ..ok
+    };
+    // Warm up: first sight of each key, and a few flush/collect cycles so that the mailbox
+    // holds recycled histograms and batches.
+    for _ in 0..3 {
+        stats.record(&ok);
+        stats.record(&failed);
+        stats.collect();
+    }
+
+    let region = Region::new(GLOBAL);
+    for _ in 0..10_000 {
+        stats.record(&ok);
+        stats.record(&failed);
+    }
+    assert_eq!(region.change().allocations, 0, "hits allocate");
+
+    stats.collect();
+    let region = Region::new(GLOBAL);
+    // This record sees the new flush epoch and hands its batch over before recording.
+    stats.record(&ok);
+    assert_eq!(
+        region.change().allocations,
+        0,
+        "a flushing record allocates"
+    );
+
+    // The counter does see allocations: a first sight registers the name.
+    let region = Region::new(GLOBAL);
+    stats.record(&Sample { name: "/new", ..ok });
+    assert!(region.change().allocations > 0);
+
+    Stats::flush_current_thread();
+    stats.collect();
+    assert_eq!(stats.snapshot().total.num_requests, 3 * 2 + 10_000 * 2 + 2);
+}
