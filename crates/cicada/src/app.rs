@@ -1,0 +1,479 @@
+//! The entry point of a test binary: register user types, shapes and event listeners, then run.
+//!
+//! [`Cicada::run`] reads the options, sets up logging and a multi-threaded tokio runtime that uses every core, starts
+//! the demo target when no host is given, drives the runner (fixed target, or a load shape), prints the stats table
+//! while running, and at the end writes every report and returns the exit code: 0 when all went well, 1 (or
+//! `--exit-code-on-error`) when a request failed or a task raised an error, 2 for bad usage.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cicada_stats::{Stats, StatsConfig};
+
+use crate::environment::Environment;
+use crate::events::{Events, RequestEvent, UserErrorEvent};
+use crate::options::{Options, OptionsError};
+use crate::report;
+use crate::runner::{self, RunnableType, RunnerState, Target};
+use crate::shape::LoadShape;
+use crate::user::UserType;
+use crate::user::run::UserKind;
+use crate::user::task::TagFilter;
+
+/// Exit code for bad usage or configuration.
+pub const EXIT_USAGE: u8 = 2;
+
+/// A load test: user types, an optional load shape and event listeners.
+///
+/// ```no_run
+/// use cicada::prelude::*;
+///
+/// async fn index(user: &mut User) -> TaskResult {
+///     user.get("/").send().await?;
+///     Ok(())
+/// }
+///
+/// fn main() -> std::process::ExitCode {
+///     Cicada::new()
+///         .user(UserType::<()>::new("Visitor").wait_time(between(0.5, 1.5)).task(index))
+///         .run()
+/// }
+/// ```
+#[derive(Default)]
+pub struct Cicada {
+    types: Vec<Box<dyn UserKind>>,
+    shape: Option<Box<dyn LoadShape>>,
+    events: Events,
+}
+
+impl Cicada {
+    /// An empty test.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register a user type.
+    pub fn user<S: Send + 'static>(mut self, user_type: UserType<S>) -> Self {
+        self.types.push(Box::new(user_type));
+        self
+    }
+
+    /// Drive the user count with a load shape instead of `-u` / `-r`.
+    pub fn shape(mut self, shape: impl LoadShape) -> Self {
+        self.shape = Some(Box::new(shape));
+        self
+    }
+
+    /// Runs once, before anything starts.
+    pub fn on_init(mut self, listener: impl Fn(&Environment) + Send + Sync + 'static) -> Self {
+        self.events.init.push(Box::new(listener));
+        self
+    }
+
+    /// Runs when a test starts (also when a stopped test is started again).
+    pub fn on_test_start(
+        mut self,
+        listener: impl Fn(&Environment) + Send + Sync + 'static,
+    ) -> Self {
+        self.events.test_start.push(Box::new(listener));
+        self
+    }
+
+    /// Runs when a test begins to stop, before users are stopped.
+    pub fn on_test_stopping(
+        mut self,
+        listener: impl Fn(&Environment) + Send + Sync + 'static,
+    ) -> Self {
+        self.events.test_stopping.push(Box::new(listener));
+        self
+    }
+
+    /// Runs when every user has stopped.
+    pub fn on_test_stop(mut self, listener: impl Fn(&Environment) + Send + Sync + 'static) -> Self {
+        self.events.test_stop.push(Box::new(listener));
+        self
+    }
+
+    /// Runs when the target user count is reached, with that count.
+    pub fn on_spawning_complete(
+        mut self,
+        listener: impl Fn(&Environment, u64) + Send + Sync + 'static,
+    ) -> Self {
+        self.events.spawning_complete.push(Box::new(listener));
+        self
+    }
+
+    /// Runs after every request (HTTP or custom). Keep it cheap: it is on the hot path.
+    pub fn on_request(
+        mut self,
+        listener: impl Fn(&RequestEvent<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.events.request.push(Box::new(listener));
+        self
+    }
+
+    /// Runs when a task returns an error or panics.
+    pub fn on_user_error(
+        mut self,
+        listener: impl Fn(&UserErrorEvent<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.events.user_error.push(Box::new(listener));
+        self
+    }
+
+    /// Runs when the stats are reset.
+    pub fn on_reset_stats(
+        mut self,
+        listener: impl Fn(&Environment) + Send + Sync + 'static,
+    ) -> Self {
+        self.events.reset_stats.push(Box::new(listener));
+        self
+    }
+
+    /// Runs after the test, before the exit code is final: call [`Environment::set_exit_code`] to change it.
+    pub fn on_quitting(mut self, listener: impl Fn(&Environment) + Send + Sync + 'static) -> Self {
+        self.events.quitting.push(Box::new(listener));
+        self
+    }
+
+    /// Runs last, with the exit code.
+    pub fn on_quit(mut self, listener: impl Fn(i32) + Send + Sync + 'static) -> Self {
+        self.events.quit.push(Box::new(listener));
+        self
+    }
+
+    /// Run with the process's arguments and return its exit code.
+    pub fn run(self) -> ExitCode {
+        ExitCode::from(self.run_with_args(std::env::args_os()).clamp(0, 255) as u8)
+    }
+
+    /// Run with these arguments (the first is the program name) and return the exit code.
+    pub fn run_with_args<I, T>(mut self, args: I) -> i32
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let options = match Options::parse_args(args) {
+            Ok(options) => options,
+            Err(OptionsError::Cli(error)) => {
+                let code = error.exit_code();
+                let _ = error.print();
+                return code;
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                return i32::from(EXIT_USAGE);
+            }
+        };
+        if let Err(error) = crate::logging::init(options.loglevel, options.logfile.as_deref()) {
+            eprintln!("error: --logfile: {error}");
+            return i32::from(EXIT_USAGE);
+        }
+        match self.prepare(&options) {
+            Ok(Prepared::Done) => 0,
+            Ok(Prepared::Run(types)) => {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .on_thread_park(Stats::flush_current_thread)
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        eprintln!("error: cannot start the async runtime: {error}");
+                        return 1;
+                    }
+                };
+                let events = Arc::new(self.events);
+                runtime.block_on(run(types, self.shape, events, Arc::new(options)))
+            }
+            Err(message) => {
+                eprintln!("error: {message}");
+                i32::from(EXIT_USAGE)
+            }
+        }
+    }
+
+    /// Validate user types against the options; answer `--list` and `--show-task-ratio`.
+    fn prepare(&mut self, options: &Options) -> Result<Prepared, String> {
+        if self.types.is_empty() {
+            return Err("no user types: register at least one with Cicada::user".to_string());
+        }
+        for name in &options.user_types {
+            if !self.types.iter().any(|t| t.name() == name) {
+                let known: Vec<_> = self.types.iter().map(|t| t.name().to_string()).collect();
+                return Err(format!(
+                    "unknown user type `{name}` (this test has: {})",
+                    known.join(", ")
+                ));
+            }
+        }
+        let mut types = std::mem::take(&mut self.types);
+        if !options.user_types.is_empty() {
+            types.retain(|t| options.user_types.iter().any(|n| n == t.name()));
+        }
+        let filter = TagFilter {
+            include: options.tags.clone(),
+            exclude: options.exclude_tags.clone(),
+        };
+        types.retain_mut(|t| {
+            let keep = t.filter_tags(&filter);
+            if !keep {
+                tracing::warn!(
+                    "user type {} has no task left after tag filtering",
+                    t.name()
+                );
+            }
+            keep
+        });
+        if types.is_empty() {
+            return Err(
+                "no task is left to run after --tags / --exclude-tags filtering".to_string(),
+            );
+        }
+        if options.list {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "Available user types:");
+            for t in &types {
+                let _ = writeln!(out, "    {}", t.name());
+            }
+            return Ok(Prepared::Done);
+        }
+        if options.show_task_ratio {
+            print!("{}", report::task_ratio_table(&types));
+            return Ok(Prepared::Done);
+        }
+        Ok(Prepared::Run(types))
+    }
+}
+
+enum Prepared {
+    Done,
+    Run(Vec<Box<dyn UserKind>>),
+}
+
+/// How often the stats table is printed while running.
+const PRINT_INTERVAL: Duration = Duration::from_secs(2);
+/// How often a history point is kept (for charts and reports).
+const HISTORY_INTERVAL: Duration = Duration::from_secs(2);
+
+async fn run(
+    types: Vec<Box<dyn UserKind>>,
+    mut shape: Option<Box<dyn LoadShape>>,
+    events: Arc<Events>,
+    options: Arc<Options>,
+) -> i32 {
+    let stats = Stats::new(StatsConfig {
+        max_names: options.max_names,
+        max_errors: options.max_errors,
+        max_user_errors: options.max_errors,
+        ..StatsConfig::default()
+    });
+    let needs_host = types.iter().any(|t| t.host().is_none()) && options.host.is_none();
+    let demo = if needs_host {
+        match cicada_demo::DemoServer::start(([127, 0, 0, 1], 0).into()).await {
+            Ok(demo) => {
+                tracing::info!(
+                    "no --host given: running against the built-in demo target at {}",
+                    demo.url()
+                );
+                Some(demo)
+            }
+            Err(error) => {
+                eprintln!("error: no --host given and the demo target could not start: {error}");
+                return i32::from(EXIT_USAGE);
+            }
+        }
+    } else {
+        None
+    };
+    let host = options
+        .host
+        .clone()
+        .or_else(|| demo.as_ref().map(cicada_demo::DemoServer::url))
+        .unwrap_or_default();
+    let names: Vec<String> = types.iter().map(|t| t.name().to_string()).collect();
+    let parts = runner::channel(names);
+    let env = Arc::new(Environment::new(
+        stats.clone(),
+        parts.handle.clone(),
+        events.clone(),
+        options.clone(),
+        host.clone(),
+    ));
+    let mut runnable = Vec::with_capacity(types.len());
+    for kind in types {
+        let name = kind.name().to_string();
+        let weight = kind.weight();
+        let fixed_count = kind.fixed_count();
+        match kind.activate(env.clone(), &host) {
+            Ok(spawner) => runnable.push(RunnableType {
+                name,
+                weight,
+                fixed_count,
+                spawner,
+            }),
+            Err(error) => {
+                eprintln!("error: user type {name}: {error}");
+                return i32::from(EXIT_USAGE);
+            }
+        }
+    }
+    if !options.headless {
+        tracing::warn!(
+            "the web UI is not available yet: running headless (pass --headless to silence this)"
+        );
+    }
+    events.fire_env("init", &events.init, &env);
+
+    let runner = env.runner.clone();
+    let runner_task = runner::start(parts, runnable, env.clone(), options.stop_timeout);
+    let started = Instant::now();
+    match &shape {
+        Some(_) => {}
+        None => runner.start(options.users, options.spawn_rate),
+    }
+
+    let mut history_csv = match &options.csv_prefix {
+        Some(prefix) => match report::history_writer(prefix, options.csv_full_history) {
+            Ok(writer) => Some(writer),
+            Err(error) => {
+                eprintln!("error: --csv: {error}");
+                runner.quit();
+                let _ = runner_task.await;
+                return i32::from(EXIT_USAGE);
+            }
+        },
+        None => None,
+    };
+
+    let (stop_reason, forced) = {
+        let mut collect_tick = tokio::time::interval(Duration::from_secs(1));
+        collect_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_print = Instant::now();
+        let mut last_history = Instant::now();
+        let mut reset_done = !options.reset_stats;
+        let mut last_target: Option<Target> = None;
+        let deadline = options.run_time.map(|d| tokio::time::Instant::now() + d);
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        let reason = loop {
+            tokio::select! {
+                _ = collect_tick.tick() => {}
+                _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                    tracing::info!("--run-time limit reached, stopping the test");
+                    break "run time limit reached";
+                }
+                _ = &mut ctrl_c => {
+                    tracing::info!("Ctrl-C: stopping the test gracefully (press again to exit at once)");
+                    break "interrupted";
+                }
+            }
+            if runner.state() == RunnerState::Quitting {
+                break "the test asked to stop";
+            }
+            if let Some(shape) = shape.as_mut() {
+                match shape.tick(started.elapsed()) {
+                    Some(target) => {
+                        if last_target.as_ref() != Some(&target) {
+                            runner.start_target(target.clone());
+                            last_target = Some(target);
+                        }
+                    }
+                    None => {
+                        tracing::info!("the load shape ended the test");
+                        break "the load shape ended";
+                    }
+                }
+            }
+            stats.collect();
+            if !reset_done && runner.state() == RunnerState::Running {
+                reset_done = true;
+                stats.reset();
+                events.fire_env("reset_stats", &events.reset_stats, &env);
+            }
+            let user_count = runner.user_count();
+            if let Some(writer) = history_csv.as_mut()
+                && let Err(error) = writer.append(&stats.snapshot(), user_count, unix_now())
+            {
+                tracing::warn!("writing the history CSV failed: {error}");
+            }
+            if last_history.elapsed() >= HISTORY_INTERVAL {
+                last_history = Instant::now();
+                stats.push_history(user_count);
+            }
+            if !options.only_summary && last_print.elapsed() >= PRINT_INTERVAL {
+                last_print = Instant::now();
+                println!(
+                    "{}",
+                    cicada_stats::report::console::stats_table(&stats.snapshot())
+                );
+                let _ = std::io::stdout().flush();
+            }
+        };
+        (reason, install_force_exit(reason == "interrupted"))
+    };
+
+    stats.collect();
+    stats.push_history(runner.user_count());
+    runner.quit();
+    let _ = runner_task.await;
+    forced.abort();
+    if !stats.collect_final(Duration::from_secs(3)) {
+        tracing::warn!("some samples were still in flight when the final stats were taken");
+    }
+    stats.push_history(0);
+    if let Some(writer) = history_csv.as_mut() {
+        let _ = writer.append(&stats.snapshot(), 0, unix_now());
+    }
+    let snapshot = stats.snapshot();
+    let mut exit_code = 0;
+    if let Err(error) = report::write_final(
+        &options,
+        &stats,
+        &snapshot,
+        started.elapsed(),
+        &host,
+        stop_reason,
+    ) {
+        eprintln!("error: {error}");
+        exit_code = 1;
+    }
+    let had_errors = snapshot.total.num_failures > 0 || !snapshot.user_errors.is_empty();
+    if exit_code == 0 && had_errors {
+        exit_code = options.exit_code_on_error;
+    }
+    events.fire_env("quitting", &events.quitting, &env);
+    if let Some(code) = env.exit_code_override() {
+        exit_code = code;
+    }
+    events.fire_quit(exit_code);
+    if let Some(demo) = demo {
+        demo.shutdown().await;
+    }
+    exit_code
+}
+
+/// While users stop and reports are written, Ctrl-C (a second one, if the first started the stop) ends the process
+/// at once.
+fn install_force_exit(already_interrupted: bool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if !already_interrupted {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            eprintln!("the test is already stopping: press Ctrl-C again to exit at once");
+        }
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("second Ctrl-C: exiting without waiting for users or writing reports");
+            std::process::exit(130);
+        }
+    })
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,465 @@
+//! Connections: resolving, connecting, TLS, HTTP/1.1 and HTTP/2 handshakes, and the per-user pool.
+//!
+//! A user runs one request at a time, so its pool is tiny: at most one connection per origin, a handful of origins.
+//! An HTTP/1.1 connection is driven inline by the user's own task while a request is in flight (no connection task,
+//! no cross-task wake-up per request); between requests nobody polls it, and a connection the server closed in the
+//! meantime is noticed when it is next checked out. HTTP/2 connections run in their own task, as the protocol needs
+//! (pings, flow control).
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http_body_util::Full;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use super::{HttpVersion, RequestError, RequestErrorKind};
+
+/// A request body as hyper sends it.
+pub(crate) type RequestBody = Full<Bytes>;
+
+/// Where a connection goes: scheme and authority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub(crate) tls: bool,
+    pub(crate) authority: Authority,
+}
+
+impl Origin {
+    pub(crate) fn new(scheme: &Scheme, authority: &Authority) -> Result<Origin, String> {
+        let tls = if *scheme == Scheme::HTTPS {
+            true
+        } else if *scheme == Scheme::HTTP {
+            false
+        } else {
+            return Err(format!("unsupported scheme `{scheme}` (use http or https)"));
+        };
+        Ok(Origin {
+            tls,
+            authority: authority.clone(),
+        })
+    }
+
+    pub(crate) fn scheme(&self) -> Scheme {
+        if self.tls {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        }
+    }
+
+    fn host(&self) -> &str {
+        let host = self.authority.host();
+        host.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+    }
+
+    fn port(&self) -> u16 {
+        self.authority
+            .port_u16()
+            .unwrap_or(if self.tls { 443 } else { 80 })
+    }
+}
+
+/// A TCP stream, with or without TLS.
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Stream::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Stream::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Stream::Tls(stream) => Pin::new(stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Stream::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Stream::Tls(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(stream) => stream.is_write_vectored(),
+            Stream::Tls(stream) => stream.is_write_vectored(),
+        }
+    }
+}
+
+type H1Connection = http1::Connection<TokioIo<Stream>, RequestBody>;
+
+/// An HTTP/1.1 connection whose I/O the owning user drives while it waits for a response.
+pub(crate) struct H1 {
+    pub(crate) sender: http1::SendRequest<RequestBody>,
+    pub(crate) driver: H1Driver,
+}
+
+/// The I/O half of an HTTP/1.1 connection.
+pub(crate) struct H1Driver {
+    connection: Pin<Box<H1Connection>>,
+    /// The connection future finished: the server closed it or it failed.
+    closed: bool,
+}
+
+impl H1Driver {
+    /// Poll `future` to completion while also driving the connection. `None` when the connection ended first and
+    /// `future` can no longer complete.
+    pub(crate) async fn drive<F: Future>(&mut self, future: F) -> Option<F::Output> {
+        let mut future = pin!(future);
+        poll_fn(|cx| {
+            if let Poll::Ready(output) = future.as_mut().poll(cx) {
+                return Poll::Ready(Some(output));
+            }
+            if self.closed {
+                return Poll::Ready(None);
+            }
+            if let Poll::Ready(result) = self.connection.as_mut().poll(cx) {
+                self.closed = true;
+                if let Err(error) = result {
+                    tracing::trace!("connection ended: {error}");
+                }
+                // The request side learns of the end on its next poll.
+                if let Poll::Ready(output) = future.as_mut().poll(cx) {
+                    return Poll::Ready(Some(output));
+                }
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl H1 {
+    /// Whether an idle connection is still usable: poll it once without waiting, so a close by the server while we
+    /// were not looking is noticed before we send on it.
+    fn still_open(&mut self) -> bool {
+        if self.driver.closed {
+            return false;
+        }
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        if self.driver.connection.as_mut().poll(&mut cx).is_ready() {
+            self.driver.closed = true;
+        }
+        !self.driver.closed && !self.sender.is_closed()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.driver.closed || self.sender.is_closed()
+    }
+}
+
+/// One open connection.
+pub(crate) enum Conn {
+    H1(H1),
+    H2(http2::SendRequest<RequestBody>),
+}
+
+impl Conn {
+    fn usable(&mut self) -> bool {
+        match self {
+            Conn::H1(h1) => h1.still_open(),
+            Conn::H2(sender) => !sender.is_closed(),
+        }
+    }
+}
+
+/// Idle connections of one user (or of a user type with a shared pool), at most one per origin for users.
+pub(crate) struct Pool {
+    idle: Vec<(Origin, Conn)>,
+    max_idle: usize,
+}
+
+impl Pool {
+    pub(crate) fn new(max_idle: usize) -> Self {
+        Pool {
+            idle: Vec::new(),
+            max_idle,
+        }
+    }
+
+    /// Take an idle, still-open connection to `origin`.
+    pub(crate) fn checkout(&mut self, origin: &Origin) -> Option<Conn> {
+        while let Some(index) = self.idle.iter().position(|(o, _)| o == origin) {
+            let (_, mut conn) = self.idle.swap_remove(index);
+            if conn.usable() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Give a connection back. At the bound, the oldest idle connection is closed to make room.
+    pub(crate) fn checkin(&mut self, origin: Origin, conn: Conn) {
+        if self.idle.len() >= self.max_idle {
+            self.idle.remove(0);
+        }
+        self.idle.push((origin, conn));
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.idle.len()
+    }
+}
+
+/// Everything needed to open connections for one user type.
+pub(crate) struct Connector {
+    pub(crate) tls: tokio_rustls::TlsConnector,
+    pub(crate) http: HttpVersion,
+    pub(crate) connect_timeout: Duration,
+}
+
+impl Connector {
+    pub(crate) async fn connect(&self, origin: &Origin) -> Result<Conn, RequestError> {
+        let tcp = self.open_tcp(origin).await?;
+        let (stream, h2) = if origin.tls {
+            let tls = &self.tls;
+            let server_name = rustls::pki_types::ServerName::try_from(origin.host().to_string())
+                .map_err(|e| {
+                    RequestError::new(
+                        RequestErrorKind::InvalidUrl,
+                        format!("invalid TLS server name `{}`: {e}", origin.host()),
+                    )
+                })?;
+            let handshake =
+                tokio::time::timeout(self.connect_timeout, tls.connect(server_name, tcp));
+            let stream = match handshake.await {
+                Err(_) => {
+                    return Err(RequestError::new(
+                        RequestErrorKind::Timeout,
+                        format!("TLS handshake with {} timed out", origin.authority),
+                    ));
+                }
+                Ok(Err(error)) => {
+                    return Err(RequestError::new(
+                        RequestErrorKind::Tls,
+                        format!("TLS handshake with {} failed: {error}", origin.authority),
+                    ));
+                }
+                Ok(Ok(stream)) => stream,
+            };
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            (Stream::Tls(Box::new(stream)), h2)
+        } else {
+            (Stream::Plain(tcp), self.http == HttpVersion::Http2)
+        };
+        let io = TokioIo::new(stream);
+        let handshake_error = |error: hyper::Error| {
+            RequestError::new(
+                RequestErrorKind::Protocol,
+                format!("HTTP handshake with {} failed: {error}", origin.authority),
+            )
+        };
+        if h2 {
+            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+                .handshake(io)
+                .await
+                .map_err(handshake_error)?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::trace!("HTTP/2 connection ended: {error}");
+                }
+            });
+            Ok(Conn::H2(sender))
+        } else {
+            let (sender, connection) = http1::Builder::new()
+                .handshake(io)
+                .await
+                .map_err(handshake_error)?;
+            Ok(Conn::H1(H1 {
+                sender,
+                driver: H1Driver {
+                    connection: Box::pin(connection),
+                    closed: false,
+                },
+            }))
+        }
+    }
+
+    async fn open_tcp(&self, origin: &Origin) -> Result<TcpStream, RequestError> {
+        let host = origin.host();
+        let port = origin.port();
+        let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => match tokio::net::lookup_host((host, port)).await {
+                Ok(found) => found.collect(),
+                Err(error) => {
+                    return Err(RequestError::new(
+                        RequestErrorKind::Dns,
+                        format!("could not resolve host `{host}`: {error}"),
+                    ));
+                }
+            },
+        };
+        let mut last_error = None;
+        for address in &addresses {
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(address)).await {
+                Ok(Ok(stream)) => {
+                    // Requests are small and latency-bound: never wait for Nagle.
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Ok(Err(error)) => last_error = Some(connect_error(*address, &error)),
+                Err(_) => {
+                    last_error = Some(RequestError::new(
+                        RequestErrorKind::Timeout,
+                        format!(
+                            "connecting to {address} timed out after {:?}",
+                            self.connect_timeout
+                        ),
+                    ))
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            RequestError::new(
+                RequestErrorKind::Dns,
+                format!("host `{host}` resolved to no address"),
+            )
+        }))
+    }
+}
+
+fn connect_error(address: SocketAddr, error: &io::Error) -> RequestError {
+    let what = match error.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+        _ => error.to_string(),
+    };
+    RequestError::new(RequestErrorKind::Connect, format!("{what} ({address})"))
+}
+
+/// Build the TLS client configuration of a user type.
+pub(crate) fn tls_config(
+    http: HttpVersion,
+    insecure: bool,
+    session_resumption: bool,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let mut config = if insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate { provider }))
+            .with_no_client_auth()
+    } else {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    config.alpn_protocols = match http {
+        HttpVersion::Http1 => vec![b"http/1.1".to_vec()],
+        HttpVersion::Http2 => vec![b"h2".to_vec()],
+        HttpVersion::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    };
+    if !session_resumption {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
+    Ok(config)
+}
+
+/// Skips certificate checks, for test targets with self-signed certificates. Signatures are still verified, so the
+/// handshake is otherwise real.
+#[derive(Debug)]
+struct AcceptAnyCertificate {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

@@ -1,0 +1,1130 @@
+//! The HTTP client each user owns: requests, responses, cookies, redirects, timeouts, and stats recording.
+//!
+//! Every request made through a [`RequestBuilder`] is timed from the first byte sent to the last body byte read
+//! (connecting included, as Locust does) and recorded once into the run's stats under its `name`. A response with a
+//! status of 400 or more, or one that fails its [`RequestBuilder::check`], is a failure with a reason; a transport
+//! problem (refused, unresolvable host, timeout, TLS, malformed URL) is a failure too and comes back as a
+//! [`RequestError`] that a task can propagate with `?` without it being counted twice.
+
+mod conn;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::BodyExt;
+use http_body_util::Full;
+
+use crate::user::{UserTypeContext, record_sample};
+use conn::{Conn, Connector, Origin, Pool, RequestBody};
+
+/// Which HTTP version to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HttpVersion {
+    /// HTTP/1.1 over plain TCP; over TLS, whatever the server picks by ALPN (HTTP/2 preferred).
+    #[default]
+    Auto,
+    /// Always HTTP/1.1.
+    Http1,
+    /// Always HTTP/2: by ALPN over TLS, with prior knowledge (h2c) over plain TCP.
+    Http2,
+}
+
+/// HTTP client settings of a user type.
+///
+/// ```
+/// use cicada::prelude::*;
+/// use std::time::Duration;
+///
+/// let options = ClientOptions {
+///     timeout: Duration::from_secs(5),
+///     http: HttpVersion::Http2,
+///     ..ClientOptions::default()
+/// };
+/// let _ = UserType::<()>::new("Api").client_options(options);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Limit for a whole request, redirects included (default 60 s).
+    pub timeout: Duration,
+    /// Limit for opening a connection, TLS handshake included (default 10 s).
+    pub connect_timeout: Duration,
+    /// HTTP version policy.
+    pub http: HttpVersion,
+    /// Accept any TLS certificate (self-signed test targets). Never use against systems you do not own.
+    pub insecure_tls: bool,
+    /// Resume TLS sessions on new connections (default true); turn off for realistic full handshakes.
+    pub tls_session_resumption: bool,
+    /// All users of the type share one pool of connections instead of one connection each.
+    pub shared_pool: bool,
+    /// Redirects followed per request (default 10; 0 returns the 3xx response itself).
+    pub max_redirects: u32,
+    /// Bytes of a response body kept for the task to read (default 16 MiB). Longer bodies are read to the end and
+    /// counted in the content size, but only this much is kept.
+    pub max_body_bytes: usize,
+    /// Value of the `User-Agent` header.
+    pub user_agent: String,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            http: HttpVersion::Auto,
+            insecure_tls: false,
+            tls_session_resumption: true,
+            shared_pool: false,
+            max_redirects: 10,
+            max_body_bytes: 16 * 1024 * 1024,
+            user_agent: concat!("cicada/", env!("CARGO_PKG_VERSION")).to_string(),
+        }
+    }
+}
+
+/// Why a user type's client could not be set up (a configuration problem, reported before the run starts).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The host is not a usable base URL.
+    #[error(
+        "invalid host `{host}`: {reason} (expected something like http://127.0.0.1:8080 or https://example.test)"
+    )]
+    InvalidHost {
+        /// The host as given.
+        host: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The TLS configuration could not be built.
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// What kind of transport problem a [`RequestError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestErrorKind {
+    /// The URL could not be built or parsed.
+    InvalidUrl,
+    /// The host name did not resolve.
+    Dns,
+    /// The TCP connection failed (refused, unreachable ...).
+    Connect,
+    /// TLS handshake or certificate problem.
+    Tls,
+    /// The request, or the connection, took longer than allowed.
+    Timeout,
+    /// The server broke the HTTP protocol or closed the connection mid-response.
+    Protocol,
+    /// The request body could not be encoded (JSON, form).
+    Body,
+}
+
+/// A request that failed before a complete response arrived. It has already been recorded as a failure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct RequestError {
+    kind: RequestErrorKind,
+    message: String,
+}
+
+impl RequestError {
+    pub(crate) fn new(kind: RequestErrorKind, message: String) -> Self {
+        RequestError { kind, message }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> RequestErrorKind {
+        self.kind
+    }
+}
+
+/// A user type's client configuration, shared by all its users.
+pub(crate) struct ClientShared {
+    base_origin: Origin,
+    /// Path of the host URL without its trailing slash, prepended to relative request paths.
+    base_path: String,
+    options: ClientOptions,
+    connector: Connector,
+    user_agent: HeaderValue,
+    context: Arc<UserTypeContext>,
+    shared_pool: Option<Mutex<Pool>>,
+}
+
+/// Idle connections a shared pool keeps at most; more are closed when returned.
+const SHARED_POOL_MAX_IDLE: usize = 4096;
+/// Origins a single user keeps a connection to at most (redirects can lead elsewhere); the oldest is closed.
+const USER_POOL_MAX_ORIGINS: usize = 4;
+
+impl ClientShared {
+    pub(crate) fn new(
+        host: &str,
+        options: &ClientOptions,
+        context: Arc<UserTypeContext>,
+    ) -> Result<Arc<Self>, ClientError> {
+        let invalid = |reason: String| ClientError::InvalidHost {
+            host: host.to_string(),
+            reason,
+        };
+        let uri: Uri = host.parse().map_err(|e| invalid(format!("{e}")))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            return Err(invalid("it needs a scheme and a host".to_string()));
+        };
+        let base_origin = Origin::new(scheme, authority).map_err(invalid)?;
+        let base_path = uri.path().trim_end_matches('/').to_string();
+        // Built even for plain-HTTP hosts: a redirect may lead to https.
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(conn::tls_config(
+            options.http,
+            options.insecure_tls,
+            options.tls_session_resumption,
+        )?));
+        let user_agent = HeaderValue::from_str(&options.user_agent)
+            .unwrap_or_else(|_| HeaderValue::from_static("cicada"));
+        Ok(Arc::new(ClientShared {
+            base_origin,
+            base_path,
+            connector: Connector {
+                tls,
+                http: options.http,
+                connect_timeout: options.connect_timeout,
+            },
+            shared_pool: options
+                .shared_pool
+                .then(|| Mutex::new(Pool::new(SHARED_POOL_MAX_IDLE))),
+            options: options.clone(),
+            user_agent,
+            context,
+        }))
+    }
+
+    /// Build the absolute URI of a request path (relative to the host, or absolute).
+    fn resolve(&self, path: &str) -> Result<Uri, RequestError> {
+        let invalid = |e: &dyn fmt::Display| {
+            RequestError::new(
+                RequestErrorKind::InvalidUrl,
+                format!("invalid URL `{path}`: {e}"),
+            )
+        };
+        if path.starts_with("http://") || path.starts_with("https://") {
+            let uri: Uri = path.parse().map_err(|e| invalid(&e))?;
+            if uri.authority().is_none() {
+                return Err(invalid(&"no host"));
+            }
+            return Ok(uri);
+        }
+        let path_and_query: PathAndQuery = if self.base_path.is_empty() && path.starts_with('/') {
+            PathAndQuery::try_from(path).map_err(|e| invalid(&e))?
+        } else {
+            let separator = if path.starts_with('/') || path.is_empty() {
+                ""
+            } else {
+                "/"
+            };
+            let joined = format!("{}{separator}{path}", self.base_path);
+            let joined = if joined.is_empty() {
+                "/".to_string()
+            } else {
+                joined
+            };
+            PathAndQuery::try_from(joined).map_err(|e| invalid(&e))?
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.base_origin.scheme());
+        parts.authority = Some(self.base_origin.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts).map_err(|e| invalid(&e))
+    }
+}
+
+/// Per-user client state, created on the first request so that an idle user costs almost nothing.
+struct ClientState {
+    pool: Pool,
+    cookies: Option<cookie_store::CookieStore>,
+}
+
+/// A user's HTTP client: its own connections (or a share of its type's pool) and its own cookie jar.
+pub struct HttpClient {
+    shared: Arc<ClientShared>,
+    state: Option<Box<ClientState>>,
+}
+
+impl HttpClient {
+    pub(crate) fn new(shared: Arc<ClientShared>) -> Self {
+        HttpClient {
+            shared,
+            state: None,
+        }
+    }
+
+    /// A GET request.
+    pub fn get(&mut self, path: &str) -> RequestBuilder<'_> {
+        self.request(Method::GET, path)
+    }
+
+    /// A POST request.
+    pub fn post(&mut self, path: &str) -> RequestBuilder<'_> {
+        self.request(Method::POST, path)
+    }
+
+    /// A PUT request.
+    pub fn put(&mut self, path: &str) -> RequestBuilder<'_> {
+        self.request(Method::PUT, path)
+    }
+
+    /// A PATCH request.
+    pub fn patch(&mut self, path: &str) -> RequestBuilder<'_> {
+        self.request(Method::PATCH, path)
+    }
+
+    /// A DELETE request.
+    pub fn delete(&mut self, path: &str) -> RequestBuilder<'_> {
+        self.request(Method::DELETE, path)
+    }
+
+    /// A HEAD request.
+    pub fn head(&mut self, path: &str) -> RequestBuilder<'_> {
+        self.request(Method::HEAD, path)
+    }
+
+    /// A request with any method to `path`: relative to the host (`/items/1`) or an absolute `http(s)://` URL.
+    pub fn request(&mut self, method: Method, path: &str) -> RequestBuilder<'_> {
+        let target = self.shared.resolve(path);
+        let name = match &target {
+            Ok(uri)
+                if self.shared.base_path.is_empty()
+                    && uri.path_and_query().map(PathAndQuery::as_str) == Some(path) =>
+            {
+                None
+            }
+            _ => Some(Cow::Owned(path.to_string())),
+        };
+        RequestBuilder {
+            client: self,
+            method,
+            target,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            name,
+            timeout: None,
+            check: None,
+            deferred_error: None,
+        }
+    }
+
+    /// The value of a cookie this user holds for the host, if any.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        let jar = self.state.as_ref()?.cookies.as_ref()?;
+        jar.iter_unexpired()
+            .find(|cookie| cookie.name() == name)
+            .map(|cookie| cookie.value().to_string())
+    }
+
+    /// Forget every cookie (a fresh browser session).
+    pub fn clear_cookies(&mut self) {
+        if let Some(state) = &mut self.state {
+            state.cookies = None;
+        }
+    }
+
+    /// Idle connections this user holds (0 with a shared pool).
+    pub fn idle_connections(&self) -> usize {
+        self.state.as_ref().map_or(0, |state| state.pool.len())
+    }
+
+    fn state(&mut self) -> &mut ClientState {
+        self.state.get_or_insert_with(|| {
+            Box::new(ClientState {
+                pool: Pool::new(USER_POOL_MAX_ORIGINS),
+                cookies: None,
+            })
+        })
+    }
+
+    fn checkout(&mut self, origin: &Origin) -> Option<Conn> {
+        match &self.shared.shared_pool {
+            Some(pool) => pool
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .checkout(origin),
+            None => self.state().pool.checkout(origin),
+        }
+    }
+
+    fn checkin(&mut self, origin: Origin, conn: Conn) {
+        match &self.shared.shared_pool {
+            Some(pool) => pool
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .checkin(origin, conn),
+            None => self.state().pool.checkin(origin, conn),
+        }
+    }
+
+    /// Send one request (following redirects) and read the whole response.
+    async fn execute(
+        &mut self,
+        method: Method,
+        mut uri: Uri,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, RequestError> {
+        let mut method = method;
+        let mut body = body;
+        let mut redirects = 0;
+        loop {
+            let exchange = self.exchange(&method, &uri, headers, body.clone()).await?;
+            let status = exchange.status;
+            let location = exchange
+                .headers
+                .get(header::LOCATION)
+                .and_then(|l| l.to_str().ok());
+            let follow = status.is_redirection()
+                && status != StatusCode::NOT_MODIFIED
+                && redirects < self.shared.options.max_redirects;
+            match (follow, location) {
+                (true, Some(location)) => {
+                    let next = redirect_target(&uri, location)?;
+                    if status == StatusCode::SEE_OTHER
+                        || ((status == StatusCode::MOVED_PERMANENTLY
+                            || status == StatusCode::FOUND)
+                            && method == Method::POST)
+                    {
+                        method = Method::GET;
+                        body = Bytes::new();
+                    }
+                    uri = next;
+                    redirects += 1;
+                }
+                _ => {
+                    return Ok(Response {
+                        status,
+                        headers: exchange.headers,
+                        body: exchange.body,
+                        content_length: exchange.content_length,
+                        truncated: exchange.truncated,
+                        url: uri,
+                        elapsed: Duration::ZERO,
+                        failure: None,
+                    });
+                }
+            }
+        }
+    }
+
+    /// One request and response on one connection.
+    async fn exchange(
+        &mut self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Exchange, RequestError> {
+        let origin = match (uri.scheme(), uri.authority()) {
+            (Some(scheme), Some(authority)) => Origin::new(scheme, authority)
+                .map_err(|reason| RequestError::new(RequestErrorKind::InvalidUrl, reason))?,
+            _ => {
+                return Err(RequestError::new(
+                    RequestErrorKind::InvalidUrl,
+                    format!("invalid URL `{uri}`: no host"),
+                ));
+            }
+        };
+        let cookie_url = self.cookie_url(uri);
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = method.clone();
+        let request_headers = request.headers_mut();
+        request_headers.reserve(headers.len() + 3);
+        request_headers.insert(header::USER_AGENT, self.shared.user_agent.clone());
+        for (name, value) in headers {
+            request_headers.append(name, value.clone());
+        }
+        if let (Some(url), Some(jar)) = (
+            &cookie_url,
+            self.state.as_ref().and_then(|s| s.cookies.as_ref()),
+        ) {
+            let cookie_header = jar
+                .get_request_values(url)
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            if let Ok(value) = HeaderValue::from_str(&cookie_header)
+                && !cookie_header.is_empty()
+            {
+                request_headers.insert(header::COOKIE, value);
+            }
+        }
+        let max_body = self.shared.options.max_body_bytes;
+        let (mut conn, mut reused) = match self.checkout(&origin) {
+            Some(conn) => (conn, true),
+            None => (self.shared.connector.connect(&origin).await?, false),
+        };
+        let exchange = loop {
+            fit_request(&mut request, &conn, uri, &origin);
+            let outcome = match &mut conn {
+                Conn::H1(h1) => send_h1(h1, request, max_body).await,
+                Conn::H2(sender) => send_h2(sender, request, max_body).await,
+            };
+            match outcome {
+                Ok(exchange) => break exchange,
+                // A reused connection the server had closed: the request never left, so a fresh connection may
+                // carry it without risk of sending it twice.
+                Err(SendFailure::NotSent(_, unsent)) if reused => {
+                    request = *unsent;
+                    conn = self.shared.connector.connect(&origin).await?;
+                    reused = false;
+                }
+                Err(SendFailure::NotSent(error, _) | SendFailure::Failed(error)) => {
+                    return Err(error);
+                }
+            }
+        };
+        let keep = match &conn {
+            Conn::H1(h1) => !h1.is_closed() && exchange.keep_alive,
+            Conn::H2(sender) => !sender.is_closed(),
+        };
+        if keep {
+            self.checkin(origin, conn);
+        }
+        if let Some(url) = cookie_url {
+            self.store_cookies(&exchange.headers, &url);
+        } else if exchange.headers.contains_key(header::SET_COOKIE)
+            && let Ok(url) = url::Url::parse(&uri.to_string())
+        {
+            self.store_cookies(&exchange.headers, &url);
+        }
+        Ok(exchange)
+    }
+
+    /// The URL for cookie matching, parsed only when this user holds cookies.
+    fn cookie_url(&self, uri: &Uri) -> Option<url::Url> {
+        let jar = self.state.as_ref()?.cookies.as_ref()?;
+        jar.iter_unexpired().next()?;
+        url::Url::parse(&uri.to_string()).ok()
+    }
+
+    fn store_cookies(&mut self, headers: &HeaderMap, url: &url::Url) {
+        let mut set_cookies = headers.get_all(header::SET_COOKIE).iter().peekable();
+        if set_cookies.peek().is_none() {
+            return;
+        }
+        let jar = self
+            .state()
+            .cookies
+            .get_or_insert_with(cookie_store::CookieStore::default);
+        for value in set_cookies {
+            if let Ok(text) = value.to_str() {
+                // A cookie the jar refuses (bad domain, malformed) is ignored, as a browser would.
+                let _ = jar.parse(text, url);
+            }
+        }
+    }
+}
+
+fn redirect_target(from: &Uri, location: &str) -> Result<Uri, RequestError> {
+    let base = url::Url::parse(&from.to_string()).map_err(|e| {
+        RequestError::new(
+            RequestErrorKind::InvalidUrl,
+            format!("bad redirect base: {e}"),
+        )
+    })?;
+    let next = base.join(location).map_err(|e| {
+        RequestError::new(
+            RequestErrorKind::InvalidUrl,
+            format!("invalid redirect location `{location}`: {e}"),
+        )
+    })?;
+    next.as_str().parse().map_err(|e| {
+        RequestError::new(
+            RequestErrorKind::InvalidUrl,
+            format!("invalid redirect location `{location}`: {e}"),
+        )
+    })
+}
+
+/// A response as read off the wire.
+struct Exchange {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    content_length: u64,
+    truncated: bool,
+    keep_alive: bool,
+}
+
+enum SendFailure {
+    /// The request was not written; it comes back for a retry on another connection.
+    NotSent(RequestError, Box<Request<RequestBody>>),
+    Failed(RequestError),
+}
+
+/// Put the request in the form the connection's protocol wants: HTTP/1.1 takes origin-form and a Host header,
+/// HTTP/2 the absolute URI (its `:authority` replaces Host).
+fn fit_request(request: &mut Request<RequestBody>, conn: &Conn, uri: &Uri, origin: &Origin) {
+    match conn {
+        Conn::H1(_) => {
+            let path = uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *request.uri_mut() = Uri::from(path);
+            if let Ok(host) = HeaderValue::from_str(origin.authority.as_str()) {
+                request.headers_mut().insert(header::HOST, host);
+            }
+        }
+        Conn::H2(_) => {
+            *request.uri_mut() = uri.clone();
+            request.headers_mut().remove(header::HOST);
+        }
+    }
+}
+
+fn protocol_error(error: &dyn fmt::Display) -> RequestError {
+    RequestError::new(RequestErrorKind::Protocol, error.to_string())
+}
+
+fn closed_early() -> RequestError {
+    RequestError::new(
+        RequestErrorKind::Protocol,
+        "connection closed before the response was complete".to_string(),
+    )
+}
+
+async fn send_h1(
+    h1: &mut conn::H1,
+    request: Request<RequestBody>,
+    max_body: usize,
+) -> Result<Exchange, SendFailure> {
+    match h1.driver.drive(h1_ready(&mut h1.sender)).await {
+        Some(Ok(())) => {}
+        Some(Err(error)) => {
+            return Err(SendFailure::NotSent(
+                protocol_error(&error),
+                Box::new(request),
+            ));
+        }
+        None => return Err(SendFailure::NotSent(closed_early(), Box::new(request))),
+    }
+    let sent = h1.sender.try_send_request(request);
+    let response = match h1.driver.drive(sent).await {
+        Some(Ok(response)) => response,
+        Some(Err(mut error)) => {
+            let failure = protocol_error(error.error());
+            return Err(match error.take_message() {
+                Some(unsent) => SendFailure::NotSent(failure, Box::new(unsent)),
+                None => SendFailure::Failed(failure),
+            });
+        }
+        None => return Err(SendFailure::Failed(closed_early())),
+    };
+    let (parts, mut incoming) = response.into_parts();
+    let keep_alive = !parts
+        .headers
+        .get(header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    let mut reader = BodyReader::new(max_body);
+    loop {
+        match h1.driver.drive(incoming.frame()).await {
+            Some(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    reader.push(data);
+                }
+            }
+            Some(None) => break,
+            Some(Some(Err(error))) => return Err(SendFailure::Failed(protocol_error(&error))),
+            None => return Err(SendFailure::Failed(closed_early())),
+        }
+    }
+    Ok(reader.finish(parts.status, parts.headers, keep_alive))
+}
+
+fn h1_ready(
+    sender: &mut hyper::client::conn::http1::SendRequest<RequestBody>,
+) -> impl std::future::Future<Output = hyper::Result<()>> + '_ {
+    std::future::poll_fn(move |cx| sender.poll_ready(cx))
+}
+
+async fn send_h2(
+    sender: &mut hyper::client::conn::http2::SendRequest<RequestBody>,
+    request: Request<RequestBody>,
+    max_body: usize,
+) -> Result<Exchange, SendFailure> {
+    if let Err(error) = sender.ready().await {
+        return Err(SendFailure::NotSent(
+            protocol_error(&error),
+            Box::new(request),
+        ));
+    }
+    let response = match sender.try_send_request(request).await {
+        Ok(response) => response,
+        Err(mut error) => {
+            let failure = protocol_error(error.error());
+            return Err(match error.take_message() {
+                Some(unsent) => SendFailure::NotSent(failure, Box::new(unsent)),
+                None => SendFailure::Failed(failure),
+            });
+        }
+    };
+    let (parts, mut incoming) = response.into_parts();
+    let mut reader = BodyReader::new(max_body);
+    while let Some(frame) = incoming.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    reader.push(data);
+                }
+            }
+            Err(error) => return Err(SendFailure::Failed(protocol_error(&error))),
+        }
+    }
+    Ok(reader.finish(parts.status, parts.headers, true))
+}
+
+/// Collects a body up to a cap, counting every byte. A single-chunk body is kept without copying.
+struct BodyReader {
+    first: Option<Bytes>,
+    rest: Option<BytesMut>,
+    total: u64,
+    max: usize,
+    truncated: bool,
+}
+
+impl BodyReader {
+    fn new(max: usize) -> Self {
+        BodyReader {
+            first: None,
+            rest: None,
+            total: 0,
+            max,
+            truncated: false,
+        }
+    }
+
+    fn kept(&self) -> usize {
+        self.rest
+            .as_ref()
+            .map_or_else(|| self.first.as_ref().map_or(0, Bytes::len), BytesMut::len)
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        self.total += chunk.len() as u64;
+        let room = self.max.saturating_sub(self.kept());
+        if chunk.len() > room {
+            self.truncated = true;
+        }
+        let chunk = if chunk.len() > room {
+            chunk.slice(..room)
+        } else {
+            chunk
+        };
+        if chunk.is_empty() {
+            return;
+        }
+        match (&mut self.first, &mut self.rest) {
+            (None, None) => self.first = Some(chunk),
+            (Some(first), None) => {
+                let mut joined = BytesMut::with_capacity(first.len() + chunk.len());
+                joined.extend_from_slice(first);
+                joined.extend_from_slice(&chunk);
+                self.first = None;
+                self.rest = Some(joined);
+            }
+            (_, Some(rest)) => rest.extend_from_slice(&chunk),
+        }
+    }
+
+    fn finish(self, status: StatusCode, headers: HeaderMap, keep_alive: bool) -> Exchange {
+        let body = match (self.first, self.rest) {
+            (_, Some(rest)) => rest.freeze(),
+            (Some(first), None) => first,
+            (None, None) => Bytes::new(),
+        };
+        Exchange {
+            status,
+            headers,
+            body,
+            content_length: self.total,
+            truncated: self.truncated,
+            keep_alive,
+        }
+    }
+}
+
+type Check<'a> = Box<dyn FnOnce(&Response) -> Result<(), String> + Send + 'a>;
+
+/// A request being built. Finish it with [`send`](RequestBuilder::send).
+#[must_use = "a request does nothing until it is sent with .send().await"]
+pub struct RequestBuilder<'a> {
+    client: &'a mut HttpClient,
+    method: Method,
+    target: Result<Uri, RequestError>,
+    headers: HeaderMap,
+    body: Bytes,
+    name: Option<Cow<'static, str>>,
+    timeout: Option<Duration>,
+    check: Option<Check<'a>>,
+    deferred_error: Option<RequestError>,
+}
+
+impl<'a> RequestBuilder<'a> {
+    /// The name the request is counted under in the stats (group `/items/1`, `/items/2` as `/items/[id]`).
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Add a header. An invalid name or value fails the request with a clear reason.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            (Ok(name), Ok(value)) => {
+                self.headers.append(name, value);
+            }
+            _ => self.defer(
+                RequestErrorKind::InvalidUrl,
+                format!("invalid header `{name}`"),
+            ),
+        }
+        self
+    }
+
+    /// Append query parameters, e.g. `.query(&[("page", "2")])`.
+    pub fn query<T: serde::Serialize + ?Sized>(mut self, params: &T) -> Self {
+        let encoded = match serde_urlencoded::to_string(params) {
+            Ok(encoded) => encoded,
+            Err(error) => {
+                self.defer(
+                    RequestErrorKind::Body,
+                    format!("cannot encode query: {error}"),
+                );
+                return self;
+            }
+        };
+        if encoded.is_empty() {
+            return self;
+        }
+        if let Ok(uri) = &self.target {
+            let path_and_query = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+            let separator = if uri.query().is_some() { '&' } else { '?' };
+            let mut parts = uri.clone().into_parts();
+            match PathAndQuery::try_from(format!("{path_and_query}{separator}{encoded}")) {
+                Ok(joined) => {
+                    parts.path_and_query = Some(joined);
+                    if let Ok(uri) = Uri::from_parts(parts) {
+                        if self.name.is_none() {
+                            self.name = Some(Cow::Owned(path_and_query.to_string()));
+                        }
+                        self.target = Ok(uri);
+                    }
+                }
+                Err(error) => self.defer(RequestErrorKind::InvalidUrl, error.to_string()),
+            }
+        }
+        self
+    }
+
+    /// A JSON body (sets `Content-Type: application/json`).
+    pub fn json<T: serde::Serialize + ?Sized>(mut self, value: &T) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(bytes) => {
+                self.body = Bytes::from(bytes);
+                self.headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+            }
+            Err(error) => self.defer(
+                RequestErrorKind::Body,
+                format!("cannot encode JSON: {error}"),
+            ),
+        }
+        self
+    }
+
+    /// A form body (`application/x-www-form-urlencoded`), e.g. `.form(&[("user", "ann")])`.
+    pub fn form<T: serde::Serialize + ?Sized>(mut self, value: &T) -> Self {
+        match serde_urlencoded::to_string(value) {
+            Ok(encoded) => {
+                self.body = Bytes::from(encoded);
+                self.headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-www-form-urlencoded"),
+                );
+            }
+            Err(error) => self.defer(
+                RequestErrorKind::Body,
+                format!("cannot encode form: {error}"),
+            ),
+        }
+        self
+    }
+
+    /// A raw body.
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// A limit for this request instead of the user type's.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Decide whether the response is a success (Locust's `catch_response`). Return `Err(reason)` to count it as a
+    /// failure with that reason; the check replaces the default status rule (400 and above fail).
+    ///
+    /// ```
+    /// use cicada::prelude::*;
+    ///
+    /// async fn home(user: &mut User) -> TaskResult {
+    ///     user.get("/")
+    ///         .check(|response| {
+    ///             if response.text().contains("cicada") {
+    ///                 Ok(())
+    ///             } else {
+    ///                 Err("the home page lost its title")
+    ///             }
+    ///         })
+    ///         .send()
+    ///         .await?;
+    ///     Ok(())
+    /// }
+    /// # let _ = UserType::<()>::new("Browser").task(home);
+    /// ```
+    pub fn check<E: fmt::Display>(
+        mut self,
+        check: impl FnOnce(&Response) -> Result<(), E> + Send + 'a,
+    ) -> Self {
+        self.check = Some(Box::new(move |response| {
+            check(response).map_err(|reason| reason.to_string())
+        }));
+        self
+    }
+
+    fn defer(&mut self, kind: RequestErrorKind, message: String) {
+        if self.deferred_error.is_none() {
+            self.deferred_error = Some(RequestError::new(kind, message));
+        }
+    }
+
+    /// Send the request, read the response and record it in the stats.
+    ///
+    /// Returns the response for any HTTP status (check [`Response::is_failure`]); returns a [`RequestError`] when
+    /// no response arrived. Either way the request is already counted.
+    pub async fn send(self) -> Result<Response, RequestError> {
+        let RequestBuilder {
+            client,
+            method,
+            target,
+            headers,
+            body,
+            mut name,
+            timeout,
+            check,
+            deferred_error,
+        } = self;
+        let started = Instant::now();
+        let limit = timeout.unwrap_or(client.shared.options.timeout);
+        let outcome = match (deferred_error, target) {
+            (Some(error), _) | (None, Err(error)) => Err(error),
+            (None, Ok(uri)) => {
+                // The stats name is the URL as requested, not where redirects led.
+                if name.is_none() {
+                    let requested = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+                    name = Some(Cow::Owned(requested.to_string()));
+                }
+                match tokio::time::timeout(
+                    limit,
+                    client.execute(method.clone(), uri, &headers, body),
+                )
+                .await
+                {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(RequestError::new(
+                        RequestErrorKind::Timeout,
+                        format!("timed out after {limit:?}"),
+                    )),
+                }
+            }
+        };
+        let finished = Instant::now();
+        let elapsed = finished.duration_since(started);
+        let context = &client.shared.context;
+        match outcome {
+            Ok(mut response) => {
+                response.elapsed = elapsed;
+                response.failure = match check {
+                    Some(check) => check(&response).err(),
+                    None if response.status.is_client_error()
+                        || response.status.is_server_error() =>
+                    {
+                        Some(status_reason(response.status))
+                    }
+                    None => None,
+                };
+                let name = name.as_deref().unwrap_or("/");
+                record_sample(
+                    context,
+                    method.as_str(),
+                    name,
+                    elapsed,
+                    response.content_length,
+                    response.failure.as_deref(),
+                    finished,
+                );
+                Ok(response)
+            }
+            Err(error) => {
+                let name = match (&name, &error) {
+                    (Some(name), _) => name.as_ref(),
+                    (None, _) => "(invalid URL)",
+                };
+                record_sample(
+                    context,
+                    method.as_str(),
+                    name,
+                    elapsed,
+                    0,
+                    Some(&error.message),
+                    finished,
+                );
+                Err(error)
+            }
+        }
+    }
+}
+
+fn status_reason(status: StatusCode) -> String {
+    match status.canonical_reason() {
+        Some(reason) => format!("HTTP {} {reason}", status.as_u16()),
+        None => format!("HTTP {}", status.as_u16()),
+    }
+}
+
+/// A complete response: status, headers and (up to the cap) the body.
+#[derive(Debug, Clone)]
+pub struct Response {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    content_length: u64,
+    truncated: bool,
+    url: Uri,
+    elapsed: Duration,
+    failure: Option<String>,
+}
+
+impl Response {
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The response headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The body bytes (at most the user type's `max_body_bytes`).
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The body as text; invalid UTF-8 is replaced, never an error.
+    pub fn text(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.body)
+    }
+
+    /// The body parsed as JSON.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.body)
+    }
+
+    /// Size of the whole body in bytes, including any part beyond the cap.
+    pub fn content_length(&self) -> u64 {
+        self.content_length
+    }
+
+    /// True when the body was longer than the cap and only its start was kept.
+    pub fn body_truncated(&self) -> bool {
+        self.truncated
+    }
+
+    /// The final URL, after redirects.
+    pub fn url(&self) -> &Uri {
+        &self.url
+    }
+
+    /// How long the request took (what the stats recorded).
+    pub fn elapsed(&self) -> Duration {
+        self.elapsed
+    }
+
+    /// True when the request was counted as a failure.
+    pub fn is_failure(&self) -> bool {
+        self.failure.is_some()
+    }
+
+    /// Why the request was counted as a failure.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_reader_keeps_single_chunks_and_caps() {
+        let mut reader = BodyReader::new(8);
+        reader.push(Bytes::from_static(b"abc"));
+        let exchange = reader.finish(StatusCode::OK, HeaderMap::new(), true);
+        assert_eq!(&exchange.body[..], b"abc");
+        assert!(!exchange.truncated);
+
+        let mut reader = BodyReader::new(8);
+        reader.push(Bytes::from_static(b"abcdef"));
+        reader.push(Bytes::from_static(b"ghijkl"));
+        reader.push(Bytes::from_static(b"mn"));
+        let exchange = reader.finish(StatusCode::OK, HeaderMap::new(), true);
+        assert_eq!(&exchange.body[..], b"abcdefgh");
+        assert_eq!(exchange.content_length, 14);
+        assert!(exchange.truncated);
+    }
+
+    #[test]
+    fn redirects_resolve_relative_locations() {
+        let from: Uri = "http://127.0.0.1:8080/a/b?x=1".parse().unwrap();
+        assert_eq!(
+            redirect_target(&from, "/fast").unwrap().to_string(),
+            "http://127.0.0.1:8080/fast"
+        );
+        assert_eq!(
+            redirect_target(&from, "c").unwrap().to_string(),
+            "http://127.0.0.1:8080/a/c"
+        );
+        assert_eq!(
+            redirect_target(&from, "https://127.0.0.2/z")
+                .unwrap()
+                .to_string(),
+            "https://127.0.0.2/z"
+        );
+    }
+
+    #[test]
+    fn status_reasons_read_well() {
+        assert_eq!(
+            status_reason(StatusCode::INTERNAL_SERVER_ERROR),
+            "HTTP 500 Internal Server Error"
+        );
+        assert_eq!(
+            status_reason(StatusCode::from_u16(599).unwrap()),
+            "HTTP 599"
+        );
+    }
+}

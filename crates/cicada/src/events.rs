@@ -1,0 +1,98 @@
+//! Event hooks: plain Rust closures a test registers to extend a run.
+//!
+//! The same events as Locust (init, test_start, test_stopping, test_stop, spawning_complete, request, user_error,
+//! reset_stats, quitting, quit). Listeners are registered before the run starts and never change afterwards, so
+//! firing an event takes no lock; the `request` event is checked with one `is_empty` on the hot path and costs nothing
+//! when nobody listens. A listener that panics is logged and does not stop the run.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
+
+use crate::Environment;
+
+type EnvListener = Box<dyn Fn(&Environment) + Send + Sync>;
+type SpawnListener = Box<dyn Fn(&Environment, u64) + Send + Sync>;
+type RequestListener = Box<dyn Fn(&RequestEvent<'_>) + Send + Sync>;
+type UserErrorListener = Box<dyn Fn(&UserErrorEvent<'_>) + Send + Sync>;
+
+/// One completed request, as seen by `request` listeners (HTTP and custom clients alike).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestEvent<'a> {
+    /// Request type: an HTTP method, or a custom client's kind ("grpc", "ws" ...).
+    pub method: &'a str,
+    /// Stats name.
+    pub name: &'a str,
+    /// Time from sending to the end of the response.
+    pub response_time: Duration,
+    /// Response body size in bytes.
+    pub content_length: u64,
+    /// Why the request failed, if it did.
+    pub error: Option<&'a str>,
+    /// Name of the user type that made it.
+    pub user_type: &'a str,
+}
+
+/// A task that returned an error or panicked.
+#[derive(Debug, Clone, Copy)]
+pub struct UserErrorEvent<'a> {
+    /// Name of the user type.
+    pub user_type: &'a str,
+    /// The error message or panic payload.
+    pub message: &'a str,
+    /// Where it happened (panic location or task name).
+    pub location: &'a str,
+}
+
+/// The listeners of every event. Build it through [`crate::Cicada`]'s `on_*` methods.
+#[derive(Default)]
+pub struct Events {
+    pub(crate) init: Vec<EnvListener>,
+    pub(crate) test_start: Vec<EnvListener>,
+    pub(crate) test_stopping: Vec<EnvListener>,
+    pub(crate) test_stop: Vec<EnvListener>,
+    pub(crate) reset_stats: Vec<EnvListener>,
+    pub(crate) quitting: Vec<EnvListener>,
+    pub(crate) spawning_complete: Vec<SpawnListener>,
+    pub(crate) request: Vec<RequestListener>,
+    pub(crate) user_error: Vec<UserErrorListener>,
+    pub(crate) quit: Vec<Box<dyn Fn(i32) + Send + Sync>>,
+}
+
+/// Run every listener, isolating panics so one broken listener cannot end the run.
+fn each<L: ?Sized>(event: &str, listeners: &[Box<L>], call: impl Fn(&L)) {
+    for listener in listeners {
+        if catch_unwind(AssertUnwindSafe(|| call(listener))).is_err() {
+            tracing::error!("a listener of the `{event}` event panicked; the run goes on");
+        }
+    }
+}
+
+impl Events {
+    pub(crate) fn fire_env(&self, event: &str, listeners: &[EnvListener], env: &Environment) {
+        each(event, listeners, |listener| listener(env));
+    }
+
+    pub(crate) fn fire_spawning_complete(&self, env: &Environment, user_count: u64) {
+        each("spawning_complete", &self.spawning_complete, |listener| {
+            listener(env, user_count)
+        });
+    }
+
+    /// Cheap check used on the hot path before building a [`RequestEvent`].
+    #[inline]
+    pub(crate) fn has_request_listeners(&self) -> bool {
+        !self.request.is_empty()
+    }
+
+    pub(crate) fn fire_request(&self, event: &RequestEvent<'_>) {
+        each("request", &self.request, |listener| listener(event));
+    }
+
+    pub(crate) fn fire_user_error(&self, event: &UserErrorEvent<'_>) {
+        each("user_error", &self.user_error, |listener| listener(event));
+    }
+
+    pub(crate) fn fire_quit(&self, exit_code: i32) {
+        each("quit", &self.quit, |listener| listener(exit_code));
+    }
+}

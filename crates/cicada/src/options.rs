@@ -1,0 +1,396 @@
+//! Options of a run: Locust's flags, `CICADA_<FLAG>` environment variables and a `--config` file.
+//!
+//! Precedence is the config file, then the environment, then the command line (the last one wins). Every mistake
+//! is reported in one line naming the flag or key, and ends the process with exit code 2.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{CommandFactory, FromArgMatches, Parser};
+
+/// Every option a test binary takes. Parsed once; read through [`crate::Environment::options`].
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "cicada",
+    version,
+    about = "A load test written with cicada.",
+    long_about = "A load test written with cicada. Without -H/--host and without a host on the user types, the \
+                  built-in demo target is started on 127.0.0.1 and the test runs against it.",
+    args_override_self = true
+)]
+pub struct Options {
+    /// Host to load test, e.g. http://127.0.0.1:8080 (user types may set their own).
+    #[arg(short = 'H', long, env = "CICADA_HOST")]
+    pub host: Option<String>,
+
+    /// Peak number of concurrent users.
+    #[arg(short = 'u', long, env = "CICADA_USERS", default_value_t = 1)]
+    pub users: u64,
+
+    /// Users started per second.
+    #[arg(short = 'r', long, env = "CICADA_SPAWN_RATE", default_value_t = 1.0, value_parser = parse_rate)]
+    pub spawn_rate: f64,
+
+    /// Stop after this long, e.g. 90, 30s, 1h30m (default: run until stopped).
+    #[arg(short = 't', long, env = "CICADA_RUN_TIME", value_parser = parse_duration)]
+    pub run_time: Option<Duration>,
+
+    /// Run without the web UI and start the test at once.
+    #[arg(long, env = "CICADA_HEADLESS")]
+    pub headless: bool,
+
+    /// Run only tasks with one of these tags (comma-separated or repeated).
+    #[arg(short = 'T', long, env = "CICADA_TAGS", value_delimiter = ',')]
+    pub tags: Vec<String>,
+
+    /// Never run tasks with one of these tags.
+    #[arg(short = 'E', long, env = "CICADA_EXCLUDE_TAGS", value_delimiter = ',')]
+    pub exclude_tags: Vec<String>,
+
+    /// How long stopping users may take to finish their task before they are killed.
+    #[arg(short = 's', long, env = "CICADA_STOP_TIMEOUT", default_value = "0", value_parser = parse_duration)]
+    pub stop_timeout: Duration,
+
+    /// Write CSV files PREFIX_stats.csv, PREFIX_stats_history.csv, PREFIX_failures.csv, PREFIX_exceptions.csv.
+    #[arg(long = "csv", env = "CICADA_CSV", value_name = "PREFIX")]
+    pub csv_prefix: Option<PathBuf>,
+
+    /// Also write a row per request name (not only the aggregate) into the history CSV.
+    #[arg(long, env = "CICADA_CSV_FULL_HISTORY")]
+    pub csv_full_history: bool,
+
+    /// Print the final stats as JSON on stdout (instead of the tables).
+    #[arg(long, env = "CICADA_JSON")]
+    pub json: bool,
+
+    /// Write the final stats as JSON to this file.
+    #[arg(long, env = "CICADA_JSON_FILE", value_name = "FILE")]
+    pub json_file: Option<PathBuf>,
+
+    /// Print the stats table every few seconds even when the web UI runs.
+    #[arg(long, env = "CICADA_PRINT_STATS")]
+    pub print_stats: bool,
+
+    /// Print only the final summary, not the table every few seconds.
+    #[arg(long, env = "CICADA_ONLY_SUMMARY")]
+    pub only_summary: bool,
+
+    /// Reset the stats once all users are spawned.
+    #[arg(long, env = "CICADA_RESET_STATS")]
+    pub reset_stats: bool,
+
+    /// Exit code when a request failed or a task raised an error.
+    #[arg(long, env = "CICADA_EXIT_CODE_ON_ERROR", default_value_t = 1)]
+    pub exit_code_on_error: i32,
+
+    /// Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL.
+    #[arg(short = 'L', long, env = "CICADA_LOGLEVEL", default_value = "INFO", value_parser = parse_log_level)]
+    pub loglevel: tracing::Level,
+
+    /// Write the log to this file instead of stderr.
+    #[arg(long, env = "CICADA_LOGFILE", value_name = "FILE")]
+    pub logfile: Option<PathBuf>,
+
+    /// List the user types and exit.
+    #[arg(short = 'l', long)]
+    pub list: bool,
+
+    /// Print the share of each user type and task and exit.
+    #[arg(long)]
+    pub show_task_ratio: bool,
+
+    /// Read options from this TOML file (keys are long flag names, e.g. `users = 10`, `run-time = "30s"`).
+    #[arg(long, env = "CICADA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Most distinct request names in the stats; more go to one overflow entry.
+    #[arg(long, env = "CICADA_MAX_NAMES", default_value_t = 1_000)]
+    pub max_names: usize,
+
+    /// Most distinct failure and user-error groups; more go to one overflow group.
+    #[arg(long, env = "CICADA_MAX_ERRORS", default_value_t = 1_000)]
+    pub max_errors: usize,
+
+    /// User types to run (default: all).
+    #[arg(value_name = "USER_TYPE")]
+    pub user_types: Vec<String>,
+}
+
+/// Why the options could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    /// A flag or environment variable was wrong (clap's message names it), or help/version was asked for.
+    #[error("{0}")]
+    Cli(#[from] clap::Error),
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    ConfigRead {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML, or a key or value is wrong.
+    #[error("config file {path}: {message}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+}
+
+/// Parse `90`, `30s`, `1h30m`, `250ms` into a duration.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds)
+            .map_err(|_| format!("`{text}` is not a duration of zero seconds or more"));
+    }
+    humantime::parse_duration(text)
+        .map_err(|_| format!("`{text}` is not a duration (try 90, 30s, 5m or 1h30m)"))
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(format!(
+            "`{text}` is not a positive number of users per second"
+        )),
+    }
+}
+
+fn parse_log_level(text: &str) -> Result<tracing::Level, String> {
+    match text.trim().to_ascii_uppercase().as_str() {
+        "TRACE" => Ok(tracing::Level::TRACE),
+        "DEBUG" => Ok(tracing::Level::DEBUG),
+        "INFO" => Ok(tracing::Level::INFO),
+        "WARN" | "WARNING" => Ok(tracing::Level::WARN),
+        "ERROR" | "CRITICAL" => Ok(tracing::Level::ERROR),
+        _ => Err(format!(
+            "`{text}` is not a log level (DEBUG, INFO, WARNING, ERROR or CRITICAL)"
+        )),
+    }
+}
+
+impl Options {
+    /// Parse the process's arguments (with environment and config file).
+    pub fn parse_args<I, T>(args: I) -> Result<Options, OptionsError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let config_path = config_path(&args);
+        let mut full: Vec<OsString> = args.iter().take(1).cloned().collect();
+        if full.is_empty() {
+            full.push("cicada".into());
+        }
+        if let Some(path) = config_path {
+            full.extend(config_args(&path)?);
+        }
+        full.extend(args.into_iter().skip(1));
+        let matches = Options::command().try_get_matches_from(full)?;
+        Ok(Options::from_arg_matches(&matches)?)
+    }
+
+    /// The flags that differ from the defaults, as `--flag value` text (for reports).
+    pub fn summary(&self) -> String {
+        let mut parts = vec![
+            format!("-u {}", self.users),
+            format!("-r {}", self.spawn_rate),
+        ];
+        if let Some(host) = &self.host {
+            parts.push(format!("-H {host}"));
+        }
+        if let Some(run_time) = self.run_time {
+            parts.push(format!("-t {}", humantime::format_duration(run_time)));
+        }
+        if self.headless {
+            parts.push("--headless".to_string());
+        }
+        if !self.tags.is_empty() {
+            parts.push(format!("-T {}", self.tags.join(",")));
+        }
+        if !self.exclude_tags.is_empty() {
+            parts.push(format!("-E {}", self.exclude_tags.join(",")));
+        }
+        if !self.stop_timeout.is_zero() {
+            parts.push(format!(
+                "-s {}",
+                humantime::format_duration(self.stop_timeout)
+            ));
+        }
+        parts.extend(self.user_types.iter().cloned());
+        parts.join(" ")
+    }
+}
+
+/// `--config FILE`, `--config=FILE` or `CICADA_CONFIG`.
+fn config_path(args: &[OsString]) -> Option<PathBuf> {
+    let mut found = None;
+    let mut iter = args.iter().skip(1);
+    while let Some(arg) = iter.next() {
+        let text = arg.to_string_lossy();
+        if text == "--config" {
+            found = iter.next().map(PathBuf::from);
+        } else if let Some(value) = text.strip_prefix("--config=") {
+            found = Some(PathBuf::from(value));
+        } else if text == "--" {
+            break;
+        }
+    }
+    found.or_else(|| std::env::var_os("CICADA_CONFIG").map(PathBuf::from))
+}
+
+/// Turn a TOML config file into command-line arguments, skipping keys whose environment variable is set (the
+/// environment wins over the file).
+fn config_args(path: &Path) -> Result<Vec<OsString>, OptionsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| OptionsError::ConfigRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let error = |message: String| OptionsError::Config {
+        path: path.to_path_buf(),
+        message,
+    };
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| error(e.message().to_string()))?;
+    let command = Options::command();
+    let mut args = Vec::new();
+    for (key, value) in table {
+        let long = key.replace('_', "-");
+        let Some(arg) = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long.as_str()))
+        else {
+            return Err(error(format!(
+                "unknown key `{key}` (keys are long flag names, like `users` or `run-time`)"
+            )));
+        };
+        if long == "config" {
+            return Err(error(
+                "a config file cannot name another config file".to_string(),
+            ));
+        }
+        if arg
+            .get_env()
+            .is_some_and(|name| std::env::var_os(name).is_some())
+        {
+            continue;
+        }
+        let flag = format!("--{long}");
+        let takes_value = arg.get_action().takes_values();
+        match value {
+            toml::Value::Boolean(set) if !takes_value => {
+                if set {
+                    args.push(flag.into());
+                }
+            }
+            toml::Value::Boolean(_) => {
+                return Err(error(format!("`{key}` needs a value, not true/false")));
+            }
+            _ if !takes_value => {
+                return Err(error(format!("`{key}` is a switch: write `{key} = true`")));
+            }
+            toml::Value::String(text) => args.push(format!("{flag}={text}").into()),
+            toml::Value::Integer(number) => args.push(format!("{flag}={number}").into()),
+            toml::Value::Float(number) => args.push(format!("{flag}={number}").into()),
+            toml::Value::Array(items) => {
+                for item in items {
+                    let text = match item {
+                        toml::Value::String(text) => text,
+                        other => other.to_string(),
+                    };
+                    args.push(format!("{flag}={text}").into());
+                }
+            }
+            other => {
+                return Err(error(format!(
+                    "`{key}` has a value of an unsupported type: {other}"
+                )));
+            }
+        }
+    }
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_locust() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-3").is_err());
+    }
+
+    #[test]
+    fn flags_parse() {
+        let options = Options::parse_args([
+            "test",
+            "-H",
+            "http://127.0.0.1:1",
+            "-u",
+            "50",
+            "-r",
+            "5",
+            "-t",
+            "1m",
+            "--headless",
+            "-T",
+            "a,b",
+            "Browser",
+        ])
+        .unwrap();
+        assert_eq!(options.users, 50);
+        assert_eq!(options.run_time, Some(Duration::from_secs(60)));
+        assert_eq!(options.tags, ["a", "b"]);
+        assert_eq!(options.user_types, ["Browser"]);
+        assert!(options.headless);
+    }
+
+    #[test]
+    fn bad_flags_name_themselves() {
+        let error = Options::parse_args(["test", "-u", "many"]).unwrap_err();
+        assert!(error.to_string().contains("--users"), "{error}");
+        let error = Options::parse_args(["test", "-r", "0"]).unwrap_err();
+        assert!(error.to_string().contains("--spawn-rate"), "{error}");
+        match Options::parse_args(["test", "--run-time", "later"]) {
+            Err(OptionsError::Cli(e)) => assert_eq!(e.exit_code(), 2),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn config_file_is_overridden_by_the_command_line() {
+        let dir = std::env::temp_dir().join(format!("cicada-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("run.toml");
+        std::fs::write(
+            &path,
+            "users = 7\nrun_time = \"2m\"\nheadless = true\ntags = [\"x\", \"y\"]\n",
+        )
+        .unwrap();
+        let path_text = path.to_string_lossy().to_string();
+        let options = Options::parse_args(["test", "--config", &path_text, "-u", "9"]).unwrap();
+        assert_eq!(options.users, 9);
+        assert_eq!(options.run_time, Some(Duration::from_secs(120)));
+        assert!(options.headless);
+        assert_eq!(options.tags, ["x", "y"]);
+
+        std::fs::write(&path, "usres = 7\n").unwrap();
+        let error = Options::parse_args(["test", "--config", &path_text]).unwrap_err();
+        assert!(error.to_string().contains("unknown key `usres`"), "{error}");
+        std::fs::write(&path, "headless = \"yes\"\n").unwrap();
+        let error = Options::parse_args(["test", "--config", &path_text]).unwrap_err();
+        assert!(error.to_string().contains("headless"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,591 @@
+//! The runner: spawns and stops users toward a target count at a spawn rate, and owns the run's state.
+//!
+//! One task owns every running user. Everything else (the headless driver, a load shape, the web UI, a task that
+//! stops the test) talks to it through a cheap, cloneable [`RunnerHandle`] that sends commands and reads published
+//! counters. Users are spawned along a fixed sequence ([`distribution`]) and ramp-down stops the newest first, at
+//! the spawn rate in both directions. Stopped users get `--stop-timeout` to finish their task before they are killed.
+
+pub(crate) mod distribution;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::environment::Environment;
+use crate::user::run::{SpawnUser, StopLevel, UserControl};
+use distribution::Distribution;
+
+/// The state of a run, as Locust names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum RunnerState {
+    /// Nothing started yet.
+    Ready = 0,
+    /// Moving toward the target user count.
+    Spawning = 1,
+    /// At the target user count.
+    Running = 2,
+    /// Stopping every user.
+    Stopping = 3,
+    /// Every user stopped; a new start is possible.
+    Stopped = 4,
+    /// The run is over (the process is about to write reports and exit).
+    Quitting = 5,
+}
+
+impl RunnerState {
+    fn from_u8(value: u8) -> RunnerState {
+        match value {
+            0 => RunnerState::Ready,
+            1 => RunnerState::Spawning,
+            2 => RunnerState::Running,
+            3 => RunnerState::Stopping,
+            4 => RunnerState::Stopped,
+            _ => RunnerState::Quitting,
+        }
+    }
+
+    /// Lower-case name ("spawning" ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunnerState::Ready => "ready",
+            RunnerState::Spawning => "spawning",
+            RunnerState::Running => "running",
+            RunnerState::Stopping => "stopping",
+            RunnerState::Stopped => "stopped",
+            RunnerState::Quitting => "quitting",
+        }
+    }
+}
+
+/// What the runner is asked to reach.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// Users wanted.
+    pub users: u64,
+    /// Users started (or stopped) per second on the way there.
+    pub spawn_rate: f64,
+    /// Only these user types (by name); `None` for all.
+    pub user_types: Option<Vec<String>>,
+}
+
+enum Command {
+    Start(Target),
+    Stop,
+    Quit,
+}
+
+struct RunnerShared {
+    commands: mpsc::UnboundedSender<Command>,
+    state: watch::Sender<u8>,
+    user_count: AtomicU64,
+    target_users: AtomicU64,
+    spawn_rate_bits: AtomicU64,
+    type_names: Vec<String>,
+    counts_by_type: Mutex<Vec<u64>>,
+}
+
+/// Control of a run: start, reshape, stop. Cheap to clone; every method returns at once.
+///
+/// ```no_run
+/// # fn demo(env: &cicada::Environment) {
+/// let runner = env.runner();
+/// runner.start(200, 20.0); // or change a running test's user count and spawn rate
+/// runner.stop();
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RunnerHandle {
+    shared: Arc<RunnerShared>,
+}
+
+impl RunnerHandle {
+    /// Start users, or change the target of a running test.
+    pub fn start(&self, users: u64, spawn_rate: f64) {
+        self.start_target(Target {
+            users,
+            spawn_rate,
+            user_types: None,
+        });
+    }
+
+    /// Start or change the target, including which user types run.
+    pub fn start_target(&self, target: Target) {
+        let _ = self.shared.commands.send(Command::Start(target));
+    }
+
+    /// Stop every user; the run can be started again.
+    pub fn stop(&self) {
+        let _ = self.shared.commands.send(Command::Stop);
+    }
+
+    /// Stop every user and end the run (reports are written).
+    pub fn quit(&self) {
+        let _ = self.shared.commands.send(Command::Quit);
+    }
+
+    /// The current state.
+    pub fn state(&self) -> RunnerState {
+        RunnerState::from_u8(*self.shared.state.borrow())
+    }
+
+    /// Wait until the state satisfies `done`, or `timeout` passes. Returns the last state seen.
+    pub async fn wait_for_state(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(RunnerState) -> bool,
+    ) -> RunnerState {
+        let mut receiver = self.shared.state.subscribe();
+        let _ = tokio::time::timeout(
+            timeout,
+            receiver.wait_for(|state| done(RunnerState::from_u8(*state))),
+        )
+        .await;
+        self.state()
+    }
+
+    /// Users running now.
+    pub fn user_count(&self) -> u64 {
+        self.shared.user_count.load(Ordering::Relaxed)
+    }
+
+    /// The user count the runner is moving toward.
+    pub fn target_user_count(&self) -> u64 {
+        self.shared.target_users.load(Ordering::Relaxed)
+    }
+
+    /// The current spawn rate.
+    pub fn spawn_rate(&self) -> f64 {
+        f64::from_bits(self.shared.spawn_rate_bits.load(Ordering::Relaxed))
+    }
+
+    /// Running users per user type, in registration order.
+    pub fn user_counts(&self) -> Vec<(String, u64)> {
+        let counts = self
+            .shared
+            .counts_by_type
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.shared
+            .type_names
+            .iter()
+            .cloned()
+            .zip(counts.iter().copied())
+            .collect()
+    }
+}
+
+/// The receiving side, turned into the runner task by [`Runner::run`].
+pub(crate) struct RunnerParts {
+    pub(crate) handle: RunnerHandle,
+    commands: mpsc::UnboundedReceiver<Command>,
+}
+
+/// Create the handle before the environment exists (the environment holds it).
+pub(crate) fn channel(type_names: Vec<String>) -> RunnerParts {
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let (state, _) = watch::channel(RunnerState::Ready as u8);
+    let counts = vec![0; type_names.len()];
+    RunnerParts {
+        handle: RunnerHandle {
+            shared: Arc::new(RunnerShared {
+                commands: commands_tx,
+                state,
+                user_count: AtomicU64::new(0),
+                target_users: AtomicU64::new(0),
+                spawn_rate_bits: AtomicU64::new(0f64.to_bits()),
+                type_names,
+                counts_by_type: Mutex::new(counts),
+            }),
+        },
+        commands,
+    }
+}
+
+/// A user type as the runner spawns it.
+pub(crate) struct RunnableType {
+    pub(crate) name: String,
+    pub(crate) weight: u32,
+    pub(crate) fixed_count: Option<u64>,
+    pub(crate) spawner: Arc<dyn SpawnUser>,
+}
+
+struct RunningUser {
+    type_index: usize,
+    control: Arc<UserControl>,
+    handle: JoinHandle<()>,
+}
+
+struct StoppingUser {
+    control: Arc<UserControl>,
+    handle: JoinHandle<()>,
+    kill_at: Instant,
+    abort_at: Instant,
+}
+
+/// How long `on_stop` may run after a user was killed before its task is aborted.
+const ON_STOP_GRACE: Duration = Duration::from_secs(5);
+/// Spawns done in one go before yielding to the rest of the runtime.
+const SPAWN_BATCH: u64 = 2_000;
+
+/// The task that owns every user.
+pub(crate) struct Runner {
+    types: Vec<RunnableType>,
+    env: Arc<Environment>,
+    stop_timeout: Duration,
+    users: Vec<RunningUser>,
+    stopping: Vec<StoppingUser>,
+    alive: Vec<u64>,
+    /// Users that stopped themselves since the last start; they count toward the target so they are not respawned.
+    retired: Vec<u64>,
+    target: Target,
+    distribution: Distribution,
+    desired: Vec<u64>,
+    /// Walk along the spawn sequence: position and per-type count so far.
+    cursor: (u64, Vec<u64>),
+    phase_start: Instant,
+    done_in_phase: u64,
+    announced_complete: bool,
+    next_id: u64,
+}
+
+impl Runner {
+    pub(crate) fn new(
+        types: Vec<RunnableType>,
+        env: Arc<Environment>,
+        stop_timeout: Duration,
+    ) -> Self {
+        let type_count = types.len();
+        let distribution = Distribution::new(&[], &[]);
+        Runner {
+            types,
+            env,
+            stop_timeout,
+            users: Vec::new(),
+            stopping: Vec::new(),
+            alive: vec![0; type_count],
+            retired: vec![0; type_count],
+            target: Target {
+                users: 0,
+                spawn_rate: 1.0,
+                user_types: None,
+            },
+            distribution,
+            desired: vec![0; type_count],
+            cursor: (0, vec![0; type_count]),
+            phase_start: Instant::now(),
+            done_in_phase: 0,
+            announced_complete: true,
+            next_id: 1,
+        }
+    }
+
+    fn handle(&self) -> &RunnerHandle {
+        &self.env.runner
+    }
+
+    fn set_state(&self, state: RunnerState) {
+        self.handle().shared.state.send_replace(state as u8);
+    }
+
+    fn publish_counts(&self) {
+        let shared = &self.handle().shared;
+        shared
+            .user_count
+            .store(self.users.len() as u64, Ordering::Relaxed);
+        shared
+            .counts_by_type
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone_from(&self.alive);
+    }
+
+    /// Run until a quit command; every user is stopped on the way out.
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut housekeeping = tokio::time::interval(Duration::from_millis(250));
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let next_step = self.next_step_at();
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Start(target)) => self.retarget(target),
+                    Some(Command::Stop) => self.stop_all().await,
+                    Some(Command::Quit) | None => {
+                        self.stop_all().await;
+                        self.set_state(RunnerState::Quitting);
+                        return;
+                    }
+                },
+                _ = sleep_until_opt(next_step) => self.step().await,
+                _ = housekeeping.tick() => self.housekeeping(),
+            }
+        }
+    }
+
+    fn retarget(&mut self, target: Target) {
+        let state = self.handle().state();
+        if matches!(state, RunnerState::Ready | RunnerState::Stopped) {
+            self.env
+                .events
+                .fire_env("test_start", &self.env.events.test_start, &self.env);
+            self.retired.iter_mut().for_each(|r| *r = 0);
+        }
+        let allowed: Vec<bool> = self
+            .types
+            .iter()
+            .map(|t| {
+                target
+                    .user_types
+                    .as_ref()
+                    .is_none_or(|names| names.iter().any(|n| n == &t.name))
+            })
+            .collect();
+        let specs: Vec<(u32, Option<u64>)> = self
+            .types
+            .iter()
+            .map(|t| (t.weight, t.fixed_count))
+            .collect();
+        self.distribution = Distribution::new(&specs, &allowed);
+        let mut target = target;
+        if target.users > self.distribution.capacity() {
+            tracing::warn!(
+                "only {} users can run: every selected user type has a fixed count",
+                self.distribution.capacity()
+            );
+            target.users = self.distribution.capacity();
+        }
+        if target.spawn_rate.is_nan() || target.spawn_rate <= 0.0 {
+            target.spawn_rate = 1.0;
+        }
+        self.desired = self.distribution.counts(target.users, self.types.len());
+        let shared = &self.handle().shared;
+        shared.target_users.store(target.users, Ordering::Relaxed);
+        shared
+            .spawn_rate_bits
+            .store(target.spawn_rate.to_bits(), Ordering::Relaxed);
+        tracing::info!(
+            "ramping to {} users at a rate of {:.2} per second",
+            target.users,
+            target.spawn_rate
+        );
+        self.target = target;
+        self.reset_cursor();
+        self.phase_start = Instant::now();
+        self.done_in_phase = 0;
+        self.announced_complete = false;
+        self.set_state(RunnerState::Spawning);
+    }
+
+    fn reset_cursor(&mut self) {
+        self.cursor = (0, vec![0; self.types.len()]);
+    }
+
+    fn counted(&self, type_index: usize) -> u64 {
+        self.alive[type_index] + self.retired[type_index]
+    }
+
+    fn reconciled(&self) -> bool {
+        (0..self.types.len()).all(|t| {
+            self.counted(t) == self.desired[t]
+                || (self.counted(t) > self.desired[t] && self.alive[t] == 0)
+        })
+    }
+
+    fn next_step_at(&self) -> Option<Instant> {
+        if self.announced_complete {
+            return None;
+        }
+        let rate = self.target.spawn_rate;
+        let offset =
+            Duration::try_from_secs_f64(self.done_in_phase as f64 / rate).unwrap_or(Duration::MAX);
+        Some(
+            self.phase_start
+                .checked_add(offset)
+                .unwrap_or(self.phase_start),
+        )
+    }
+
+    /// Spawn or stop as many users as the spawn rate allows by now.
+    async fn step(&mut self) {
+        let elapsed = self.phase_start.elapsed().as_secs_f64();
+        let allowed = (elapsed * self.target.spawn_rate).floor() as u64 + 1;
+        let mut budget = allowed.saturating_sub(self.done_in_phase).min(SPAWN_BATCH);
+        while budget > 0 {
+            if !self.act_once() {
+                break;
+            }
+            budget -= 1;
+            self.done_in_phase += 1;
+        }
+        self.publish_counts();
+        if self.reconciled() && !self.announced_complete {
+            self.announced_complete = true;
+            self.set_state(RunnerState::Running);
+            let count = self.users.len() as u64;
+            tracing::info!("all {count} users spawned");
+            self.env.events.fire_spawning_complete(&self.env, count);
+        }
+        if budget == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Stop one surplus user or spawn one missing user. False when nothing is left to do.
+    fn act_once(&mut self) -> bool {
+        let surplus = |runner: &Runner, t: usize| {
+            runner.alive[t] > 0 && runner.counted(t) > runner.desired[t]
+        };
+        if (0..self.types.len()).any(|t| surplus(self, t))
+            && let Some(index) = self.users.iter().rposition(|u| surplus(self, u.type_index))
+        {
+            let user = self.users.remove(index);
+            self.alive[user.type_index] -= 1;
+            self.begin_stop(user.control, user.handle);
+            self.reset_cursor();
+            return true;
+        }
+        let Some(type_index) = self.next_type_to_spawn() else {
+            return false;
+        };
+        self.spawn_one(type_index);
+        true
+    }
+
+    fn next_type_to_spawn(&mut self) -> Option<usize> {
+        let (position, walked) = &mut self.cursor;
+        while *position < self.target.users {
+            let type_index = self.distribution.type_at(*position)?;
+            *position += 1;
+            walked[type_index] += 1;
+            if walked[type_index] > self.alive[type_index] + self.retired[type_index] {
+                return Some(type_index);
+            }
+        }
+        None
+    }
+
+    fn spawn_one(&mut self, type_index: usize) {
+        let control = UserControl::new();
+        let id = self.next_id;
+        self.next_id += 1;
+        let handle = self.types[type_index]
+            .spawner
+            .clone()
+            .spawn(id, control.clone());
+        self.users.push(RunningUser {
+            type_index,
+            control,
+            handle,
+        });
+        self.alive[type_index] += 1;
+    }
+
+    fn begin_stop(&mut self, control: Arc<UserControl>, handle: JoinHandle<()>) {
+        let now = Instant::now();
+        let kill_at = now + self.stop_timeout;
+        control.request(if self.stop_timeout.is_zero() {
+            StopLevel::Killed
+        } else {
+            StopLevel::Stopping
+        });
+        self.stopping.push(StoppingUser {
+            control,
+            handle,
+            kill_at,
+            abort_at: kill_at + ON_STOP_GRACE,
+        });
+    }
+
+    /// Forget finished users, kill users past their stop timeout, abort users stuck in `on_stop`.
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        self.stopping.retain(|user| {
+            if user.handle.is_finished() {
+                return false;
+            }
+            if now >= user.abort_at {
+                user.handle.abort();
+                return false;
+            }
+            if now >= user.kill_at {
+                user.control.request(StopLevel::Killed);
+            }
+            true
+        });
+        let before = self.users.len();
+        let mut retired_now = vec![0u64; self.types.len()];
+        self.users.retain(|user| {
+            let finished = user.handle.is_finished();
+            if finished {
+                retired_now[user.type_index] += 1;
+            }
+            !finished
+        });
+        if self.users.len() != before {
+            for (t, count) in retired_now.iter().enumerate() {
+                self.alive[t] -= count;
+                self.retired[t] += count;
+            }
+            self.publish_counts();
+        }
+    }
+
+    /// Stop every user: let them finish within the stop timeout, then kill, then abort.
+    async fn stop_all(&mut self) {
+        let state = self.handle().state();
+        if matches!(state, RunnerState::Ready | RunnerState::Stopped) {
+            return;
+        }
+        self.set_state(RunnerState::Stopping);
+        self.env
+            .events
+            .fire_env("test_stopping", &self.env.events.test_stopping, &self.env);
+        let users = std::mem::take(&mut self.users);
+        tracing::info!("stopping {} users", users.len());
+        for user in users {
+            self.begin_stop(user.control, user.handle);
+        }
+        self.alive.iter_mut().for_each(|a| *a = 0);
+        self.publish_counts();
+        while !self.stopping.is_empty() {
+            self.housekeeping();
+            if self.stopping.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.announced_complete = true;
+        self.target.users = 0;
+        self.handle()
+            .shared
+            .target_users
+            .store(0, Ordering::Relaxed);
+        self.set_state(RunnerState::Stopped);
+        self.env
+            .events
+            .fire_env("test_stop", &self.env.events.test_stop, &self.env);
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Split the runner into its handle and the future that drives it.
+pub(crate) fn start(
+    parts: RunnerParts,
+    types: Vec<RunnableType>,
+    env: Arc<Environment>,
+    stop_timeout: Duration,
+) -> JoinHandle<()> {
+    let runner = Runner::new(types, env, stop_timeout);
+    tokio::spawn(runner.run(parts.commands))
+}
