@@ -1,0 +1,9 @@
+//! Integration tests: real servers on 127.0.0.1, real runs, assertions on what the server saw and what the reports
+//! say. All tests live in one binary to keep link time down.
+
+mod common;
+
+mod bad_input;
+mod cli;
+mod client;
+mod engine;
