@@ -1,15 +1,14 @@
 //! Connections: resolving, connecting, TLS, HTTP/1.1 and HTTP/2 handshakes, and the per-user pool.
 //!
 //! A user runs one request at a time, so its pool is tiny: at most one connection per origin, a handful of origins.
-//! An HTTP/1.1 connection is driven inline by the user's own task while a request is in flight (no connection task,
-//! no cross-task wake-up per request); between requests nobody polls it, and a connection the server closed in the
-//! meantime is noticed when it is next checked out. HTTP/2 connections run in their own task, as the protocol needs
+//! An HTTP/1.1 connection ([`super::h1`]) is used directly by the user's own task (no connection task, no cross-task
+//! wake-up per request); between requests nobody polls it, and a connection the server closed in the meantime is
+//! noticed when it is next checked out. HTTP/2 connections (hyper) run in their own task, as the protocol needs
 //! (pings, flow control).
 
-use std::future::{Future, poll_fn};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -17,12 +16,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http_body_util::Full;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use super::h1::H1Conn;
 use super::{HttpVersion, RequestError, RequestErrorKind};
 
 /// A request body as hyper sends it.
@@ -136,73 +136,9 @@ impl AsyncWrite for Stream {
     }
 }
 
-type H1Connection = http1::Connection<TokioIo<Stream>, RequestBody>;
-
-/// An HTTP/1.1 connection whose I/O the owning user drives while it waits for a response.
-pub(crate) struct H1 {
-    pub(crate) sender: http1::SendRequest<RequestBody>,
-    pub(crate) driver: H1Driver,
-}
-
-/// The I/O half of an HTTP/1.1 connection.
-pub(crate) struct H1Driver {
-    connection: Pin<Box<H1Connection>>,
-    /// The connection future finished: the server closed it or it failed.
-    closed: bool,
-}
-
-impl H1Driver {
-    /// Poll `future` to completion while also driving the connection. `None` when the connection ended first and
-    /// `future` can no longer complete.
-    pub(crate) async fn drive<F: Future>(&mut self, future: F) -> Option<F::Output> {
-        let mut future = pin!(future);
-        poll_fn(|cx| {
-            if let Poll::Ready(output) = future.as_mut().poll(cx) {
-                return Poll::Ready(Some(output));
-            }
-            if self.closed {
-                return Poll::Ready(None);
-            }
-            if let Poll::Ready(result) = self.connection.as_mut().poll(cx) {
-                self.closed = true;
-                if let Err(error) = result {
-                    tracing::trace!("connection ended: {error}");
-                }
-                // The request side learns of the end on its next poll.
-                if let Poll::Ready(output) = future.as_mut().poll(cx) {
-                    return Poll::Ready(Some(output));
-                }
-                return Poll::Ready(None);
-            }
-            Poll::Pending
-        })
-        .await
-    }
-}
-
-impl H1 {
-    /// Whether an idle connection is still usable: poll it once without waiting, so a close by the server while we
-    /// were not looking is noticed before we send on it.
-    fn still_open(&mut self) -> bool {
-        if self.driver.closed {
-            return false;
-        }
-        let waker = futures_util::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        if self.driver.connection.as_mut().poll(&mut cx).is_ready() {
-            self.driver.closed = true;
-        }
-        !self.driver.closed && !self.sender.is_closed()
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.driver.closed || self.sender.is_closed()
-    }
-}
-
 /// One open connection.
 pub(crate) enum Conn {
-    H1(H1),
+    H1(H1Conn),
     H2(http2::SendRequest<RequestBody>),
 }
 
@@ -294,18 +230,16 @@ impl Connector {
         } else {
             (Stream::Plain(tcp), self.http == HttpVersion::Http2)
         };
-        let io = TokioIo::new(stream);
-        let handshake_error = |error: hyper::Error| {
-            RequestError::new(
-                RequestErrorKind::Protocol,
-                format!("HTTP handshake with {} failed: {error}", origin.authority),
-            )
-        };
         if h2 {
             let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-                .handshake(io)
+                .handshake(TokioIo::new(stream))
                 .await
-                .map_err(handshake_error)?;
+                .map_err(|error| {
+                    RequestError::new(
+                        RequestErrorKind::Protocol,
+                        format!("HTTP/2 handshake with {} failed: {error}", origin.authority),
+                    )
+                })?;
             tokio::spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::trace!("HTTP/2 connection ended: {error}");
@@ -313,17 +247,7 @@ impl Connector {
             });
             Ok(Conn::H2(sender))
         } else {
-            let (sender, connection) = http1::Builder::new()
-                .handshake(io)
-                .await
-                .map_err(handshake_error)?;
-            Ok(Conn::H1(H1 {
-                sender,
-                driver: H1Driver {
-                    connection: Box::pin(connection),
-                    closed: false,
-                },
-            }))
+            Ok(Conn::H1(H1Conn::new(stream)))
         }
     }
 

@@ -7,10 +7,11 @@
 //! [`RequestError`] that a task can propagate with `?` without it being counted twice.
 
 mod conn;
+mod h1;
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -22,6 +23,7 @@ use http_body_util::Full;
 
 use crate::user::{UserTypeContext, record_sample};
 use conn::{Conn, Connector, Origin, Pool, RequestBody};
+use h1::H1Request;
 
 /// Which HTTP version to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -381,8 +383,8 @@ impl HttpClient {
             let status = exchange.status;
             let location = exchange
                 .headers
-                .get(header::LOCATION)
-                .and_then(|l| l.to_str().ok());
+                .first("location")
+                .and_then(|l| std::str::from_utf8(l).ok());
             let follow = status.is_redirection()
                 && status != StatusCode::NOT_MODIFIED
                 && redirects < self.shared.options.max_redirects;
@@ -435,56 +437,72 @@ impl HttpClient {
             }
         };
         let cookie_url = self.cookie_url(uri);
-        let mut request = Request::new(Full::new(body));
-        *request.method_mut() = method.clone();
-        let request_headers = request.headers_mut();
-        request_headers.reserve(headers.len() + 3);
-        request_headers.insert(header::USER_AGENT, self.shared.user_agent.clone());
-        for (name, value) in headers {
-            request_headers.append(name, value.clone());
-        }
-        if let (Some(url), Some(jar)) = (
+        let cookie = match (
             &cookie_url,
             self.state.as_ref().and_then(|s| s.cookies.as_ref()),
         ) {
-            let cookie_header = jar
-                .get_request_values(url)
-                .map(|(name, value)| format!("{name}={value}"))
-                .collect::<Vec<_>>()
-                .join("; ");
-            if let Ok(value) = HeaderValue::from_str(&cookie_header)
-                && !cookie_header.is_empty()
-            {
-                request_headers.insert(header::COOKIE, value);
+            (Some(url), Some(jar)) => {
+                let mut text = String::new();
+                for (name, value) in jar.get_request_values(url) {
+                    if !text.is_empty() {
+                        text.push_str("; ");
+                    }
+                    text.push_str(name);
+                    text.push('=');
+                    text.push_str(value);
+                }
+                (!text.is_empty()).then_some(text)
             }
-        }
+            _ => None,
+        };
         let max_body = self.shared.options.max_body_bytes;
         let (mut conn, mut reused) = match self.checkout(&origin) {
             Some(conn) => (conn, true),
-            None => (self.shared.connector.connect(&origin).await?, false),
+            // Boxed: connecting is rare and its future is large; inlined it would be copied around per request.
+            None => (
+                Box::pin(self.shared.connector.connect(&origin)).await?,
+                false,
+            ),
         };
         let exchange = loop {
-            fit_request(&mut request, &conn, uri, &origin);
             let outcome = match &mut conn {
-                Conn::H1(h1) => send_h1(h1, request, max_body).await,
-                Conn::H2(sender) => send_h2(sender, request, max_body).await,
+                Conn::H1(h1) => {
+                    let request = H1Request {
+                        method,
+                        target: uri.path_and_query().map_or("/", PathAndQuery::as_str),
+                        host: origin.authority.as_str(),
+                        user_agent: &self.shared.user_agent,
+                        headers,
+                        cookie: cookie.as_deref(),
+                        body: &body,
+                    };
+                    h1.send(&request, max_body).await
+                }
+                Conn::H2(sender) => {
+                    let request = h2_request(
+                        method,
+                        uri,
+                        headers,
+                        cookie.as_deref(),
+                        &self.shared.user_agent,
+                        &body,
+                    )?;
+                    send_h2(sender, request, max_body).await
+                }
             };
             match outcome {
                 Ok(exchange) => break exchange,
                 // A reused connection the server had closed: the request never left, so a fresh connection may
                 // carry it without risk of sending it twice.
-                Err(SendFailure::NotSent(_, unsent)) if reused => {
-                    request = *unsent;
-                    conn = self.shared.connector.connect(&origin).await?;
+                Err(SendFailure::Unsent(_)) if reused => {
+                    conn = Box::pin(self.shared.connector.connect(&origin)).await?;
                     reused = false;
                 }
-                Err(SendFailure::NotSent(error, _) | SendFailure::Failed(error)) => {
-                    return Err(error);
-                }
+                Err(SendFailure::Unsent(error) | SendFailure::Failed(error)) => return Err(error),
             }
         };
         let keep = match &conn {
-            Conn::H1(h1) => !h1.is_closed() && exchange.keep_alive,
+            Conn::H1(h1) => h1.is_reusable(),
             Conn::H2(sender) => !sender.is_closed(),
         };
         if keep {
@@ -492,7 +510,7 @@ impl HttpClient {
         }
         if let Some(url) = cookie_url {
             self.store_cookies(&exchange.headers, &url);
-        } else if exchange.headers.contains_key(header::SET_COOKIE)
+        } else if exchange.headers.first("set-cookie").is_some()
             && let Ok(url) = url::Url::parse(&uri.to_string())
         {
             self.store_cookies(&exchange.headers, &url);
@@ -507,9 +525,9 @@ impl HttpClient {
         url::Url::parse(&uri.to_string()).ok()
     }
 
-    fn store_cookies(&mut self, headers: &HeaderMap, url: &url::Url) {
-        let mut set_cookies = headers.get_all(header::SET_COOKIE).iter().peekable();
-        if set_cookies.peek().is_none() {
+    fn store_cookies(&mut self, headers: &Headers, url: &url::Url) {
+        let set_cookies = headers.values("set-cookie");
+        if set_cookies.is_empty() {
             return;
         }
         let jar = self
@@ -517,7 +535,7 @@ impl HttpClient {
             .cookies
             .get_or_insert_with(cookie_store::CookieStore::default);
         for value in set_cookies {
-            if let Ok(text) = value.to_str() {
+            if let Ok(text) = std::str::from_utf8(value) {
                 // A cookie the jar refuses (bad domain, malformed) is ignored, as a browser would.
                 let _ = jar.parse(text, url);
             }
@@ -547,105 +565,55 @@ fn redirect_target(from: &Uri, location: &str) -> Result<Uri, RequestError> {
 }
 
 /// A response as read off the wire.
-struct Exchange {
+pub(crate) struct Exchange {
     status: StatusCode,
-    headers: HeaderMap,
+    headers: Headers,
     body: Bytes,
     content_length: u64,
     truncated: bool,
-    keep_alive: bool,
 }
 
-enum SendFailure {
-    /// The request was not written; it comes back for a retry on another connection.
-    NotSent(RequestError, Box<Request<RequestBody>>),
+/// Why a request on one connection failed.
+pub(crate) enum SendFailure {
+    /// The request could not be written: it may be retried on another connection.
+    Unsent(RequestError),
     Failed(RequestError),
-}
-
-/// Put the request in the form the connection's protocol wants: HTTP/1.1 takes origin-form and a Host header,
-/// HTTP/2 the absolute URI (its `:authority` replaces Host).
-fn fit_request(request: &mut Request<RequestBody>, conn: &Conn, uri: &Uri, origin: &Origin) {
-    match conn {
-        Conn::H1(_) => {
-            let path = uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/"));
-            *request.uri_mut() = Uri::from(path);
-            if let Ok(host) = HeaderValue::from_str(origin.authority.as_str()) {
-                request.headers_mut().insert(header::HOST, host);
-            }
-        }
-        Conn::H2(_) => {
-            *request.uri_mut() = uri.clone();
-            request.headers_mut().remove(header::HOST);
-        }
-    }
 }
 
 fn protocol_error(error: &dyn fmt::Display) -> RequestError {
     RequestError::new(RequestErrorKind::Protocol, error.to_string())
 }
 
-fn closed_early() -> RequestError {
-    RequestError::new(
-        RequestErrorKind::Protocol,
-        "connection closed before the response was complete".to_string(),
-    )
-}
-
-async fn send_h1(
-    h1: &mut conn::H1,
-    request: Request<RequestBody>,
-    max_body: usize,
-) -> Result<Exchange, SendFailure> {
-    match h1.driver.drive(h1_ready(&mut h1.sender)).await {
-        Some(Ok(())) => {}
-        Some(Err(error)) => {
-            return Err(SendFailure::NotSent(
-                protocol_error(&error),
-                Box::new(request),
-            ));
-        }
-        None => return Err(SendFailure::NotSent(closed_early(), Box::new(request))),
-    }
-    let sent = h1.sender.try_send_request(request);
-    let response = match h1.driver.drive(sent).await {
-        Some(Ok(response)) => response,
-        Some(Err(mut error)) => {
-            let failure = protocol_error(error.error());
-            return Err(match error.take_message() {
-                Some(unsent) => SendFailure::NotSent(failure, Box::new(unsent)),
-                None => SendFailure::Failed(failure),
-            });
-        }
-        None => return Err(SendFailure::Failed(closed_early())),
-    };
-    let (parts, mut incoming) = response.into_parts();
-    let keep_alive = !parts
-        .headers
-        .get(header::CONNECTION)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-    let mut reader = BodyReader::new(max_body);
-    loop {
-        match h1.driver.drive(incoming.frame()).await {
-            Some(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    reader.push(data);
-                }
-            }
-            Some(None) => break,
-            Some(Some(Err(error))) => return Err(SendFailure::Failed(protocol_error(&error))),
-            None => return Err(SendFailure::Failed(closed_early())),
+/// The request as hyper's HTTP/2 client takes it: absolute URI (its `:authority` replaces Host).
+fn h2_request(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    cookie: Option<&str>,
+    user_agent: &HeaderValue,
+    body: &Bytes,
+) -> Result<Request<RequestBody>, RequestError> {
+    let mut request = Request::new(Full::new(body.clone()));
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri.clone();
+    let request_headers = request.headers_mut();
+    request_headers.reserve(headers.len() + 2);
+    request_headers.insert(header::USER_AGENT, user_agent.clone());
+    for (name, value) in headers {
+        if name != header::HOST {
+            request_headers.append(name, value.clone());
         }
     }
-    Ok(reader.finish(parts.status, parts.headers, keep_alive))
-}
-
-fn h1_ready(
-    sender: &mut hyper::client::conn::http1::SendRequest<RequestBody>,
-) -> impl std::future::Future<Output = hyper::Result<()>> + '_ {
-    std::future::poll_fn(move |cx| sender.poll_ready(cx))
+    if let Some(cookie) = cookie {
+        let value = HeaderValue::from_str(cookie).map_err(|e| {
+            RequestError::new(
+                RequestErrorKind::InvalidUrl,
+                format!("invalid cookie header: {e}"),
+            )
+        })?;
+        request_headers.insert(header::COOKIE, value);
+    }
+    Ok(request)
 }
 
 async fn send_h2(
@@ -654,17 +622,14 @@ async fn send_h2(
     max_body: usize,
 ) -> Result<Exchange, SendFailure> {
     if let Err(error) = sender.ready().await {
-        return Err(SendFailure::NotSent(
-            protocol_error(&error),
-            Box::new(request),
-        ));
+        return Err(SendFailure::Unsent(protocol_error(&error)));
     }
     let response = match sender.try_send_request(request).await {
         Ok(response) => response,
         Err(mut error) => {
             let failure = protocol_error(error.error());
             return Err(match error.take_message() {
-                Some(unsent) => SendFailure::NotSent(failure, Box::new(unsent)),
+                Some(_) => SendFailure::Unsent(failure),
                 None => SendFailure::Failed(failure),
             });
         }
@@ -681,7 +646,7 @@ async fn send_h2(
             Err(error) => return Err(SendFailure::Failed(protocol_error(&error))),
         }
     }
-    Ok(reader.finish(parts.status, parts.headers, true))
+    Ok(reader.finish(parts.status, parts.headers))
 }
 
 /// Collects a body up to a cap, counting every byte. A single-chunk body is kept without copying.
@@ -737,7 +702,8 @@ impl BodyReader {
         }
     }
 
-    fn finish(self, status: StatusCode, headers: HeaderMap, keep_alive: bool) -> Exchange {
+    fn finish(self, status: StatusCode, headers: HeaderMap) -> Exchange {
+        let headers = Headers::Map(headers);
         let body = match (self.first, self.rest) {
             (_, Some(rest)) => rest.freeze(),
             (Some(first), None) => first,
@@ -749,7 +715,6 @@ impl BodyReader {
             body,
             content_length: self.total,
             truncated: self.truncated,
-            keep_alive,
         }
     }
 }
@@ -922,21 +887,19 @@ impl<'a> RequestBuilder<'a> {
             target,
             headers,
             body,
-            mut name,
+            name,
             timeout,
             check,
             deferred_error,
         } = self;
+        let mut requested: Option<Uri> = None;
         let started = Instant::now();
         let limit = timeout.unwrap_or(client.shared.options.timeout);
         let outcome = match (deferred_error, target) {
             (Some(error), _) | (None, Err(error)) => Err(error),
             (None, Ok(uri)) => {
-                // The stats name is the URL as requested, not where redirects led.
-                if name.is_none() {
-                    let requested = uri.path_and_query().map_or("/", PathAndQuery::as_str);
-                    name = Some(Cow::Owned(requested.to_string()));
-                }
+                // The stats name is the URL as requested, not where redirects led (a clone shares the bytes).
+                requested = Some(uri.clone());
                 match tokio::time::timeout(
                     limit,
                     client.execute(method.clone(), uri, &headers, body),
@@ -966,7 +929,11 @@ impl<'a> RequestBuilder<'a> {
                     }
                     None => None,
                 };
-                let name = name.as_deref().unwrap_or("/");
+                let name = match (&name, &requested) {
+                    (Some(name), _) => name.as_ref(),
+                    (None, Some(uri)) => uri.path_and_query().map_or("/", PathAndQuery::as_str),
+                    (None, None) => "/",
+                };
                 record_sample(
                     context,
                     method.as_str(),
@@ -1005,11 +972,79 @@ fn status_reason(status: StatusCode) -> String {
     }
 }
 
+/// Response headers. HTTP/1.1 responses keep the raw head and build a `HeaderMap` only if a task asks for it: most
+/// tasks never look at headers, and building the map is a good part of a request's CPU time.
+#[derive(Debug, Clone)]
+pub(crate) enum Headers {
+    Map(HeaderMap),
+    Raw {
+        head: Bytes,
+        /// (name start, name end, value start, value end) within `head`.
+        spans: Vec<(u32, u32, u32, u32)>,
+        map: OnceLock<HeaderMap>,
+    },
+}
+
+impl Headers {
+    fn map(&self) -> &HeaderMap {
+        match self {
+            Headers::Map(map) => map,
+            Headers::Raw { head, spans, map } => map.get_or_init(|| {
+                let mut built = HeaderMap::with_capacity(spans.len());
+                for &(name_start, name_end, value_start, value_end) in spans {
+                    let Ok(name) =
+                        HeaderName::from_bytes(&head[name_start as usize..name_end as usize])
+                    else {
+                        continue;
+                    };
+                    // The value shares the response's buffer: no copy.
+                    let value = head.slice(value_start as usize..value_end as usize);
+                    if let Ok(value) = HeaderValue::from_maybe_shared(value) {
+                        built.append(name, value);
+                    }
+                }
+                built
+            }),
+        }
+    }
+
+    /// Values of a header, by lower-case name, in order.
+    fn values(&self, name: &str) -> Vec<&[u8]> {
+        match self {
+            Headers::Map(map) => map
+                .get_all(name)
+                .iter()
+                .map(HeaderValue::as_bytes)
+                .collect(),
+            Headers::Raw { head, spans, .. } => spans
+                .iter()
+                .filter(|span| {
+                    head[span.0 as usize..span.1 as usize].eq_ignore_ascii_case(name.as_bytes())
+                })
+                .map(|span| &head[span.2 as usize..span.3 as usize])
+                .collect(),
+        }
+    }
+
+    /// The first value of a header, by lower-case name.
+    fn first(&self, name: &str) -> Option<&[u8]> {
+        match self {
+            Headers::Map(map) => map.get(name).map(HeaderValue::as_bytes),
+            Headers::Raw { head, spans, .. } => spans
+                .iter()
+                .find(|span| {
+                    head[span.0 as usize..span.1 as usize].eq_ignore_ascii_case(name.as_bytes())
+                })
+                .map(|span| &head[span.2 as usize..span.3 as usize]),
+        }
+    }
+}
+
 /// A complete response: status, headers and (up to the cap) the body.
 #[derive(Debug, Clone)]
 pub struct Response {
     status: StatusCode,
-    headers: HeaderMap,
+    headers: Headers,
     body: Bytes,
     content_length: u64,
     truncated: bool,
@@ -1026,7 +1061,7 @@ impl Response {
 
     /// The response headers.
     pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+        self.headers.map()
     }
 
     /// The body bytes (at most the user type's `max_body_bytes`).
@@ -1083,7 +1118,7 @@ mod tests {
     fn body_reader_keeps_single_chunks_and_caps() {
         let mut reader = BodyReader::new(8);
         reader.push(Bytes::from_static(b"abc"));
-        let exchange = reader.finish(StatusCode::OK, HeaderMap::new(), true);
+        let exchange = reader.finish(StatusCode::OK, HeaderMap::new());
         assert_eq!(&exchange.body[..], b"abc");
         assert!(!exchange.truncated);
 
@@ -1091,7 +1126,7 @@ mod tests {
         reader.push(Bytes::from_static(b"abcdef"));
         reader.push(Bytes::from_static(b"ghijkl"));
         reader.push(Bytes::from_static(b"mn"));
-        let exchange = reader.finish(StatusCode::OK, HeaderMap::new(), true);
+        let exchange = reader.finish(StatusCode::OK, HeaderMap::new());
         assert_eq!(&exchange.body[..], b"abcdefgh");
         assert_eq!(exchange.content_length, 14);
         assert!(exchange.truncated);

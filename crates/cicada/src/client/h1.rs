@@ -1,0 +1,616 @@
+//! HTTP/1.1 on one connection, written for a load generator's hot path.
+//!
+//! A user sends one request at a time, so its connection needs no dispatcher, no channel and no background task:
+//! the request is serialised into a reused buffer and written with one syscall, and the response is parsed
+//! (`httparse`) straight out of a reused read buffer whose bytes become the response's headers and body without a
+//! copy. Bodies are framed by Content-Length, chunked transfer coding or connection close; a body longer than the
+//! cap is read to the end and counted but only its start is kept.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, StatusCode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+
+use super::conn::Stream;
+use super::{Exchange, Headers, RequestError, RequestErrorKind, SendFailure};
+
+/// Most response headers parsed; a response with more is refused.
+const MAX_HEADERS: usize = 96;
+/// Largest response head accepted.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Read buffer size of a connection; grows for large heads and bodies, and shrinks back after them.
+const READ_CHUNK: usize = 4 * 1024;
+/// A buffer that grew past this is dropped after the exchange, so an idle connection stays small.
+const KEEP_BUFFER_BELOW: usize = 64 * 1024;
+/// Request bodies up to this size are copied next to the head and sent in the same write.
+const INLINE_BODY: usize = 16 * 1024;
+
+/// What one request looks like on the wire.
+pub(crate) struct H1Request<'a> {
+    pub(crate) method: &'a Method,
+    /// Origin-form target: path and query.
+    pub(crate) target: &'a str,
+    pub(crate) host: &'a str,
+    pub(crate) user_agent: &'a HeaderValue,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) cookie: Option<&'a str>,
+    pub(crate) body: &'a Bytes,
+}
+
+/// One HTTP/1.1 connection.
+pub(crate) struct H1Conn {
+    stream: Stream,
+    read_buf: BytesMut,
+    write_buf: Vec<u8>,
+    reusable: bool,
+}
+
+fn protocol(message: impl Into<String>) -> RequestError {
+    RequestError::new(RequestErrorKind::Protocol, message.into())
+}
+
+fn io_error(error: &io::Error) -> RequestError {
+    let message = match error.kind() {
+        io::ErrorKind::ConnectionReset => "connection reset by the server".to_string(),
+        io::ErrorKind::BrokenPipe => "connection closed by the server (broken pipe)".to_string(),
+        _ => format!("connection error: {error}"),
+    };
+    RequestError::new(RequestErrorKind::Protocol, message)
+}
+
+fn closed_early() -> RequestError {
+    protocol("connection closed before the response was complete")
+}
+
+/// How the body of a response is delimited.
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+impl H1Conn {
+    pub(crate) fn new(stream: Stream) -> Self {
+        H1Conn {
+            stream,
+            read_buf: BytesMut::new(),
+            write_buf: Vec::new(),
+            reusable: true,
+        }
+    }
+
+    /// Whether the connection can carry another request: checks, without waiting, that the server has not closed
+    /// it (or sent something unasked) since the last response.
+    pub(crate) fn still_open(&mut self) -> bool {
+        if !self.reusable {
+            return false;
+        }
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut probe = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut probe);
+        match Pin::new(&mut self.stream).poll_read(&mut cx, &mut buf) {
+            Poll::Pending => true,
+            // End of stream, stray bytes or an error: this connection is done.
+            Poll::Ready(_) => {
+                self.reusable = false;
+                false
+            }
+        }
+    }
+
+    pub(crate) fn is_reusable(&self) -> bool {
+        self.reusable
+    }
+
+    /// Send a request and read its whole response.
+    pub(crate) async fn send(
+        &mut self,
+        request: &H1Request<'_>,
+        max_body: usize,
+    ) -> Result<Exchange, SendFailure> {
+        self.encode(request);
+        let inline = request.body.len() <= INLINE_BODY;
+        let written = if inline {
+            self.stream.write_all(&self.write_buf).await
+        } else {
+            match self.stream.write_all(&self.write_buf).await {
+                Ok(()) => self.stream.write_all(request.body).await,
+                Err(error) => Err(error),
+            }
+        };
+        if let Err(error) = written {
+            self.reusable = false;
+            return Err(SendFailure::Unsent(io_error(&error)));
+        }
+        if let Err(error) = self.stream.flush().await {
+            self.reusable = false;
+            return Err(SendFailure::Unsent(io_error(&error)));
+        }
+        let result = self
+            .read_response(request.method == Method::HEAD, max_body)
+            .await;
+        if result.is_err() {
+            self.reusable = false;
+        }
+        if self.read_buf.capacity() > KEEP_BUFFER_BELOW {
+            self.read_buf = BytesMut::new();
+        }
+        result.map_err(SendFailure::Failed)
+    }
+
+    fn encode(&mut self, request: &H1Request<'_>) {
+        let out = &mut self.write_buf;
+        out.clear();
+        out.extend_from_slice(request.method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(request.target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        out.extend_from_slice(request.host.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if !request.headers.contains_key(header::USER_AGENT) {
+            out.extend_from_slice(b"user-agent: ");
+            out.extend_from_slice(request.user_agent.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        for (name, value) in request.headers {
+            if name == header::HOST || name == header::CONTENT_LENGTH {
+                continue;
+            }
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if let Some(cookie) = request.cookie {
+            out.extend_from_slice(b"cookie: ");
+            out.extend_from_slice(cookie.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        let needs_length = !request.body.is_empty()
+            || matches!(*request.method, Method::POST | Method::PUT | Method::PATCH);
+        if needs_length {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa(request.body.len() as u64).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if request.body.len() <= INLINE_BODY {
+            out.extend_from_slice(request.body);
+        }
+    }
+
+    /// Read more bytes into the read buffer. Returns the number read (0 at end of stream).
+    async fn fill(&mut self) -> Result<usize, RequestError> {
+        if self.read_buf.capacity() - self.read_buf.len() < 512 {
+            self.read_buf.reserve(READ_CHUNK);
+        }
+        self.stream
+            .read_buf(&mut self.read_buf)
+            .await
+            .map_err(|e| io_error(&e))
+    }
+
+    async fn read_response(
+        &mut self,
+        head_request: bool,
+        max_body: usize,
+    ) -> Result<Exchange, RequestError> {
+        loop {
+            let parsed = parse_head(&self.read_buf)?;
+            let Some(head) = parsed else {
+                if self.read_buf.len() >= MAX_HEAD_BYTES {
+                    return Err(protocol("response head larger than 64 KiB"));
+                }
+                if self.fill().await? == 0 {
+                    return Err(closed_early());
+                }
+                continue;
+            };
+            if head.status.is_informational() {
+                if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(protocol(
+                        "the server switched protocols, which cicada's HTTP client does not support",
+                    ));
+                }
+                self.read_buf.advance(head.length);
+                continue;
+            }
+            let head_bytes = self.read_buf.split_to(head.length).freeze();
+            let headers = Headers::Raw {
+                head: head_bytes,
+                spans: head.spans,
+                map: OnceLock::new(),
+            };
+            let framing = if head_request
+                || head.status == StatusCode::NO_CONTENT
+                || head.status == StatusCode::NOT_MODIFIED
+            {
+                Framing::None
+            } else if head.chunked {
+                Framing::Chunked
+            } else if let Some(length) = head.content_length {
+                Framing::Length(length)
+            } else {
+                Framing::UntilClose
+            };
+            let mut keep_alive = head.keep_alive;
+            let (body, content_length, truncated) = match framing {
+                Framing::None => (Bytes::new(), 0, false),
+                Framing::Length(length) => self.read_length(length, max_body).await?,
+                Framing::Chunked => self.read_chunked(max_body).await?,
+                Framing::UntilClose => {
+                    keep_alive = false;
+                    self.read_until_close(max_body).await?
+                }
+            };
+            // Bytes the server sent beyond this response would be taken for the next one.
+            if !self.read_buf.is_empty() {
+                keep_alive = false;
+            }
+            self.reusable = keep_alive;
+            return Ok(Exchange {
+                status: head.status,
+                headers,
+                body,
+                content_length,
+                truncated,
+            });
+        }
+    }
+
+    async fn read_length(
+        &mut self,
+        length: u64,
+        max_body: usize,
+    ) -> Result<(Bytes, u64, bool), RequestError> {
+        let keep = usize::try_from(length).unwrap_or(usize::MAX).min(max_body);
+        if self.read_buf.len() < keep {
+            self.read_buf.reserve(keep - self.read_buf.len());
+        }
+        while self.read_buf.len() < keep {
+            if self.fill().await? == 0 {
+                return Err(closed_early());
+            }
+        }
+        let body = self.read_buf.split_to(keep).freeze();
+        let mut to_discard = length - keep as u64;
+        while to_discard > 0 {
+            if self.read_buf.is_empty() && self.fill().await? == 0 {
+                return Err(closed_early());
+            }
+            let take = (self.read_buf.len() as u64).min(to_discard) as usize;
+            self.read_buf.advance(take);
+            to_discard -= take as u64;
+        }
+        Ok((body, length, (keep as u64) < length))
+    }
+
+    async fn read_chunked(&mut self, max_body: usize) -> Result<(Bytes, u64, bool), RequestError> {
+        let mut body = BytesMut::new();
+        let mut total: u64 = 0;
+        let mut truncated = false;
+        loop {
+            let size = loop {
+                match find_line(&self.read_buf) {
+                    Some(line_end) => {
+                        let size = parse_chunk_size(&self.read_buf[..line_end])?;
+                        self.read_buf.advance(line_end + 2);
+                        break size;
+                    }
+                    None => {
+                        if self.read_buf.len() > 1024 {
+                            return Err(protocol("chunk size line longer than 1 KiB"));
+                        }
+                        if self.fill().await? == 0 {
+                            return Err(closed_early());
+                        }
+                    }
+                }
+            };
+            if size == 0 {
+                // Trailers, then an empty line.
+                loop {
+                    match find_line(&self.read_buf) {
+                        Some(0) => {
+                            self.read_buf.advance(2);
+                            return Ok((body.freeze(), total, truncated));
+                        }
+                        Some(line_end) => self.read_buf.advance(line_end + 2),
+                        None => {
+                            if self.read_buf.len() > MAX_HEAD_BYTES {
+                                return Err(protocol("chunked trailers larger than 64 KiB"));
+                            }
+                            if self.fill().await? == 0 {
+                                return Err(closed_early());
+                            }
+                        }
+                    }
+                }
+            }
+            let mut remaining = size;
+            while remaining > 0 {
+                if self.read_buf.is_empty() && self.fill().await? == 0 {
+                    return Err(closed_early());
+                }
+                let take = (self.read_buf.len() as u64).min(remaining) as usize;
+                let room = max_body.saturating_sub(body.len());
+                if take > room {
+                    truncated = true;
+                }
+                body.extend_from_slice(&self.read_buf[..take.min(room)]);
+                self.read_buf.advance(take);
+                remaining -= take as u64;
+                total += take as u64;
+            }
+            while self.read_buf.len() < 2 {
+                if self.fill().await? == 0 {
+                    return Err(closed_early());
+                }
+            }
+            if &self.read_buf[..2] != b"\r\n" {
+                return Err(protocol("malformed chunked body"));
+            }
+            self.read_buf.advance(2);
+        }
+    }
+
+    async fn read_until_close(
+        &mut self,
+        max_body: usize,
+    ) -> Result<(Bytes, u64, bool), RequestError> {
+        let mut body = BytesMut::new();
+        let mut total: u64 = 0;
+        let mut truncated = false;
+        loop {
+            if !self.read_buf.is_empty() {
+                let chunk = self.read_buf.split();
+                total += chunk.len() as u64;
+                let room = max_body.saturating_sub(body.len());
+                if chunk.len() > room {
+                    truncated = true;
+                }
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            if self.fill().await? == 0 {
+                return Ok((body.freeze(), total, truncated));
+            }
+        }
+    }
+}
+
+/// A parsed response head: what we need of it, with header positions relative to the buffer start.
+struct Head {
+    length: usize,
+    status: StatusCode,
+    keep_alive: bool,
+    chunked: bool,
+    content_length: Option<u64>,
+    /// (name start, name end, value start, value end) of each header.
+    spans: Vec<(u32, u32, u32, u32)>,
+}
+
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, RequestError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let length = match response.parse(buf) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(protocol(format!(
+                "response with more than {MAX_HEADERS} headers"
+            )));
+        }
+        Err(error) => return Err(protocol(format!("invalid HTTP response: {error}"))),
+    };
+    let code = response.code.unwrap_or(0);
+    let status =
+        StatusCode::from_u16(code).map_err(|_| protocol(format!("invalid HTTP status {code}")))?;
+    let http10 = response.version == Some(0);
+    let base = buf.as_ptr() as usize;
+    let mut keep_alive = !http10;
+    let mut chunked = false;
+    let mut content_length = None;
+    let mut spans = Vec::with_capacity(response.headers.len());
+    for h in response.headers.iter() {
+        let name_start = h.name.as_ptr() as usize - base;
+        let value_start = h.value.as_ptr() as usize - base;
+        // Offsets fit in u32: a head is at most MAX_HEAD_BYTES long.
+        spans.push((
+            name_start as u32,
+            (name_start + h.name.len()) as u32,
+            value_start as u32,
+            (value_start + h.value.len()) as u32,
+        ));
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let text = std::str::from_utf8(h.value).unwrap_or("").trim();
+            let value: u64 = text
+                .parse()
+                .map_err(|_| protocol(format!("invalid content-length `{text}`")))?;
+            if content_length.is_some_and(|known| known != value) {
+                return Err(protocol("conflicting content-length headers"));
+            }
+            content_length = Some(value);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = h
+                .value
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                }
+            }
+        }
+    }
+    Ok(Some(Head {
+        length,
+        status,
+        keep_alive,
+        chunked,
+        content_length,
+        spans,
+    }))
+}
+
+/// Position of the first CRLF.
+fn find_line(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+fn parse_chunk_size(line: &[u8]) -> Result<u64, RequestError> {
+    let digits = line
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or(b"")
+        .trim_ascii();
+    let text = std::str::from_utf8(digits).map_err(|_| protocol("invalid chunk size"))?;
+    u64::from_str_radix(text, 16).map_err(|_| protocol(format!("invalid chunk size `{text}`")))
+}
+
+/// Decimal text of a number without allocating.
+fn itoa(mut value: u64) -> ItoaBuf {
+    let mut buf = ItoaBuf {
+        bytes: [0; 20],
+        start: 20,
+    };
+    loop {
+        buf.start -= 1;
+        buf.bytes[buf.start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            return buf;
+        }
+    }
+}
+
+struct ItoaBuf {
+    bytes: [u8; 20],
+    start: usize,
+}
+
+impl ItoaBuf {
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_parse_with_framing() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: b\r\n\r\nok\n";
+        let head = parse_head(raw).unwrap().unwrap();
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.content_length, Some(3));
+        assert!(head.keep_alive && !head.chunked);
+        let headers = Headers::Raw {
+            head: Bytes::copy_from_slice(&raw[..head.length]),
+            spans: head.spans,
+            map: OnceLock::new(),
+        };
+        assert_eq!(headers.map()["x-a"], "b");
+        assert_eq!(headers.first("content-length"), Some(&b"3"[..]));
+
+        let head = parse_head(b"HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap();
+        assert!(!head.keep_alive);
+        let head = parse_head(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(head.chunked && !head.keep_alive);
+        assert!(
+            parse_head(b"HTTP/1.1 200 OK\r\nContent-")
+                .unwrap()
+                .is_none()
+        );
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
+        assert!(parse_head(b"NOPE\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn chunk_sizes_and_numbers() {
+        assert_eq!(parse_chunk_size(b"1a").unwrap(), 26);
+        assert_eq!(parse_chunk_size(b"0;ext=1").unwrap(), 0);
+        assert!(parse_chunk_size(b"zz").is_err());
+        assert_eq!(itoa(0).as_bytes(), b"0");
+        assert_eq!(itoa(1234567).as_bytes(), b"1234567");
+        assert_eq!(find_line(b"ab\r\ncd"), Some(2));
+    }
+
+    /// Serve `responses` (raw bytes, one per request) on a loopback socket and return the client connection.
+    async fn connected(responses: Vec<&'static [u8]>) -> H1Conn {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            for response in responses {
+                let _ = socket.read(&mut buf).await;
+                // Write in two parts to exercise partial reads.
+                let (a, b) = response.split_at(response.len() / 2);
+                socket.write_all(a).await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                socket.write_all(b).await.unwrap();
+            }
+        });
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        H1Conn::new(Stream::Plain(stream))
+    }
+
+    fn get<'a>(headers: &'a HeaderMap, body: &'a Bytes, agent: &'a HeaderValue) -> H1Request<'a> {
+        H1Request {
+            method: &Method::GET,
+            target: "/",
+            host: "127.0.0.1",
+            user_agent: agent,
+            headers,
+            cookie: None,
+            body,
+        }
+    }
+
+    #[tokio::test]
+    async fn length_chunked_and_close_delimited_bodies() {
+        let mut conn = connected(vec![
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n5;x=y\r\npedia\r\n0\r\nT: 1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\n\r\nuntil the end",
+        ])
+        .await;
+        let headers = HeaderMap::new();
+        let body = Bytes::new();
+        let agent = HeaderValue::from_static("test");
+        let request = get(&headers, &body, &agent);
+        let Ok(first) = conn.send(&request, 4).await else {
+            panic!("first")
+        };
+        assert_eq!(&first.body[..], b"0123");
+        assert_eq!(first.content_length, 10);
+        assert!(first.truncated && conn.is_reusable());
+        let Ok(second) = conn.send(&request, 1 << 20).await else {
+            panic!("second")
+        };
+        assert_eq!(&second.body[..], b"Wikipedia");
+        assert!(!second.truncated && conn.is_reusable());
+        let Ok(third) = conn.send(&request, 1 << 20).await else {
+            panic!("third")
+        };
+        assert_eq!(&third.body[..], b"until the end");
+        assert!(!conn.is_reusable());
+    }
+}
