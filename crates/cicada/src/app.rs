@@ -292,6 +292,8 @@ async fn run(
         .host
         .clone()
         .or_else(|| demo.as_ref().map(cicada_demo::DemoServer::url))
+        // Every type sets its own host: name the first one in reports.
+        .or_else(|| types.iter().find_map(|t| t.host().map(str::to_string)))
         .unwrap_or_default();
     let names: Vec<String> = types.iter().map(|t| t.name().to_string()).collect();
     let parts = runner::channel(names);

@@ -50,6 +50,8 @@ pub mod user;
 
 /// Request statistics (re-exported from the `cicada-stats` crate).
 pub use cicada_stats as stats;
+/// The async runtime users run on, for sleeps, timeouts and custom clients (`cicada::tokio::time::sleep`).
+pub use tokio;
 
 pub use app::{Cicada, EXIT_USAGE};
 pub use client::{ClientOptions, HttpClient, HttpVersion, RequestBuilder, RequestError, Response};
