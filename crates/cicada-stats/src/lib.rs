@@ -84,7 +84,8 @@ use std::time::{Duration, Instant};
 pub use histogram::MAX_RESPONSE_TIME;
 pub use shard::MAX_WAITING_BATCHES;
 pub use snapshot::{
-    EntryStats, FailureStats, HistoryPoint, OverflowStats, StatsSnapshot, UserErrorStats,
+    EntryStats, FailureStats, GeneratorSample, HistoryPoint, OverflowStats, StatsSnapshot,
+    UserErrorStats,
 };
 pub use stats::{ShardSizes, Stats};
 

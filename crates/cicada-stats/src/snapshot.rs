@@ -239,6 +239,27 @@ pub struct HistoryPoint {
     pub total_requests: u64,
     /// Failures so far.
     pub total_failures: u64,
+    /// The load generator's own state in the interval (absent when its guard is off).
+    pub generator: Option<GeneratorSample>,
+}
+
+/// How the load generator itself fared during one history interval: the resource guard's measurements.
+///
+/// A saturated interval is one in which the generator's CPU was over its limit or its scheduler was late; response
+/// times measured then include the generator's own delays and are not to be trusted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GeneratorSample {
+    /// CPU over its limit, or scheduler lag over its limit, at some point in the interval.
+    pub saturated: bool,
+    /// Highest process CPU in the interval, percent of the CPU available to the process.
+    pub cpu_percent: f64,
+    /// Highest resident memory in the interval.
+    pub rss_bytes: u64,
+    /// Worst scheduler lag in the interval, milliseconds.
+    pub lag_ms: f64,
+    /// Users the guard holds back (its cap is below the target), 0 when it holds none back.
+    pub users_held_back: u64,
 }
 
 impl HistoryPoint {
@@ -263,6 +284,7 @@ impl HistoryPoint {
             current_avg_ms: total.current_avg_ms,
             total_requests: total.num_requests,
             total_failures: total.num_failures,
+            generator: None,
         }
     }
 }

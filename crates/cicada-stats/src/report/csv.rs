@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use super::format::{csv_float, csv_ms};
 use super::{ReportError, WRITER_PATH};
 use crate::PERCENTILES;
-use crate::snapshot::{EntryStats, StatsSnapshot};
+use crate::snapshot::{EntryStats, GeneratorSample, StatsSnapshot};
 
 /// Header of `_stats.csv` (Locust's `requests_csv_columns`).
 pub const STATS_HEADER: [&str; 22] = [
@@ -89,6 +89,16 @@ pub const HISTORY_HEADER: [&str; 24] = [
     "Total Min Response Time",
     "Total Max Response Time",
     "Total Average Content Size",
+];
+
+/// Columns after Locust's in `_stats_history.csv`: the load generator's own state (see [`GeneratorSample`]).
+/// Tools that read Locust's columns by name are not affected.
+pub const GENERATOR_HEADER: [&str; 5] = [
+    "Generator Saturated",
+    "Generator CPU %",
+    "Generator RSS MB",
+    "Generator Lag ms",
+    "Users Held Back",
 ];
 
 /// Value of the `Nodes` column of `_exceptions.csv` until distributed runs exist.
@@ -323,7 +333,7 @@ impl HistoryCsvWriter {
         let path = path.as_ref();
         let mut writer = create(path)?;
         writer
-            .write_record(HISTORY_HEADER)
+            .write_record(HISTORY_HEADER.iter().chain(GENERATOR_HEADER.iter()))
             .map_err(csv_error(path))?;
         let mut history = HistoryCsvWriter {
             writer,
@@ -341,6 +351,27 @@ impl HistoryCsvWriter {
         user_count: u64,
         unix_secs: u64,
     ) -> Result<(), ReportError> {
+        self.append_with_generator(snapshot, user_count, unix_secs, None)
+    }
+
+    /// Like [`append`](Self::append), with the generator's own state in the trailing columns.
+    pub fn append_with_generator(
+        &mut self,
+        snapshot: &StatsSnapshot,
+        user_count: u64,
+        unix_secs: u64,
+        generator: Option<&GeneratorSample>,
+    ) -> Result<(), ReportError> {
+        let generator_cells: [String; 5] = match generator {
+            Some(g) => [
+                u8::from(g.saturated).to_string(),
+                format!("{:.1}", g.cpu_percent),
+                format!("{:.1}", g.rss_bytes as f64 / 1_048_576.0),
+                format!("{:.1}", g.lag_ms),
+                g.users_held_back.to_string(),
+            ],
+            None => Default::default(),
+        };
         let entries: &[EntryStats] = if self.full_history {
             &snapshot.entries
         } else {
@@ -370,6 +401,7 @@ impl HistoryCsvWriter {
                 csv_ms(entry.max_ms),
                 csv_float(entry.avg_content_length),
             ]);
+            row.extend(generator_cells.iter().cloned());
             self.writer
                 .write_record(&row)
                 .map_err(csv_error(&self.path))?;
@@ -522,16 +554,36 @@ mod tests {
         aggregated_only.append(&snapshot(), 4, 100).unwrap();
         aggregated_only.append(&snapshot(), 5, 102).unwrap();
         let (header, rows) = parse(&std::fs::read(&path).unwrap());
-        assert_eq!(header, HISTORY_HEADER);
+        assert_eq!(header[..24], HISTORY_HEADER);
+        assert_eq!(header[24..], GENERATOR_HEADER);
         assert_eq!(rows.len(), 2);
         assert_eq!(
             rows[1][..7],
             ["102", "5", "", "Aggregated", "0.333333", "0.000000", "2.75"]
         );
         assert_eq!(
-            rows[1][17..],
+            rows[1][17..24],
             ["10", "2", "0.9", "1.235", "0.101", "5.5", "512"]
         );
+        assert_eq!(
+            rows[1][24..],
+            ["", "", "", "", ""],
+            "no generator state given"
+        );
+
+        let mut with_generator = HistoryCsvWriter::create(&path, false).unwrap();
+        let generator = GeneratorSample {
+            saturated: true,
+            cpu_percent: 97.25,
+            rss_bytes: 3 * 1_048_576,
+            lag_ms: 12.0,
+            users_held_back: 40,
+        };
+        with_generator
+            .append_with_generator(&snapshot(), 4, 100, Some(&generator))
+            .unwrap();
+        let (_, rows) = parse(&std::fs::read(&path).unwrap());
+        assert_eq!(rows[0][24..], ["1", "97.2", "3.0", "12.0", "40"]);
 
         let mut full = HistoryCsvWriter::create(&path, true).unwrap();
         full.append(&snapshot(), 4, 100).unwrap();
