@@ -3,17 +3,19 @@
 //! [`Cicada::run`] reads the options, sets up logging and a multi-threaded tokio runtime that uses every core, starts
 //! the demo target when no host is given, drives the runner (fixed target, or a load shape), prints the stats table
 //! while running, and at the end writes every report and returns the exit code: 0 when all went well, 1 (or
-//! `--exit-code-on-error`) when a request failed or a task raised an error, 2 for bad usage.
+//! `--exit-code-on-error`) when a request failed or a task raised an error, 2 for bad usage, 4 when the resource
+//! guard had to stop the test.
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cicada_stats::{Stats, StatsConfig};
+use cicada_stats::{GeneratorSample, Stats, StatsConfig};
 
 use crate::environment::Environment;
 use crate::events::{Events, RequestEvent, UserErrorEvent};
+use crate::guard::Guard;
 use crate::options::{Options, OptionsError};
 use crate::report;
 use crate::runner::{self, RunnableType, RunnerState, Target};
@@ -24,6 +26,8 @@ use crate::user::task::TagFilter;
 
 /// Exit code for bad usage or configuration.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code when the resource guard stopped the test because the generator ran out of CPU or memory.
+pub const EXIT_GUARD_STOPPED: i32 = 4;
 
 /// A load test: user types, an optional load shape and event listeners.
 ///
@@ -120,6 +124,33 @@ impl Cicada {
         listener: impl Fn(&UserErrorEvent<'_>) + Send + Sync + 'static,
     ) -> Self {
         self.events.user_error.push(Box::new(listener));
+        self
+    }
+
+    /// Runs once a second with the generator's own usage (CPU, memory, container limits, scheduler lag).
+    pub fn on_usage_monitor(
+        mut self,
+        listener: impl Fn(&Environment, &cicada_monitor::Usage) + Send + Sync + 'static,
+    ) -> Self {
+        self.events.usage_monitor.push(Box::new(listener));
+        self
+    }
+
+    /// Runs when the generator's CPU goes over `--max-cpu`, with the CPU share in percent.
+    pub fn on_cpu_warning(
+        mut self,
+        listener: impl Fn(&Environment, f64) + Send + Sync + 'static,
+    ) -> Self {
+        self.events.cpu_warning.push(Box::new(listener));
+        self
+    }
+
+    /// Runs on every action of the resource guard (pause, shed, resume, stop) and limit crossing.
+    pub fn on_guard_action(
+        mut self,
+        listener: impl Fn(&Environment, &crate::guard::GuardAction) + Send + Sync + 'static,
+    ) -> Self {
+        self.events.guard_action.push(Box::new(listener));
         self
     }
 
@@ -331,6 +362,7 @@ async fn run(
 
     let runner = env.runner.clone();
     let runner_task = runner::start(parts, runnable, env.clone(), options.stop_timeout);
+    let guard = Guard::start(&options.guard_settings(), env.clone());
     let started = Instant::now();
     match &shape {
         Some(_) => {}
@@ -357,6 +389,7 @@ async fn run(
         let mut last_history = Instant::now();
         let mut reset_done = !options.reset_stats;
         let mut last_target: Option<Target> = None;
+        let mut generator_since_point: Option<GeneratorSample> = None;
         let deadline = options.run_time.map(|d| tokio::time::Instant::now() + d);
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
@@ -373,6 +406,12 @@ async fn run(
                 }
             }
             if runner.state() == RunnerState::Quitting {
+                if guard
+                    .as_ref()
+                    .is_some_and(|g| g.report().stopped_test.is_some())
+                {
+                    break "the resource guard stopped the test";
+                }
                 break "the test asked to stop";
             }
             if let Some(shape) = shape.as_mut() {
@@ -396,21 +435,34 @@ async fn run(
                 events.fire_env("reset_stats", &events.reset_stats, &env);
             }
             let user_count = runner.user_count();
+            let held_back = runner
+                .guard_cap()
+                .map_or(0, |cap| runner.target_user_count().saturating_sub(cap));
+            let generator = guard.as_ref().map(|g| g.take_interval(held_back));
             if let Some(writer) = history_csv.as_mut()
-                && let Err(error) = writer.append(&stats.snapshot(), user_count, unix_now())
+                && let Err(error) = writer.append_with_generator(
+                    &stats.snapshot(),
+                    user_count,
+                    unix_now(),
+                    generator.as_ref(),
+                )
             {
                 tracing::warn!("writing the history CSV failed: {error}");
             }
+            generator_since_point = merge_generator(generator_since_point, generator);
             if last_history.elapsed() >= HISTORY_INTERVAL {
                 last_history = Instant::now();
-                stats.push_history(user_count);
+                let mut point = stats.history_point(user_count);
+                point.generator = generator_since_point.take();
+                stats.push_history_point(point);
             }
             if !options.only_summary && last_print.elapsed() >= PRINT_INTERVAL {
                 last_print = Instant::now();
-                println!(
-                    "{}",
-                    cicada_stats::report::console::stats_table(&stats.snapshot())
-                );
+                let mut text = cicada_stats::report::console::stats_table(&stats.snapshot());
+                if let Some(guard) = &guard {
+                    text.push_str(&report::generator_line(guard, held_back));
+                }
+                println!("{text}");
                 let _ = std::io::stdout().flush();
             }
         };
@@ -418,7 +470,9 @@ async fn run(
     };
 
     stats.collect();
-    stats.push_history(runner.user_count());
+    let mut point = stats.history_point(runner.user_count());
+    point.generator = merge_generator(None, guard.as_ref().map(|g| g.take_interval(0)));
+    stats.push_history_point(point);
     runner.quit();
     let _ = runner_task.await;
     forced.abort();
@@ -430,20 +484,28 @@ async fn run(
         let _ = writer.append(&stats.snapshot(), 0, unix_now());
     }
     let snapshot = stats.snapshot();
+    let guard_report = guard.as_ref().map(Guard::report);
     let mut exit_code = 0;
-    if let Err(error) = report::write_final(
-        &options,
-        &stats,
-        &snapshot,
-        started.elapsed(),
-        &host,
+    let schedules = env.schedule_reports();
+    let final_run = report::FinalRun {
+        snapshot: &snapshot,
+        guard: guard_report.as_ref(),
+        schedules: &schedules,
+        run_time: started.elapsed(),
+        host: &host,
         stop_reason,
-    ) {
+    };
+    if let Err(error) = report::write_final(&options, &stats, &final_run) {
         eprintln!("error: {error}");
         exit_code = 1;
     }
     let had_errors = snapshot.total.num_failures > 0 || !snapshot.user_errors.is_empty();
-    if exit_code == 0 && had_errors {
+    if guard_report
+        .as_ref()
+        .is_some_and(|g| g.stopped_test.is_some())
+    {
+        exit_code = EXIT_GUARD_STOPPED;
+    } else if exit_code == 0 && had_errors {
         exit_code = options.exit_code_on_error;
     }
     events.fire_env("quitting", &events.quitting, &env);
@@ -472,6 +534,23 @@ fn install_force_exit(already_interrupted: bool) -> tokio::task::JoinHandle<()> 
             std::process::exit(130);
         }
     })
+}
+
+/// Combine the generator's state over two intervals (worst of each).
+fn merge_generator(
+    a: Option<GeneratorSample>,
+    b: Option<GeneratorSample>,
+) -> Option<GeneratorSample> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(GeneratorSample {
+            saturated: a.saturated || b.saturated,
+            cpu_percent: a.cpu_percent.max(b.cpu_percent),
+            rss_bytes: a.rss_bytes.max(b.rss_bytes),
+            lag_ms: a.lag_ms.max(b.lag_ms),
+            users_held_back: a.users_held_back.max(b.users_held_back),
+        }),
+        (a, b) => a.or(b),
+    }
 }
 
 fn unix_now() -> u64 {

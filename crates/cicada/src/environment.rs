@@ -1,13 +1,14 @@
 //! The environment of a run: what event listeners and tasks can reach (stats, runner, options, host).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use cicada_stats::Stats;
 
 use crate::events::Events;
 use crate::options::Options;
 use crate::runner::RunnerHandle;
+use crate::user::schedule::{ScheduleLag, ScheduleReport};
 
 /// Everything a run shares: handed to every lifecycle event listener.
 pub struct Environment {
@@ -18,6 +19,8 @@ pub struct Environment {
     pub(crate) host: String,
     /// `i32::MIN` means "not set by a listener".
     exit_code_override: AtomicI32,
+    /// Paced user types' schedule lateness; one entry per user type.
+    schedules: Mutex<Vec<Arc<ScheduleLag>>>,
 }
 
 impl Environment {
@@ -35,6 +38,7 @@ impl Environment {
             options,
             host,
             exit_code_override: AtomicI32::new(i32::MIN),
+            schedules: Mutex::new(Vec::new()),
         }
     }
 
@@ -61,6 +65,23 @@ impl Environment {
     /// Set the process exit code (Locust's `environment.process_exit_code`), typically from a `quitting` listener.
     pub fn set_exit_code(&self, code: i32) {
         self.exit_code_override.store(code, Ordering::Relaxed);
+    }
+
+    pub(crate) fn register_schedule(&self, schedule: Arc<ScheduleLag>) {
+        self.schedules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(schedule);
+    }
+
+    /// How late paced tasks started, per paced user type.
+    pub fn schedule_reports(&self) -> Vec<ScheduleReport> {
+        self.schedules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|s| s.report())
+            .collect()
     }
 
     pub(crate) fn exit_code_override(&self) -> Option<i32> {

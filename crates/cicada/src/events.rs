@@ -1,7 +1,7 @@
 //! Event hooks: plain Rust closures a test registers to extend a run.
 //!
 //! The same events as Locust (init, test_start, test_stopping, test_stop, spawning_complete, request, user_error,
-//! reset_stats, quitting, quit). Listeners are registered before the run starts and never change afterwards, so
+//! reset_stats, usage_monitor, cpu_warning, quitting, quit) and the resource guard's `guard_action`. Listeners are registered before the run starts and never change afterwards, so
 //! firing an event takes no lock; the `request` event is checked with one `is_empty` on the hot path and costs nothing
 //! when nobody listens. A listener that panics is logged and does not stop the run.
 
@@ -9,11 +9,15 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use crate::Environment;
+use crate::guard::GuardAction;
 
 type EnvListener = Box<dyn Fn(&Environment) + Send + Sync>;
 type SpawnListener = Box<dyn Fn(&Environment, u64) + Send + Sync>;
 type RequestListener = Box<dyn Fn(&RequestEvent<'_>) + Send + Sync>;
 type UserErrorListener = Box<dyn Fn(&UserErrorEvent<'_>) + Send + Sync>;
+type UsageListener = Box<dyn Fn(&Environment, &cicada_monitor::Usage) + Send + Sync>;
+type CpuWarningListener = Box<dyn Fn(&Environment, f64) + Send + Sync>;
+type GuardListener = Box<dyn Fn(&Environment, &GuardAction) + Send + Sync>;
 
 /// One completed request, as seen by `request` listeners (HTTP and custom clients alike).
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +60,9 @@ pub struct Events {
     pub(crate) request: Vec<RequestListener>,
     pub(crate) user_error: Vec<UserErrorListener>,
     pub(crate) quit: Vec<Box<dyn Fn(i32) + Send + Sync>>,
+    pub(crate) usage_monitor: Vec<UsageListener>,
+    pub(crate) cpu_warning: Vec<CpuWarningListener>,
+    pub(crate) guard_action: Vec<GuardListener>,
 }
 
 /// Run every listener, isolating panics so one broken listener cannot end the run.
@@ -90,6 +97,24 @@ impl Events {
 
     pub(crate) fn fire_user_error(&self, event: &UserErrorEvent<'_>) {
         each("user_error", &self.user_error, |listener| listener(event));
+    }
+
+    pub(crate) fn fire_usage_monitor(&self, env: &Environment, usage: &cicada_monitor::Usage) {
+        each("usage_monitor", &self.usage_monitor, |listener| {
+            listener(env, usage)
+        });
+    }
+
+    pub(crate) fn fire_cpu_warning(&self, env: &Environment, cpu_percent: f64) {
+        each("cpu_warning", &self.cpu_warning, |listener| {
+            listener(env, cpu_percent)
+        });
+    }
+
+    pub(crate) fn fire_guard_action(&self, env: &Environment, action: &GuardAction) {
+        each("guard_action", &self.guard_action, |listener| {
+            listener(env, action)
+        });
     }
 
     pub(crate) fn fire_quit(&self, exit_code: i32) {

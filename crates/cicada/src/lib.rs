@@ -41,6 +41,7 @@ mod app;
 pub mod client;
 mod environment;
 pub mod events;
+pub mod guard;
 mod logging;
 pub mod options;
 pub mod report;
@@ -48,12 +49,14 @@ pub mod runner;
 pub mod shape;
 pub mod user;
 
+/// The generator's self-monitoring (re-exported from the `cicada-monitor` crate).
+pub use cicada_monitor as monitor;
 /// Request statistics (re-exported from the `cicada-stats` crate).
 pub use cicada_stats as stats;
 /// The async runtime users run on, for sleeps, timeouts and custom clients (`cicada::tokio::time::sleep`).
 pub use tokio;
 
-pub use app::{Cicada, EXIT_USAGE};
+pub use app::{Cicada, EXIT_GUARD_STOPPED, EXIT_USAGE};
 pub use client::{ClientOptions, HttpClient, HttpVersion, RequestBuilder, RequestError, Response};
 pub use environment::Environment;
 pub use runner::{RunnerHandle, RunnerState, Target};

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
+use crate::guard::{GuardMode, GuardSettings, MemoryLimit, parse_memory_limit};
+
 /// Every option a test binary takes. Parsed once; read through [`crate::Environment::options`].
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -112,6 +114,23 @@ pub struct Options {
     #[arg(long, env = "CICADA_MAX_ERRORS", default_value_t = 1_000)]
     pub max_errors: usize,
 
+    /// The resource guard: `protect` pauses spawning, sheds users and at worst stops the test when the generator
+    /// runs out of CPU or memory; `warn` only warns and marks saturated windows; `off` does not monitor.
+    #[arg(long, env = "CICADA_GUARD", value_enum, default_value_t = GuardMode::Protect)]
+    pub guard: GuardMode,
+
+    /// CPU the generator may use, in percent of the CPU available to it (cores and container quota).
+    #[arg(long, env = "CICADA_MAX_CPU", default_value_t = 90.0, value_parser = parse_percent)]
+    pub max_cpu: f64,
+
+    /// Memory the generator may use: bytes (512MiB, 2GB) or percent of the container's (else machine's) memory.
+    #[arg(long, env = "CICADA_MAX_MEMORY", default_value = "85%", value_parser = parse_memory_limit)]
+    pub max_memory: MemoryLimit,
+
+    /// Scheduler lag above which the generator counts as saturated (its measured latencies would be inflated).
+    #[arg(long, env = "CICADA_MAX_LAG", default_value = "100ms", value_parser = parse_duration)]
+    pub max_lag: Duration,
+
     /// User types to run (default: all).
     #[arg(value_name = "USER_TYPE")]
     pub user_types: Vec<String>,
@@ -161,6 +180,15 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_percent(text: &str) -> Result<f64, String> {
+    match text.trim().trim_end_matches('%').parse::<f64>() {
+        Ok(percent) if percent > 0.0 && percent <= 100.0 => Ok(percent),
+        _ => Err(format!(
+            "`{text}` is not a percentage above 0 and at most 100"
+        )),
+    }
+}
+
 fn parse_log_level(text: &str) -> Result<tracing::Level, String> {
     match text.trim().to_ascii_uppercase().as_str() {
         "TRACE" => Ok(tracing::Level::TRACE),
@@ -193,6 +221,16 @@ impl Options {
         full.extend(args.into_iter().skip(1));
         let matches = Options::command().try_get_matches_from(full)?;
         Ok(Options::from_arg_matches(&matches)?)
+    }
+
+    /// The resource guard's settings.
+    pub fn guard_settings(&self) -> GuardSettings {
+        GuardSettings {
+            mode: self.guard,
+            max_cpu_percent: self.max_cpu,
+            max_memory: self.max_memory,
+            max_lag: self.max_lag,
+        }
     }
 
     /// The flags that differ from the defaults, as `--flag value` text (for reports).

@@ -11,8 +11,10 @@ use std::time::Duration;
 use cicada_stats::report::{console, csv, json};
 use cicada_stats::{Stats, StatsSnapshot};
 
+use crate::guard::{Guard, GuardActionKind, GuardReport};
 use crate::options::Options;
 use crate::user::run::UserKind;
+use crate::user::schedule::ScheduleReport;
 
 /// A report could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -46,21 +48,40 @@ pub(crate) fn history_writer(
 }
 
 /// Print the summary and write every report the options ask for.
+/// Everything the final reports say about a run.
+pub(crate) struct FinalRun<'a> {
+    pub(crate) snapshot: &'a StatsSnapshot,
+    pub(crate) guard: Option<&'a GuardReport>,
+    pub(crate) schedules: &'a [ScheduleReport],
+    pub(crate) run_time: Duration,
+    pub(crate) host: &'a str,
+    pub(crate) stop_reason: &'a str,
+}
+
 pub(crate) fn write_final(
     options: &Options,
     stats: &Stats,
-    snapshot: &StatsSnapshot,
-    run_time: Duration,
-    host: &str,
-    stop_reason: &str,
+    run: &FinalRun<'_>,
 ) -> Result<(), ReportError> {
-    if options.json {
-        let report = json::JsonReport {
+    let FinalRun {
+        snapshot,
+        guard,
+        schedules,
+        run_time,
+        host,
+        stop_reason,
+    } = *run;
+    let run_report = || RunReport {
+        report: json::JsonReport {
             stats: snapshot.clone(),
             history: stats.history(),
-        };
+        },
+        generator: guard.cloned(),
+        schedule: schedules.to_vec(),
+    };
+    if options.json {
         let mut out = std::io::stdout().lock();
-        let _ = serde_json::to_writer_pretty(&mut out, &report);
+        let _ = serde_json::to_writer_pretty(&mut out, &run_report());
         let _ = writeln!(out);
     } else {
         let mut text = String::new();
@@ -79,6 +100,29 @@ pub(crate) fn write_final(
         if !snapshot.user_errors.is_empty() {
             text.push('\n');
             text.push_str(&console::user_errors_table(snapshot));
+        }
+        if let Some(guard) = guard {
+            text.push('\n');
+            text.push_str(&guard_summary(guard));
+        }
+        for schedule in schedules.iter().filter(|s| s.task_starts > 0) {
+            let _ = writeln!(
+                text,
+                "Paced user type {}: {} of {} task starts were late against the {:.0} ms pacing (p50 {:.1} ms, \
+                 p99 {:.1} ms, worst {:.1} ms late){}",
+                schedule.user_type,
+                schedule.late_starts,
+                schedule.task_starts,
+                schedule.period_ms,
+                schedule.p50_late_ms,
+                schedule.p99_late_ms,
+                schedule.max_late_ms,
+                if schedule.late_starts > 0 {
+                    ": the promised rate was not kept, and requests that should have been sent were not measured"
+                } else {
+                    ""
+                }
+            );
         }
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(text.as_bytes());
@@ -99,13 +143,117 @@ pub(crate) fn write_final(
         csv::write_exceptions(&path, snapshot).map_err(fail(path.clone()))?;
     }
     if let Some(path) = &options.json_file {
-        let report = json::JsonReport {
-            stats: snapshot.clone(),
-            history: stats.history(),
+        let write = || -> std::io::Result<()> {
+            let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+            serde_json::to_writer_pretty(&mut file, &run_report())?;
+            file.flush()
         };
-        json::write_json(path, &report).map_err(fail(path.clone()))?;
+        write().map_err(|e| ReportError::Write {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
     }
     Ok(())
+}
+
+/// The JSON report: the stats, their history and what the resource guard saw and did.
+#[derive(serde::Serialize)]
+struct RunReport {
+    #[serde(flatten)]
+    report: json::JsonReport,
+    generator: Option<GuardReport>,
+    schedule: Vec<ScheduleReport>,
+}
+
+/// One line under the periodic stats table: the generator's own state.
+pub(crate) fn generator_line(guard: &Guard, held_back: u64) -> String {
+    let Some(usage) = guard.latest() else {
+        return String::new();
+    };
+    let report = guard.report();
+    let mut line = format!(
+        "Generator: CPU {:.0}% of {:.2} cores | RSS {} MiB | scheduler lag {} ms | saturated {:.0}% of the run",
+        usage.cpu_percent_of_available,
+        report.limits.cores_available,
+        usage.rss_bytes >> 20,
+        usage.max_lag.as_millis(),
+        report.saturated_share * 100.0
+    );
+    if held_back > 0 {
+        let _ = write!(line, " | the guard holds {held_back} users back");
+    }
+    line.push('\n');
+    line
+}
+
+/// The final summary of the resource guard.
+fn guard_summary(guard: &GuardReport) -> String {
+    let mut text = String::from("Load generator (resource guard, ");
+    let _ = writeln!(
+        text,
+        "{}): peak CPU {:.0}% of {:.2} cores, peak RSS {} MiB of {} MiB allowed, worst scheduler lag {:.0} ms",
+        guard.mode,
+        guard.peak_cpu_percent,
+        guard.limits.cores_available,
+        guard.peak_rss_bytes >> 20,
+        guard.limits.max_memory_bytes >> 20,
+        guard.peak_lag_ms
+    );
+    if guard.saturated_samples > 0 {
+        let _ = writeln!(
+            text,
+            "WARNING: the generator was saturated during {:.1}% of the run ({} of {} seconds): response times measured \
+             then include the generator's own delays and are not reliable.",
+            guard.saturated_share * 100.0,
+            guard.saturated_samples,
+            guard.samples
+        );
+    } else {
+        let _ = writeln!(
+            text,
+            "The generator was never saturated: its measurements are trustworthy."
+        );
+    }
+    if guard.users_shed > 0 || guard.spawn_paused_seconds > 0.0 {
+        let _ = writeln!(
+            text,
+            "The guard paused spawning for {:.0} s and stopped {} users to protect the run.",
+            guard.spawn_paused_seconds, guard.users_shed
+        );
+    }
+    if let Some(reason) = &guard.stopped_test {
+        let _ = writeln!(text, "The guard stopped the test: {reason}.");
+    }
+    let acted: Vec<_> = guard
+        .actions
+        .iter()
+        .filter(|a| !matches!(a.kind, GuardActionKind::CpuWarning))
+        .collect();
+    if !acted.is_empty() {
+        let _ = writeln!(text, "Guard actions:");
+        for action in acted.iter().take(20) {
+            let _ = writeln!(
+                text,
+                "  {:>7.1}s  {:<18} users {:<6} {}",
+                action.run_seconds,
+                format!("{:?}", action.kind),
+                action.users,
+                if action.users_shed > 0 {
+                    format!("stopped {} ({})", action.users_shed, action.reason)
+                } else {
+                    action.reason.clone()
+                }
+            );
+        }
+        if acted.len() > 20 {
+            let _ = writeln!(
+                text,
+                "  ... and {} more (see the JSON report)",
+                acted.len() - 20
+            );
+        }
+    }
+    text
 }
 
 /// `--show-task-ratio`: each user type's share of users, and each task's share of its user's time.

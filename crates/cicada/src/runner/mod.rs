@@ -78,6 +78,19 @@ enum Command {
     Start(Target),
     Stop,
     Quit,
+    Guard(GuardCap),
+}
+
+/// What the resource guard asks of the runner. The guard caps the user count below the target; the cap is lifted
+/// when the generator has recovered, and the runner ramps back toward the target at the spawn rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GuardCap {
+    /// Start no more users: cap at the current count.
+    Pause,
+    /// Stop this many of the newest users now (they get the stop timeout to finish their task).
+    Shed(u64),
+    /// Remove the cap.
+    Lift,
 }
 
 struct RunnerShared {
@@ -86,6 +99,8 @@ struct RunnerShared {
     user_count: AtomicU64,
     target_users: AtomicU64,
     spawn_rate_bits: AtomicU64,
+    /// The guard's cap on users, `u64::MAX` when there is none.
+    guard_cap: AtomicU64,
     type_names: Vec<String>,
     counts_by_type: Mutex<Vec<u64>>,
 }
@@ -127,6 +142,18 @@ impl RunnerHandle {
     /// Stop every user and end the run (reports are written).
     pub fn quit(&self) {
         let _ = self.shared.commands.send(Command::Quit);
+    }
+
+    pub(crate) fn guard(&self, cap: GuardCap) {
+        let _ = self.shared.commands.send(Command::Guard(cap));
+    }
+
+    /// The resource guard's cap on the user count, if it holds users back.
+    pub fn guard_cap(&self) -> Option<u64> {
+        match self.shared.guard_cap.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            cap => Some(cap),
+        }
     }
 
     /// The current state.
@@ -199,6 +226,7 @@ pub(crate) fn channel(type_names: Vec<String>) -> RunnerParts {
                 user_count: AtomicU64::new(0),
                 target_users: AtomicU64::new(0),
                 spawn_rate_bits: AtomicU64::new(0f64.to_bits()),
+                guard_cap: AtomicU64::new(u64::MAX),
                 type_names,
                 counts_by_type: Mutex::new(counts),
             }),
@@ -252,6 +280,8 @@ pub(crate) struct Runner {
     done_in_phase: u64,
     announced_complete: bool,
     next_id: u64,
+    /// The resource guard's cap on users.
+    cap: Option<u64>,
 }
 
 impl Runner {
@@ -282,6 +312,7 @@ impl Runner {
             done_in_phase: 0,
             announced_complete: true,
             next_id: 1,
+            cap: None,
         }
     }
 
@@ -315,6 +346,7 @@ impl Runner {
                 command = commands.recv() => match command {
                     Some(Command::Start(target)) => self.retarget(target),
                     Some(Command::Stop) => self.stop_all().await,
+                    Some(Command::Guard(cap)) => self.apply_guard(cap),
                     Some(Command::Quit) | None => {
                         self.stop_all().await;
                         self.set_state(RunnerState::Quitting);
@@ -362,23 +394,73 @@ impl Runner {
         if target.spawn_rate.is_nan() || target.spawn_rate <= 0.0 {
             target.spawn_rate = 1.0;
         }
-        self.desired = self.distribution.counts(target.users, self.types.len());
+        self.target = target;
+        self.recompute_desired();
         let shared = &self.handle().shared;
-        shared.target_users.store(target.users, Ordering::Relaxed);
+        shared
+            .target_users
+            .store(self.target.users, Ordering::Relaxed);
         shared
             .spawn_rate_bits
-            .store(target.spawn_rate.to_bits(), Ordering::Relaxed);
+            .store(self.target.spawn_rate.to_bits(), Ordering::Relaxed);
         tracing::info!(
-            "ramping to {} users at a rate of {:.2} per second",
-            target.users,
-            target.spawn_rate
+            "ramping to {} users at a rate of {:.2} per second{}",
+            self.target.users,
+            self.target.spawn_rate,
+            match self.cap {
+                Some(cap) => format!(" (the resource guard holds the count at {cap} for now)"),
+                None => String::new(),
+            }
         );
-        self.target = target;
         self.reset_cursor();
         self.phase_start = Instant::now();
         self.done_in_phase = 0;
         self.announced_complete = false;
         self.set_state(RunnerState::Spawning);
+    }
+
+    /// Users wanted now: the target, under the guard's cap.
+    fn effective_users(&self) -> u64 {
+        self.cap
+            .map_or(self.target.users, |cap| cap.min(self.target.users))
+    }
+
+    fn recompute_desired(&mut self) {
+        self.desired = self
+            .distribution
+            .counts(self.effective_users(), self.types.len());
+    }
+
+    fn apply_guard(&mut self, request: GuardCap) {
+        if !matches!(
+            self.handle().state(),
+            RunnerState::Spawning | RunnerState::Running
+        ) {
+            return;
+        }
+        let running = self.users.len() as u64;
+        self.cap = match request {
+            GuardCap::Pause => Some(self.cap.map_or(running, |cap| cap.min(running))),
+            GuardCap::Shed(count) => Some(running.saturating_sub(count)),
+            GuardCap::Lift => None,
+        };
+        self.handle()
+            .shared
+            .guard_cap
+            .store(self.cap.unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.recompute_desired();
+        self.reset_cursor();
+        if let GuardCap::Shed(_) = request {
+            // Shedding does not wait for the spawn rate: the generator is in trouble now.
+            while self.users.len() as u64 > self.effective_users() && self.act_once() {}
+            self.publish_counts();
+        }
+        self.phase_start = Instant::now();
+        self.done_in_phase = 0;
+        self.announced_complete = false;
+        if !self.reconciled() {
+            self.set_state(RunnerState::Spawning);
+        }
     }
 
     fn reset_cursor(&mut self) {
@@ -457,8 +539,9 @@ impl Runner {
     }
 
     fn next_type_to_spawn(&mut self) -> Option<usize> {
+        let limit = self.effective_users();
         let (position, walked) = &mut self.cursor;
-        while *position < self.target.users {
+        while *position < limit {
             let type_index = self.distribution.type_at(*position)?;
             *position += 1;
             walked[type_index] += 1;

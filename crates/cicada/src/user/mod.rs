@@ -6,6 +6,7 @@
 
 mod panic;
 pub(crate) mod run;
+pub mod schedule;
 pub mod task;
 pub mod wait;
 
@@ -137,6 +138,8 @@ pub fn reschedule() -> TaskResult {
 pub(crate) struct UserTypeContext {
     pub(crate) name: Arc<str>,
     pub(crate) env: Arc<Environment>,
+    /// Lateness of paced task starts (only for types with a pacing wait time).
+    pub(crate) schedule: Option<Arc<schedule::ScheduleLag>>,
 }
 
 /// One simulated user: its state, its HTTP client and its place in the run.

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::panic::CatchPanic;
+use super::schedule::ScheduleLag;
 use super::task::{Entry, Order, RatioRow, TagFilter, TaskFn, TaskSet};
 use super::{Flow, TaskErrorKind, User, UserType, UserTypeContext, WaitTime};
 use crate::client::{ClientError, ClientShared, HttpClient};
@@ -124,9 +125,15 @@ impl<S: Send + 'static> UserKind for UserType<S> {
         host: &str,
     ) -> Result<Arc<dyn SpawnUser>, ClientError> {
         let host = self.host.clone().unwrap_or_else(|| host.to_string());
+        let schedule = self.wait_time.pacing_period().map(|period| {
+            let lag = Arc::new(ScheduleLag::new(&self.name, period));
+            env.register_schedule(lag.clone());
+            lag
+        });
         let context = Arc::new(UserTypeContext {
             name: Arc::from(self.name.as_str()),
             env,
+            schedule,
         });
         let client = ClientShared::new(&host, &self.client, context.clone())?;
         Ok(Arc::new(ActiveUserType {
@@ -227,6 +234,9 @@ fn run_set<'a, S: Send + 'static>(
         }
         let total_weight: u64 = set.entries.iter().map(|e| u64::from(e.weight())).sum();
         let mut sequence = SequenceCursor::default();
+        let pacing = wait.pacing_period();
+        // When the next task should start, for paced wait times.
+        let mut due: Option<Instant> = None;
         let exit = loop {
             if control.at_least(StopLevel::Stopping) {
                 break Exit::Stopped;
@@ -240,6 +250,9 @@ fn run_set<'a, S: Send + 'static>(
                 break Exit::Stopped;
             };
             let started = Instant::now();
+            if let (Some(due), Some(period), Some(lag)) = (due, pacing, &user.context.schedule) {
+                lag.record(started.saturating_duration_since(due), period);
+            }
             let step = match entry {
                 Entry::Task(task) => run_task(user, task.run.as_ref(), &task.name).await,
                 Entry::Set(nested) => match run_set(user, nested, wait, control).await {
@@ -254,6 +267,7 @@ fn run_set<'a, S: Send + 'static>(
                 Step::Exit(exit) => break exit,
             }
             let pause = wait.next_wait(started.elapsed(), user.rng());
+            due = pacing.map(|period| started + period);
             if !pause_unless_stopped(pause, control).await {
                 break Exit::Stopped;
             }

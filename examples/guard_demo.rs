@@ -1,0 +1,102 @@
+//! Watch the resource guard protect a run: user types that starve the generator on purpose.
+//!
+//! - `CpuBurner`: every task burns CPU for 10 ms, then waits 100 ms. Twenty of them want about two cores.
+//! - `MemoryHog`: every 250 ms each user keeps another 2 MiB, touched, so resident memory grows by 8 MiB/s per user.
+//! - `UrlFlood`: records one million requests, each under a new name (a unique-URL flood), to show the name cap.
+//!
+//! The first two stop misbehaving after `GUARD_DEMO_SECONDS` (default 20) and then only wait, so you can see the guard
+//! shed users while the generator is starved and ramp back once it recovers:
+//!
+//! ```text
+//! cargo run --release --example guard_demo -- --headless -u 20 -r 20 -t 60s --max-cpu 50 CpuBurner
+//! MALLOC_MMAP_THRESHOLD_=1048576 cargo run --release --example guard_demo -- --headless -u 10 -r 10 -t 30s \
+//!     --max-memory 300MiB MemoryHog
+//! ```
+//!
+//! (The glibc setting makes the hogs' chunks go back to the system as soon as a shed user frees them; without it,
+//! glibc may keep freed memory for reuse and resident memory falls more slowly.)
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cicada::prelude::*;
+
+/// When the test binary started; misbehaviour stops `GUARD_DEMO_SECONDS` later.
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+fn misbehaving() -> bool {
+    let seconds = std::env::var("GUARD_DEMO_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    STARTED.get_or_init(Instant::now).elapsed() < Duration::from_secs(seconds)
+}
+
+async fn burn(_user: &mut User) -> TaskResult {
+    if misbehaving() {
+        let until = Instant::now() + Duration::from_millis(10);
+        let mut spin = 0u64;
+        while Instant::now() < until {
+            spin = std::hint::black_box(spin.wrapping_add(1));
+        }
+    }
+    Ok(())
+}
+
+/// Memory a hog keeps per task.
+const CHUNK: usize = 2 << 20;
+
+async fn hog(user: &mut User<Vec<Vec<u8>>>) -> TaskResult {
+    if misbehaving() {
+        // Filled, so the pages are really resident.
+        user.state.push(vec![1u8; CHUNK]);
+    } else {
+        user.state.clear();
+    }
+    Ok(())
+}
+
+/// Distinct names recorded so far by all `UrlFlood` users; the flood stops at one million.
+static FLOODED: AtomicU64 = AtomicU64::new(0);
+
+async fn flood(user: &mut User<u64>) -> TaskResult {
+    if FLOODED.fetch_add(1_000, Ordering::Relaxed) < 1_000_000 {
+        for _ in 0..1_000 {
+            user.state += 1;
+            let name = format!("/unique/{}/{}", user.id(), user.state);
+            user.record("GET", &name, Duration::from_micros(50), 0, None);
+        }
+    }
+    Ok(())
+}
+
+async fn wait_a_moment(_user: &mut User<u64>) -> TaskResult {
+    // Lets the first history point see the process before the flood.
+    cicada::tokio::time::sleep(Duration::from_secs(3)).await;
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    STARTED.get_or_init(Instant::now);
+    Cicada::new()
+        .user(
+            UserType::<()>::new("CpuBurner")
+                .host("http://127.0.0.1")
+                .wait_time(constant(0.1))
+                .task(burn),
+        )
+        .user(
+            UserType::<Vec<Vec<u8>>>::new("MemoryHog")
+                .host("http://127.0.0.1")
+                .wait_time(constant(0.25))
+                .task(hog),
+        )
+        .user(
+            UserType::<u64>::new("UrlFlood")
+                .host("http://127.0.0.1")
+                .on_start(wait_a_moment)
+                .task(flood),
+        )
+        .run()
+}
