@@ -78,6 +78,17 @@ fn csv_files_have_locust_names_and_columns() {
     let history = read_csv(&dir.path().join("run_stats_history.csv"));
     assert_eq!(history[0][0], "Timestamp");
     assert_eq!(history[0][1], "User Count");
+    assert_eq!(
+        history[0][24], "Generator Saturated",
+        "the generator's own state follows Locust's columns"
+    );
+    assert!(
+        history
+            .iter()
+            .skip(1)
+            .any(|row| row[25].parse::<f64>().is_ok()),
+        "generator CPU is filled in"
+    );
     assert!(history.len() >= 3, "a row per second at least");
     assert!(
         history.iter().any(|row| row[3] == "/items/[id]"),

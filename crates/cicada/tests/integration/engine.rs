@@ -485,3 +485,64 @@ fn names_over_the_cap_go_to_one_overflow_entry() {
     );
     assert!(run.total_requests() > 1000);
 }
+
+#[test]
+fn paced_users_report_how_late_their_tasks_started() {
+    async fn slow(user: &mut User) -> TaskResult {
+        user.get("/slow?ms=250").name("/slow").send().await?;
+        Ok(())
+    }
+    async fn quick(user: &mut User) -> TaskResult {
+        user.get("/fast").send().await?;
+        Ok(())
+    }
+    let target = DemoTarget::start();
+    // A 100 ms pacing that a 250 ms page cannot keep, and one that it can.
+    let test = Cicada::new()
+        .user(
+            UserType::<()>::new("Overrun")
+                .wait_time(constant_pacing(0.1))
+                .task(slow),
+        )
+        .user(
+            UserType::<()>::new("OnTime")
+                .wait_time(constant_pacing(0.1))
+                .task(quick),
+        );
+    let run = run_test(
+        test,
+        &[
+            "-H",
+            &target.url(),
+            "-u",
+            "2",
+            "-r",
+            "100",
+            "-t",
+            "2s",
+            "-s",
+            "1",
+        ],
+    );
+    let schedule = run.report["schedule"].as_array().unwrap();
+    let of = |name: &str| {
+        schedule
+            .iter()
+            .find(|s| s["user_type"] == name)
+            .unwrap()
+            .clone()
+    };
+    let overrun = of("Overrun");
+    assert!(overrun["task_starts"].as_u64().unwrap() >= 4, "{overrun}");
+    assert_eq!(
+        overrun["late_starts"], overrun["task_starts"],
+        "every start after the first slow task is late"
+    );
+    assert!(
+        overrun["p50_late_ms"].as_f64().unwrap() > 100.0,
+        "{overrun}"
+    );
+    let on_time = of("OnTime");
+    assert!(on_time["task_starts"].as_u64().unwrap() >= 10, "{on_time}");
+    assert_eq!(on_time["late_starts"], 0, "{on_time}");
+}
