@@ -23,6 +23,7 @@ use crate::shape::LoadShape;
 use crate::user::UserType;
 use crate::user::run::UserKind;
 use crate::user::task::TagFilter;
+use crate::web::{TestClock, WebContext, WebSettings};
 
 /// Exit code for bad usage or configuration.
 pub const EXIT_USAGE: u8 = 2;
@@ -335,6 +336,7 @@ async fn run(
         options.clone(),
         host.clone(),
     ));
+    let tasks = report::tasks_json(&types);
     let mut runnable = Vec::with_capacity(types.len());
     for kind in types {
         let name = kind.name().to_string();
@@ -353,20 +355,54 @@ async fn run(
             }
         }
     }
-    if !options.headless {
-        tracing::warn!(
-            "the web UI is not available yet: running headless (pass --headless to silence this)"
-        );
-    }
     events.fire_env("init", &events.init, &env);
 
+    let spawners: Vec<_> = runnable.iter().map(|t| t.spawner.clone()).collect();
+    let type_names: Vec<String> = runnable.iter().map(|t| t.name.clone()).collect();
     let runner = env.runner.clone();
     let runner_task = runner::start(parts, runnable, env.clone(), options.stop_timeout);
     let guard = Guard::start(&options.guard_settings(), env.clone());
     let started = Instant::now();
-    match &shape {
-        Some(_) => {}
-        None => runner.start(options.users, options.spawn_rate),
+    let started_unix_ms = unix_now() * 1000;
+    let web = Arc::new(WebContext {
+        env: env.clone(),
+        guard: guard.clone(),
+        spawners,
+        tasks,
+        type_names,
+        clock: TestClock::default(),
+        started,
+        started_unix_ms,
+    });
+    let headless = options.headless;
+    if !headless {
+        let settings = WebSettings {
+            address: std::net::SocketAddr::new(options.web_host, options.web_port),
+            login: options.web_login.clone(),
+            tls: options.tls_cert.clone().zip(options.tls_key.clone()),
+        };
+        match crate::web::start(&settings, web.clone()).await {
+            Ok(address) => {
+                let scheme = if settings.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                tracing::info!("web UI: {scheme}://{address}");
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                runner.quit();
+                let _ = runner_task.await;
+                return i32::from(EXIT_USAGE);
+            }
+        }
+    }
+    if headless || options.autostart {
+        web.clock.set(options.run_time);
+        if shape.is_none() {
+            runner.start(options.users, options.spawn_rate);
+        }
     }
 
     let mut history_csv = match &options.csv_prefix {
@@ -390,15 +426,25 @@ async fn run(
         let mut reset_done = !options.reset_stats;
         let mut last_target: Option<Target> = None;
         let mut generator_since_point: Option<GeneratorSample> = None;
-        let deadline = options.run_time.map(|d| tokio::time::Instant::now() + d);
+        let print_stats = (headless && !options.only_summary) || options.print_stats;
+        // A load shape runs from the moment the test starts (at once when headless, on the start form otherwise).
+        let mut shape_started: Option<Instant> = (headless || options.autostart).then(Instant::now);
+        let mut autoquit_at: Option<Instant> = None;
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
         let reason = loop {
+            let deadline = web.clock.deadline();
             tokio::select! {
                 _ = collect_tick.tick() => {}
                 _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
-                    tracing::info!("--run-time limit reached, stopping the test");
-                    break "run time limit reached";
+                    web.clock.set(None);
+                    if headless {
+                        tracing::info!("--run-time limit reached, stopping the test");
+                        break "run time limit reached";
+                    }
+                    tracing::info!("run time limit reached, stopping the test");
+                    runner.stop();
+                    continue;
                 }
                 _ = &mut ctrl_c => {
                     tracing::info!("Ctrl-C: stopping the test gracefully (press again to exit at once)");
@@ -414,8 +460,26 @@ async fn run(
                 }
                 break "the test asked to stop";
             }
-            if let Some(shape) = shape.as_mut() {
-                match shape.tick(started.elapsed()) {
+            let state = runner.state();
+            if shape_started.is_none()
+                && !matches!(state, RunnerState::Ready | RunnerState::Stopped)
+            {
+                shape_started = Some(Instant::now());
+            }
+            if let Some(seconds) = options.autoquit.filter(|_| !headless) {
+                match (state, autoquit_at) {
+                    (RunnerState::Stopped, None) => {
+                        autoquit_at = Some(Instant::now() + Duration::from_secs(seconds));
+                    }
+                    (RunnerState::Stopped, Some(at)) if Instant::now() >= at => {
+                        break "--autoquit after the test stopped";
+                    }
+                    (RunnerState::Stopped, Some(_)) => {}
+                    _ => autoquit_at = None,
+                }
+            }
+            if let (Some(shape), Some(shape_start)) = (shape.as_mut(), shape_started) {
+                match shape.tick(shape_start.elapsed()) {
                     Some(target) => {
                         if last_target.as_ref() != Some(&target) {
                             runner.start_target(target.clone());
@@ -456,7 +520,7 @@ async fn run(
                 point.generator = generator_since_point.take();
                 stats.push_history_point(point);
             }
-            if !options.only_summary && last_print.elapsed() >= PRINT_INTERVAL {
+            if print_stats && last_print.elapsed() >= PRINT_INTERVAL {
                 last_print = Instant::now();
                 let mut text = cicada_stats::report::console::stats_table(&stats.snapshot());
                 if let Some(guard) = &guard {
@@ -494,6 +558,7 @@ async fn run(
         run_time: started.elapsed(),
         host: &host,
         stop_reason,
+        started_unix_ms,
     };
     if let Err(error) = report::write_final(&options, &stats, &final_run) {
         eprintln!("error: {error}");

@@ -16,7 +16,7 @@ pub struct Environment {
     pub(crate) runner: RunnerHandle,
     pub(crate) events: Arc<Events>,
     pub(crate) options: Arc<Options>,
-    pub(crate) host: String,
+    host: Mutex<String>,
     /// `i32::MIN` means "not set by a listener".
     exit_code_override: AtomicI32,
     /// Paced user types' schedule lateness; one entry per user type.
@@ -36,7 +36,7 @@ impl Environment {
             runner,
             events,
             options,
-            host,
+            host: Mutex::new(host),
             exit_code_override: AtomicI32::new(i32::MIN),
             schedules: Mutex::new(Vec::new()),
         }
@@ -58,8 +58,12 @@ impl Environment {
     }
 
     /// The host users send requests to when their type sets none.
-    pub fn host(&self) -> &str {
-        &self.host
+    pub fn host(&self) -> String {
+        self.host.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set_host(&self, host: &str) {
+        *self.host.lock().unwrap_or_else(|p| p.into_inner()) = host.to_string();
     }
 
     /// Set the process exit code (Locust's `environment.process_exit_code`), typically from a `quitting` listener.

@@ -48,6 +48,7 @@ pub mod report;
 pub mod runner;
 pub mod shape;
 pub mod user;
+mod web;
 
 /// The generator's self-monitoring (re-exported from the `cicada-monitor` crate).
 pub use cicada_monitor as monitor;
@@ -62,6 +63,7 @@ pub use environment::Environment;
 pub use runner::{RunnerHandle, RunnerState, Target};
 pub use shape::LoadShape;
 pub use user::{Task, TaskError, TaskResult, TaskSet, User, UserType};
+pub use web::WebError;
 
 /// Everything a test file needs: `use cicada::prelude::*;`
 pub mod prelude {

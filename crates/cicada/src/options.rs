@@ -62,6 +62,49 @@ pub struct Options {
     #[arg(long, env = "CICADA_CSV_FULL_HISTORY")]
     pub csv_full_history: bool,
 
+    /// Write a self-contained HTML report (tables, charts, the guard's actions) to this file at the end.
+    #[arg(long, env = "CICADA_HTML", value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
+    /// Address the web UI listens on.
+    #[arg(long, env = "CICADA_WEB_HOST", default_value = "127.0.0.1")]
+    pub web_host: std::net::IpAddr,
+
+    /// Port of the web UI (0 picks a free one; the log says which).
+    #[arg(long, env = "CICADA_WEB_PORT", default_value_t = 8089)]
+    pub web_port: u16,
+
+    /// Basic authentication for the web UI: `user:password`, or `@FILE` holding it.
+    #[arg(long, env = "CICADA_WEB_LOGIN", value_name = "USER:PASSWORD")]
+    pub web_login: Option<String>,
+
+    /// Serve the web UI over HTTPS with this certificate (PEM); needs --tls-key.
+    #[arg(
+        long,
+        env = "CICADA_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) for --tls-cert.
+    #[arg(
+        long,
+        env = "CICADA_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// With the web UI: start the test at once with -u and -r, as if the start form was sent.
+    #[arg(long, env = "CICADA_AUTOSTART")]
+    pub autostart: bool,
+
+    /// With the web UI: quit this many seconds after the test stops (with --autostart and -t: a UI run that ends
+    /// by itself).
+    #[arg(long, env = "CICADA_AUTOQUIT", value_name = "SECONDS")]
+    pub autoquit: Option<u64>,
+
     /// Print the final stats as JSON on stdout (instead of the tables).
     #[arg(long, env = "CICADA_JSON")]
     pub json: bool,

@@ -56,6 +56,7 @@ pub(crate) struct FinalRun<'a> {
     pub(crate) run_time: Duration,
     pub(crate) host: &'a str,
     pub(crate) stop_reason: &'a str,
+    pub(crate) started_unix_ms: u64,
 }
 
 pub(crate) fn write_final(
@@ -70,6 +71,7 @@ pub(crate) fn write_final(
         run_time,
         host,
         stop_reason,
+        started_unix_ms,
     } = *run;
     let run_report = || RunReport {
         report: json::JsonReport {
@@ -142,6 +144,22 @@ pub(crate) fn write_final(
         let path = with_suffix(prefix, "_exceptions.csv");
         csv::write_exceptions(&path, snapshot).map_err(fail(path.clone()))?;
     }
+    if let Some(path) = &options.html {
+        let data = report_data(&ReportInputs {
+            snapshot,
+            history: crate::web::downsample(stats.history(), 2_000),
+            guard,
+            schedules,
+            host,
+            started_unix_ms,
+            duration: run_time,
+            flags: &options.summary(),
+        });
+        std::fs::write(path, html_report(&data)).map_err(|e| ReportError::Write {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+    }
     if let Some(path) = &options.json_file {
         let write = || -> std::io::Result<()> {
             let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
@@ -154,6 +172,49 @@ pub(crate) fn write_final(
         })?;
     }
     Ok(())
+}
+
+/// What the HTML report (and `/report.json`) is made from.
+pub(crate) struct ReportInputs<'a> {
+    pub(crate) snapshot: &'a StatsSnapshot,
+    pub(crate) history: Vec<cicada_stats::HistoryPoint>,
+    pub(crate) guard: Option<&'a GuardReport>,
+    pub(crate) schedules: &'a [ScheduleReport],
+    pub(crate) host: &'a str,
+    pub(crate) started_unix_ms: u64,
+    pub(crate) duration: Duration,
+    pub(crate) flags: &'a str,
+}
+
+/// The data of the HTML report, as its viewer reads it.
+pub(crate) fn report_data(inputs: &ReportInputs<'_>) -> serde_json::Value {
+    let duration = inputs.duration.as_secs_f64();
+    serde_json::json!({
+        "title": format!("cicada report: {}", inputs.host),
+        "host": inputs.host,
+        "started_unix_ms": inputs.started_unix_ms,
+        "ended_unix_ms": inputs.started_unix_ms + (duration * 1e3) as u64,
+        "duration_seconds": duration,
+        "flags": inputs.flags,
+        "stats": {
+            "entries": inputs.snapshot.entries,
+            "total": inputs.snapshot.total,
+            "failures": inputs.snapshot.failures,
+            "user_errors": inputs.snapshot.user_errors,
+        },
+        "history": inputs.history,
+        "generator": inputs.guard,
+        "schedule": inputs.schedules,
+    })
+}
+
+/// One self-contained HTML file: the report viewer with the data inlined (no network needed to open it).
+pub(crate) fn html_report(data: &serde_json::Value) -> String {
+    // `</` inside the JSON would end the script element early.
+    let json = serde_json::to_string(data)
+        .unwrap_or_else(|_| "{}".to_string())
+        .replace("</", "<\\/");
+    crate::web::assets::REPORT_HTML.replacen(crate::web::assets::REPORT_PLACEHOLDER, &json, 1)
 }
 
 /// The JSON report: the stats, their history and what the resource guard saw and did.
@@ -254,6 +315,31 @@ fn guard_summary(guard: &GuardReport) -> String {
         }
     }
     text
+}
+
+/// `/tasks` of the web UI: each user type's share of users and its tasks' shares.
+pub(crate) fn tasks_json(types: &[Box<dyn UserKind>]) -> serde_json::Value {
+    let weighted: u64 = types
+        .iter()
+        .filter(|t| t.fixed_count().is_none())
+        .map(|t| u64::from(t.weight()))
+        .sum();
+    let user_types: Vec<_> = types
+        .iter()
+        .map(|kind| {
+            let share = match kind.fixed_count() {
+                None if weighted > 0 => f64::from(kind.weight()) / weighted as f64,
+                _ => 0.0,
+            };
+            serde_json::json!({
+                "name": kind.name(),
+                "share": share,
+                "fixed_count": kind.fixed_count(),
+                "tasks": kind.ratio_rows(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "user_types": user_types })
 }
 
 /// `--show-task-ratio`: each user type's share of users, and each task's share of its user's time.

@@ -146,29 +146,15 @@ impl RequestError {
     }
 }
 
-/// A user type's client configuration, shared by all its users.
-pub(crate) struct ClientShared {
-    base_origin: Origin,
+/// The host requests go to.
+pub(crate) struct BaseUrl {
+    origin: Origin,
     /// Path of the host URL without its trailing slash, prepended to relative request paths.
-    base_path: String,
-    options: ClientOptions,
-    connector: Connector,
-    user_agent: HeaderValue,
-    context: Arc<UserTypeContext>,
-    shared_pool: Option<Mutex<Pool>>,
+    path: String,
 }
 
-/// Idle connections a shared pool keeps at most; more are closed when returned.
-const SHARED_POOL_MAX_IDLE: usize = 4096;
-/// Origins a single user keeps a connection to at most (redirects can lead elsewhere); the oldest is closed.
-const USER_POOL_MAX_ORIGINS: usize = 4;
-
-impl ClientShared {
-    pub(crate) fn new(
-        host: &str,
-        options: &ClientOptions,
-        context: Arc<UserTypeContext>,
-    ) -> Result<Arc<Self>, ClientError> {
+impl BaseUrl {
+    fn parse(host: &str) -> Result<BaseUrl, ClientError> {
         let invalid = |reason: String| ClientError::InvalidHost {
             host: host.to_string(),
             reason,
@@ -177,31 +163,10 @@ impl ClientShared {
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
             return Err(invalid("it needs a scheme and a host".to_string()));
         };
-        let base_origin = Origin::new(scheme, authority).map_err(invalid)?;
-        let base_path = uri.path().trim_end_matches('/').to_string();
-        // Built even for plain-HTTP hosts: a redirect may lead to https.
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(conn::tls_config(
-            options.http,
-            options.insecure_tls,
-            options.tls_session_resumption,
-        )?));
-        let user_agent = HeaderValue::from_str(&options.user_agent)
-            .unwrap_or_else(|_| HeaderValue::from_static("cicada"));
-        Ok(Arc::new(ClientShared {
-            base_origin,
-            base_path,
-            connector: Connector {
-                tls,
-                http: options.http,
-                connect_timeout: options.connect_timeout,
-            },
-            shared_pool: options
-                .shared_pool
-                .then(|| Mutex::new(Pool::new(SHARED_POOL_MAX_IDLE))),
-            options: options.clone(),
-            user_agent,
-            context,
-        }))
+        Ok(BaseUrl {
+            origin: Origin::new(scheme, authority).map_err(invalid)?,
+            path: uri.path().trim_end_matches('/').to_string(),
+        })
     }
 
     /// Build the absolute URI of a request path (relative to the host, or absolute).
@@ -219,7 +184,7 @@ impl ClientShared {
             }
             return Ok(uri);
         }
-        let path_and_query: PathAndQuery = if self.base_path.is_empty() && path.starts_with('/') {
+        let path_and_query: PathAndQuery = if self.path.is_empty() && path.starts_with('/') {
             PathAndQuery::try_from(path).map_err(|e| invalid(&e))?
         } else {
             let separator = if path.starts_with('/') || path.is_empty() {
@@ -227,7 +192,7 @@ impl ClientShared {
             } else {
                 "/"
             };
-            let joined = format!("{}{separator}{path}", self.base_path);
+            let joined = format!("{}{separator}{path}", self.path);
             let joined = if joined.is_empty() {
                 "/".to_string()
             } else {
@@ -236,10 +201,75 @@ impl ClientShared {
             PathAndQuery::try_from(joined).map_err(|e| invalid(&e))?
         };
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.base_origin.scheme());
-        parts.authority = Some(self.base_origin.authority.clone());
+        parts.scheme = Some(self.origin.scheme());
+        parts.authority = Some(self.origin.authority.clone());
         parts.path_and_query = Some(path_and_query);
         Uri::from_parts(parts).map_err(|e| invalid(&e))
+    }
+}
+
+/// A user type's client configuration, shared by all its users.
+pub(crate) struct ClientShared {
+    /// Read once per user when it starts: a new host (from the web UI, between tests) applies to new users.
+    base: Mutex<Arc<BaseUrl>>,
+    /// The type set its own host, which the run's host does not override.
+    own_host: bool,
+    options: ClientOptions,
+    connector: Connector,
+    user_agent: HeaderValue,
+    context: Arc<UserTypeContext>,
+    shared_pool: Option<Mutex<Pool>>,
+}
+
+/// Idle connections a shared pool keeps at most; more are closed when returned.
+const SHARED_POOL_MAX_IDLE: usize = 4096;
+/// Origins a single user keeps a connection to at most (redirects can lead elsewhere); the oldest is closed.
+const USER_POOL_MAX_ORIGINS: usize = 4;
+
+impl ClientShared {
+    pub(crate) fn new(
+        host: &str,
+        own_host: bool,
+        options: &ClientOptions,
+        context: Arc<UserTypeContext>,
+    ) -> Result<Arc<Self>, ClientError> {
+        let base = BaseUrl::parse(host)?;
+        // Built even for plain-HTTP hosts: a redirect may lead to https.
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(conn::tls_config(
+            options.http,
+            options.insecure_tls,
+            options.tls_session_resumption,
+        )?));
+        let user_agent = HeaderValue::from_str(&options.user_agent)
+            .unwrap_or_else(|_| HeaderValue::from_static("cicada"));
+        Ok(Arc::new(ClientShared {
+            base: Mutex::new(Arc::new(base)),
+            own_host,
+            connector: Connector {
+                tls,
+                http: options.http,
+                connect_timeout: options.connect_timeout,
+            },
+            shared_pool: options
+                .shared_pool
+                .then(|| Mutex::new(Pool::new(SHARED_POOL_MAX_IDLE))),
+            options: options.clone(),
+            user_agent,
+            context,
+        }))
+    }
+
+    /// Send this type's new users to `host` (unless the type has a host of its own).
+    pub(crate) fn set_host(&self, host: &str) -> Result<(), ClientError> {
+        if !self.own_host {
+            let base = BaseUrl::parse(host)?;
+            *self.base.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(base);
+        }
+        Ok(())
+    }
+
+    fn base(&self) -> Arc<BaseUrl> {
+        self.base.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -252,12 +282,14 @@ struct ClientState {
 /// A user's HTTP client: its own connections (or a share of its type's pool) and its own cookie jar.
 pub struct HttpClient {
     shared: Arc<ClientShared>,
+    base: Arc<BaseUrl>,
     state: Option<Box<ClientState>>,
 }
 
 impl HttpClient {
     pub(crate) fn new(shared: Arc<ClientShared>) -> Self {
         HttpClient {
+            base: shared.base(),
             shared,
             state: None,
         }
@@ -295,10 +327,10 @@ impl HttpClient {
 
     /// A request with any method to `path`: relative to the host (`/items/1`) or an absolute `http(s)://` URL.
     pub fn request(&mut self, method: Method, path: &str) -> RequestBuilder<'_> {
-        let target = self.shared.resolve(path);
+        let target = self.base.resolve(path);
         let name = match &target {
             Ok(uri)
-                if self.shared.base_path.is_empty()
+                if self.base.path.is_empty()
                     && uri.path_and_query().map(PathAndQuery::as_str) == Some(path) =>
             {
                 None

@@ -90,6 +90,8 @@ pub(crate) trait UserKind: Send + Sync {
 /// A user type bound to a run.
 pub(crate) trait SpawnUser: Send + Sync {
     fn spawn(self: Arc<Self>, id: u64, control: Arc<UserControl>) -> JoinHandle<()>;
+    /// Send users spawned from now on to `host` (types with a host of their own keep it).
+    fn set_host(&self, host: &str) -> Result<(), ClientError>;
 }
 
 impl<S: Send + 'static> UserKind for UserType<S> {
@@ -124,6 +126,7 @@ impl<S: Send + 'static> UserKind for UserType<S> {
         env: Arc<Environment>,
         host: &str,
     ) -> Result<Arc<dyn SpawnUser>, ClientError> {
+        let own_host = self.host.is_some();
         let host = self.host.clone().unwrap_or_else(|| host.to_string());
         let schedule = self.wait_time.pacing_period().map(|period| {
             let lag = Arc::new(ScheduleLag::new(&self.name, period));
@@ -135,7 +138,7 @@ impl<S: Send + 'static> UserKind for UserType<S> {
             env,
             schedule,
         });
-        let client = ClientShared::new(&host, &self.client, context.clone())?;
+        let client = ClientShared::new(&host, own_host, &self.client, context.clone())?;
         Ok(Arc::new(ActiveUserType {
             definition: *self,
             context,
@@ -153,6 +156,10 @@ struct ActiveUserType<S> {
 impl<S: Send + 'static> SpawnUser for ActiveUserType<S> {
     fn spawn(self: Arc<Self>, id: u64, control: Arc<UserControl>) -> JoinHandle<()> {
         tokio::spawn(run_user(self, id, control))
+    }
+
+    fn set_host(&self, host: &str) -> Result<(), ClientError> {
+        self.client.set_host(host)
     }
 }
 

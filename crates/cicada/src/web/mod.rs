@@ -1,0 +1,225 @@
+//! The web UI: start, reshape and stop a test from a browser, and watch it live.
+//!
+//! An axum server on `--web-host:--web-port` serves the UI (built from `web/` with npm and embedded at compile time)
+//! and a JSON API that keeps Locust's routes where they make sense: `POST /swarm`, `POST /stop`, `/stats/reset`,
+//! `/stats/requests`, the CSV downloads. Live data goes out as server-sent events about once a second; every payload
+//! is bounded (at most 1,000 stats rows, 100 failure groups and user errors, 2,000 history points, 500 log lines),
+//! so a 24-hour test with many names stays light in the browser. Optional basic authentication and TLS.
+
+mod api;
+
+pub(crate) use api::downsample;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+
+use crate::environment::Environment;
+use crate::guard::Guard;
+use crate::user::run::SpawnUser;
+
+/// Embedded UI files (see build.rs).
+pub(crate) mod assets {
+    pub(crate) const INDEX_HTML: &str = include_str!(concat!(env!("OUT_DIR"), "/index.html"));
+    pub(crate) const APP_JS: &str = include_str!(concat!(env!("OUT_DIR"), "/app.js"));
+    pub(crate) const APP_CSS: &str = include_str!(concat!(env!("OUT_DIR"), "/app.css"));
+    pub(crate) const REPORT_HTML: &str = include_str!(concat!(env!("OUT_DIR"), "/report.html"));
+    /// The placeholder in `REPORT_HTML` that the report's data replaces.
+    pub(crate) const REPORT_PLACEHOLDER: &str = "__CICADA_REPORT_DATA__";
+}
+
+/// Why the web UI could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    /// The address could not be bound.
+    #[error("cannot listen on {address}: {source} (is the port in use? try --web-port 0)")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `--tls-cert` / `--tls-key` could not be read or used.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// `--web-login` is not `user:password` (or a file holding it).
+    #[error("--web-login: {0}")]
+    Login(String),
+}
+
+/// How the UI is served.
+#[derive(Debug, Clone)]
+pub(crate) struct WebSettings {
+    pub(crate) address: SocketAddr,
+    /// `user:password` for basic authentication.
+    pub(crate) login: Option<String>,
+    pub(crate) tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// When the current test should stop (from `--run-time` or the start form).
+#[derive(Default)]
+pub(crate) struct TestClock {
+    deadline: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl TestClock {
+    pub(crate) fn set(&self, run_time: Option<Duration>) {
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) =
+            run_time.map(|d| tokio::time::Instant::now() + d);
+    }
+
+    /// When the current test should stop, if it has a run time.
+    pub(crate) fn deadline(&self) -> Option<tokio::time::Instant> {
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What the handlers share.
+pub(crate) struct WebContext {
+    pub(crate) env: Arc<Environment>,
+    pub(crate) guard: Option<Guard>,
+    pub(crate) spawners: Vec<Arc<dyn SpawnUser>>,
+    /// `/tasks`, computed before the run (ratios do not change).
+    pub(crate) tasks: serde_json::Value,
+    pub(crate) type_names: Vec<String>,
+    pub(crate) clock: TestClock,
+    pub(crate) started: std::time::Instant,
+    pub(crate) started_unix_ms: u64,
+}
+
+/// Start serving; returns the bound address.
+pub(crate) async fn start(
+    settings: &WebSettings,
+    context: Arc<WebContext>,
+) -> Result<SocketAddr, WebError> {
+    let login = match &settings.login {
+        Some(login) => Some(read_login(login)?),
+        None => None,
+    };
+    let mut router = api::routes(context);
+    if let Some(expected) = login {
+        let expected = Arc::new(expected);
+        router = router.layer(middleware::from_fn(
+            move |request: Request<Body>, next: Next| {
+                let expected = expected.clone();
+                async move { check_login(&expected, request, next).await }
+            },
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind(settings.address)
+        .await
+        .map_err(|source| WebError::Bind {
+            address: settings.address,
+            source,
+        })?;
+    let address = listener.local_addr().map_err(|source| WebError::Bind {
+        address: settings.address,
+        source,
+    })?;
+    match &settings.tls {
+        None => {
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, router).await {
+                    tracing::error!("the web UI stopped: {error}");
+                }
+            });
+        }
+        Some((cert, key)) => {
+            let acceptor = tls_acceptor(cert, key)?;
+            tokio::spawn(serve_tls(listener, acceptor, router));
+        }
+    }
+    Ok(address)
+}
+
+/// `user:password`, or `@FILE` / a path to a file holding it.
+fn read_login(login: &str) -> Result<String, WebError> {
+    let text = match login.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| WebError::Login(format!("cannot read {path}: {e}")))?
+            .trim()
+            .to_string(),
+        None => login.to_string(),
+    };
+    if !text.contains(':') || text.starts_with(':') {
+        return Err(WebError::Login(
+            "expected user:password (or @FILE with user:password in it)".to_string(),
+        ));
+    }
+    Ok(text)
+}
+
+async fn check_login(expected: &str, request: Request<Body>, next: Next) -> Response {
+    use base64::Engine;
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Basic "))
+        .and_then(|encoded| {
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .ok()
+        })
+        .and_then(|decoded| String::from_utf8(decoded).ok());
+    if given.as_deref() == Some(expected) {
+        return next.run(request).await;
+    }
+    let mut response = (StatusCode::UNAUTHORIZED, "authentication required\n").into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"cicada\""),
+    );
+    response
+}
+
+fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor, WebError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| WebError::Tls(format!("--tls-cert {}: {e}", cert.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| WebError::Tls(format!("--tls-cert {}: {e}", cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| WebError::Tls(format!("--tls-key {}: {e}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| WebError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| WebError::Tls(format!("the certificate and key do not go together: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: Router,
+) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+        });
+    }
+}
