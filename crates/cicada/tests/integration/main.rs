@@ -8,3 +8,4 @@ mod cli;
 mod client;
 mod engine;
 mod guard;
+mod web;
