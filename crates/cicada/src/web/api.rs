@@ -218,44 +218,42 @@ fn refuse(message: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// A form field: `None` when absent or blank, else parsed; errors name the field.
+fn field<T>(
+    value: &Option<String>,
+    name: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    match value.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(text) => parse(text)
+            .map(Some)
+            .map_err(|message| format!("{name}: {message}")),
+    }
+}
+
 async fn swarm(State(context): Shared, Form(form): Form<SwarmForm>) -> Response {
     let env = &context.env;
     let options = env.options();
-    let users = match form
-        .user_count
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        None => options.users,
-        Some(text) => match text.parse::<u64>() {
-            Ok(users) => users,
-            Err(_) => return refuse(format!("user_count: `{text}` is not a whole number")),
-        },
+    let users = match field(&form.user_count, "user_count", |text| {
+        text.parse::<u64>()
+            .map_err(|_| format!("`{text}` is not a whole number"))
+    }) {
+        Ok(users) => users.unwrap_or(options.users),
+        Err(message) => return refuse(message),
     };
-    let spawn_rate = match form
-        .spawn_rate
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        None => options.spawn_rate,
-        Some(text) => match text.parse::<f64>() {
-            Ok(rate) if rate > 0.0 && rate.is_finite() => rate,
-            _ => return refuse(format!("spawn_rate: `{text}` is not a positive number")),
-        },
+    let spawn_rate = match field(&form.spawn_rate, "spawn_rate", |text| {
+        match text.parse::<f64>() {
+            Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+            _ => Err(format!("`{text}` is not a positive number")),
+        }
+    }) {
+        Ok(rate) => rate.unwrap_or(options.spawn_rate),
+        Err(message) => return refuse(message),
     };
-    let run_time = match form
-        .run_time
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        None => options.run_time,
-        Some(text) => match parse_duration(text) {
-            Ok(duration) => Some(duration),
-            Err(message) => return refuse(format!("run_time: {message}")),
-        },
+    let run_time = match field(&form.run_time, "run_time", parse_duration) {
+        Ok(run_time) => run_time.or(options.run_time),
+        Err(message) => return refuse(message),
     };
     let user_types: Option<Vec<String>> = form
         .user_classes
@@ -281,18 +279,17 @@ async fn swarm(State(context): Shared, Form(form): Form<SwarmForm>) -> Response 
         .as_deref()
         .map(str::trim)
         .filter(|h| !h.is_empty())
+        && host != env.host()
     {
-        if host != env.host() {
-            if !new_test {
-                return refuse("the host can change only between tests: stop the test first");
-            }
-            for spawner in &context.spawners {
-                if let Err(error) = spawner.set_host(host) {
-                    return refuse(error.to_string());
-                }
-            }
-            env.set_host(host);
+        if !new_test {
+            return refuse("the host can change only between tests: stop the test first");
         }
+        for spawner in &context.spawners {
+            if let Err(error) = spawner.set_host(host) {
+                return refuse(error.to_string());
+            }
+        }
+        env.set_host(host);
     }
     if new_test {
         context.clock.set(run_time);
@@ -332,12 +329,14 @@ async fn logs() -> Json<Value> {
     Json(json!({ "logs": crate::logging::recent_lines() }))
 }
 
-fn csv_bytes(
+/// A CSV file made by one of the stats crate's writers.
+fn csv_download(
+    filename: &str,
     write: impl FnOnce(&mut Vec<u8>) -> Result<(), cicada_stats::report::ReportError>,
 ) -> Response {
     let mut out = Vec::new();
     match write(&mut out) {
-        Ok(()) => download("text/csv; charset=utf-8", "stats.csv", out),
+        Ok(()) => download("text/csv; charset=utf-8", filename, out),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
     }
 }
@@ -348,31 +347,23 @@ fn snapshot(context: &WebContext) -> StatsSnapshot {
 
 async fn requests_csv(State(context): Shared) -> Response {
     let snapshot = snapshot(&context);
-    let mut response = csv_bytes(|out| csv::write_stats_to(out, &snapshot));
-    set_filename(&mut response, "cicada_stats.csv");
-    response
+    csv_download("cicada_stats.csv", |out| {
+        csv::write_stats_to(out, &snapshot)
+    })
 }
 
 async fn failures_csv(State(context): Shared) -> Response {
     let snapshot = snapshot(&context);
-    let mut response = csv_bytes(|out| csv::write_failures_to(out, &snapshot));
-    set_filename(&mut response, "cicada_failures.csv");
-    response
+    csv_download("cicada_failures.csv", |out| {
+        csv::write_failures_to(out, &snapshot)
+    })
 }
 
 async fn exceptions_csv(State(context): Shared) -> Response {
     let snapshot = snapshot(&context);
-    let mut response = csv_bytes(|out| csv::write_exceptions_to(out, &snapshot));
-    set_filename(&mut response, "cicada_exceptions.csv");
-    response
-}
-
-fn set_filename(response: &mut Response, filename: &str) {
-    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_DISPOSITION, value);
-    }
+    csv_download("cicada_exceptions.csv", |out| {
+        csv::write_exceptions_to(out, &snapshot)
+    })
 }
 
 async fn history_csv(State(context): Shared) -> Response {

@@ -30,10 +30,10 @@ impl UiProcess {
         std::thread::spawn(move || {
             let mut found = Some(found_tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = line.split("web UI: ").nth(1) {
-                    if let Some(tx) = found.take() {
-                        let _ = tx.send(url.trim().to_string());
-                    }
+                if let Some(url) = line.split("web UI: ").nth(1)
+                    && let Some(tx) = found.take()
+                {
+                    let _ = tx.send(url.trim().to_string());
                 }
             }
         });
