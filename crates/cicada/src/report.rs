@@ -210,10 +210,11 @@ pub(crate) fn report_data(inputs: &ReportInputs<'_>) -> serde_json::Value {
 
 /// One self-contained HTML file: the report viewer with the data inlined (no network needed to open it).
 pub(crate) fn html_report(data: &serde_json::Value) -> String {
-    // `</` inside the JSON would end the script element early.
+    // `</script>` inside a request name would end the script element early: `<` only occurs inside JSON strings,
+    // where `\u003c` means the same.
     let json = serde_json::to_string(data)
         .unwrap_or_else(|_| "{}".to_string())
-        .replace("</", "<\\/");
+        .replace('<', "\\u003c");
     crate::web::assets::REPORT_HTML.replacen(crate::web::assets::REPORT_PLACEHOLDER, &json, 1)
 }
 

@@ -232,10 +232,13 @@ impl Guard {
                 max_cpu_percent: settings.max_cpu_percent,
                 max_memory_bytes: max_memory,
                 max_lag_ms: settings.max_lag.as_secs_f64() * 1e3,
-                cgroup: limits
-                    .cgroup
-                    .as_ref()
-                    .map_or_else(|| "none".to_string(), |c| format!("{c:?}")),
+                cgroup: limits.cgroup.as_ref().map_or_else(
+                    || "none".to_string(),
+                    |c| match &c.memory {
+                        Some(memory) => format!("{:?} ({})", c.version, memory.dir.display()),
+                        None => format!("{:?}", c.version),
+                    },
+                ),
             },
             ..GuardReport::default()
         };

@@ -1,0 +1,201 @@
+// panels.js — owns the HTML of the smaller views shared by the live UI and the report: failures,
+// exceptions (user errors), the current task ratio, logs, the load generator (resource guard) panel
+// and its actions, and the schedule lateness table. Each function takes server data and returns an
+// HTML string in which every server string is escaped.
+
+import { DASH, esc, fmtBytes, fmtClock, fmtDuration, fmtInt, fmtMs, fmtPercent, fmtShare, toNumber } from './format.js';
+
+/** A table from column specs `{label, num?, cell(row) -> html}`; `empty` when there are no rows. */
+export function dataTable(columns, rows, { id = '', empty = 'Nothing yet.', cls = '' } = {}) {
+  const list = Array.isArray(rows) ? rows : [];
+  if (list.length === 0) return `<p class="empty">${esc(empty)}</p>`;
+  const head = columns.map((c) => `<th scope="col" class="${c.num ? 'num' : 'text'}">${esc(c.label)}</th>`).join('');
+  const body = list
+    .map((row) => `<tr>${columns.map((c) => `<td class="${c.num ? 'num' : c.cls || ''}">${c.cell(row)}</td>`).join('')}</tr>`)
+    .join('');
+  return `<table${id ? ` id="${esc(id)}"` : ''} class="data ${esc(cls)}"><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table>`;
+}
+
+/** Renders a value of unknown shape (string, number, object) as escaped text. */
+function anyText(value) {
+  if (value === null || value === undefined) return DASH;
+  if (typeof value === 'object') return esc(JSON.stringify(value));
+  return esc(value);
+}
+
+export function failuresHtml(errors) {
+  return dataTable(
+    [
+      { label: '# Occurrences', num: true, cell: (e) => fmtInt(e.occurrences) },
+      { label: 'Method', cell: (e) => esc(e.method) },
+      { label: 'Name', cls: 'name', cell: (e) => esc(e.name) },
+      { label: 'Error', cls: 'msg', cell: (e) => esc(e.error) },
+    ],
+    errors,
+    { id: 'failures-table', empty: 'No failures.' },
+  );
+}
+
+export function exceptionsHtml(userErrors) {
+  return dataTable(
+    [
+      { label: 'Count', num: true, cell: (e) => fmtInt(e.count) },
+      { label: 'User type', cell: (e) => esc(e.user_type) },
+      { label: 'Message', cls: 'msg', cell: (e) => esc(e.message) },
+      { label: 'Traceback', cls: 'traceback', cell: (e) => (e.traceback ? `<pre>${esc(e.traceback)}</pre>` : DASH) },
+    ],
+    userErrors,
+    { id: 'exceptions-table', empty: 'No exceptions.' },
+  );
+}
+
+/** GET /tasks: each user type's share and its tasks, indented by nesting depth. */
+export function ratioHtml(tasks) {
+  const types = tasks && Array.isArray(tasks.user_types) ? tasks.user_types : [];
+  if (types.length === 0) return '<p class="empty">No user types.</p>';
+  return types
+    .map((type) => {
+      const fixed = toNumber(type.fixed_count);
+      const share = fixed !== null ? `fixed count ${fmtInt(fixed)}` : `${fmtShare(type.share)} of users`;
+      const rows = (Array.isArray(type.tasks) ? type.tasks : [])
+        .map((t) => {
+          const depth = Math.max(0, Math.min(20, Math.round(toNumber(t.depth) || 0)));
+          return `<tr><td class="task" style="padding-left:${0.6 + depth * 1.4}em">${esc(t.name)}</td><td class="num">${fmtShare(
+            t.share,
+          )}</td><td class="num">${fmtShare(t.total_share)}</td></tr>`;
+        })
+        .join('');
+      return `<section class="ratio-type card"><h3>${esc(type.name)} <small>${share}</small></h3>${
+        rows
+          ? `<table class="data"><thead><tr><th class="text">Task</th><th class="num">Share in its set</th><th class="num">Share of the user type</th></tr></thead><tbody>${rows}</tbody></table>`
+          : '<p class="empty">No tasks.</p>'
+      }</section>`;
+    })
+    .join('');
+}
+
+/** GET /logs, newest first. */
+export function logsHtml(logs) {
+  const lines = logs && Array.isArray(logs.logs) ? [...logs.logs].reverse() : [];
+  return dataTable(
+    [
+      { label: 'Time', cell: (l) => esc(fmtClock(l.unix_ms)) },
+      { label: 'Level', cell: (l) => `<span class="level level-${esc(String(l.level || '').toLowerCase())}">${esc(l.level)}</span>` },
+      { label: 'Message', cls: 'msg', cell: (l) => esc(l.message) },
+    ],
+    lines,
+    { id: 'logs-table', empty: 'No log lines.' },
+  );
+}
+
+const ACTION_LABELS = {
+  pause_spawning: 'paused spawning',
+  shed: 'shed users',
+  resume: 'resumed',
+  stop_test: 'stopped the test',
+  over_limit: 'over a limit',
+  back_under_limits: 'back under limits',
+  cpu_warning: 'CPU warning',
+};
+
+/** The guard's actions, in order. */
+export function actionsHtml(actions) {
+  return dataTable(
+    [
+      { label: 'Run time', num: true, cell: (a) => esc(fmtDuration(a.run_seconds)) },
+      { label: 'Action', cell: (a) => `<span class="action action-${esc(a.kind)}">${esc(ACTION_LABELS[a.kind] || a.kind)}</span>` },
+      { label: 'Users', num: true, cell: (a) => fmtInt(a.users) },
+      { label: 'Users shed', num: true, cell: (a) => fmtInt(a.users_shed) },
+      { label: 'Reason', cls: 'msg', cell: (a) => esc(a.reason) },
+    ],
+    actions,
+    { id: 'guard-actions', empty: 'The guard took no action.' },
+  );
+}
+
+/** A figure with an optional bar: value against a limit. */
+function gauge(label, valueText, fraction, limitText, warn = false) {
+  const f = toNumber(fraction);
+  const bar =
+    f === null
+      ? ''
+      : `<div class="bar${warn || f >= 1 ? ' warn' : ''}"><span style="width:${Math.max(0, Math.min(100, f * 100)).toFixed(1)}%"></span></div>`;
+  return `<div class="gauge"><div class="gauge-label">${esc(label)}</div><div class="gauge-value">${valueText}</div>${bar}<div class="gauge-limit">${limitText}</div></div>`;
+}
+
+function ratio(value, limit) {
+  const v = toNumber(value);
+  const l = toNumber(limit);
+  return v === null || !l ? null : v / l;
+}
+
+function facts(pairs) {
+  return `<dl class="facts">${pairs.map(([k, v]) => `<div><dt>${esc(k)}</dt><dd>${v}</dd></div>`).join('')}</dl>`;
+}
+
+/** The live generator panel (snapshot.generator). */
+export function generatorHtml(generator) {
+  if (!generator) {
+    return '<p class="empty">No generator figures: the resource guard is off (<code>--guard off</code>) or has not sampled yet.</p>';
+  }
+  const g = generator;
+  const saturated = g.saturated === true;
+  const status = saturated
+    ? '<p class="alert warn">The load generator is saturated now: response times measured in this window are unreliable.</p>'
+    : '<p class="alert ok">The load generator is within its limits.</p>';
+  const gauges = [
+    gauge('CPU', fmtPercent(g.cpu_percent), ratio(g.cpu_percent, g.max_cpu_percent), `limit ${fmtPercent(g.max_cpu_percent, 0)} of ${esc(toNumber(g.cores_available) ?? DASH)} cores`, saturated),
+    gauge('Memory (RSS)', esc(fmtBytes(g.rss_bytes)), ratio(g.rss_bytes, g.max_memory_bytes), `limit ${esc(fmtBytes(g.max_memory_bytes))} of ${esc(fmtBytes(g.memory_limit_bytes))}`),
+    gauge('Scheduler lag', `${fmtMs(g.lag_ms)} ms`, ratio(g.lag_ms, g.max_lag_ms), `limit ${fmtMs(g.max_lag_ms)} ms`),
+  ].join('');
+  const stopped = g.stopped_test ? `<p class="alert bad">The guard stopped the test: ${anyText(g.stopped_test)}</p>` : '';
+  return `${status}${stopped}<div class="gauges">${gauges}</div>${facts([
+    ['Guard mode', esc(g.mode)],
+    ['Cores available', esc(toNumber(g.cores_available) ?? DASH)],
+    ['Saturated share of the run', fmtShare(g.saturated_share)],
+    ['Users shed', fmtInt(g.users_shed)],
+    ['Spawning paused', esc(fmtDuration(g.spawn_paused_seconds))],
+  ])}<h3>Guard actions</h3>${actionsHtml(g.actions)}`;
+}
+
+/** The report's generator section (the guard's full report). */
+export function guardReportHtml(report) {
+  if (!report) return '<p class="empty">The resource guard was off for this run.</p>';
+  const limits = report.limits || {};
+  const share = toNumber(report.saturated_share) || 0;
+  const verdict =
+    share > 0
+      ? `<p class="alert warn">The load generator was saturated during ${fmtShare(share)} of the run: response times measured in those windows (shaded in the charts) are unreliable.</p>`
+      : '<p class="alert ok">The load generator stayed within its limits for the whole run.</p>';
+  const stopped = report.stopped_test ? `<p class="alert bad">The guard stopped the test: ${anyText(report.stopped_test)}</p>` : '';
+  return `${verdict}${stopped}${facts([
+    ['Guard mode', esc(report.mode)],
+    ['Samples', `${fmtInt(report.samples)} (${fmtInt(report.saturated_samples)} saturated)`],
+    ['Saturated share', fmtShare(share)],
+    ['Peak CPU', `${fmtPercent(report.peak_cpu_percent)} (limit ${fmtPercent(limits.max_cpu_percent, 0)})`],
+    ['Peak memory (RSS)', `${esc(fmtBytes(report.peak_rss_bytes))} (limit ${esc(fmtBytes(limits.max_memory_bytes))})`],
+    ['Peak scheduler lag', `${fmtMs(report.peak_lag_ms)} ms (limit ${fmtMs(limits.max_lag_ms)} ms)`],
+    ['Cores available', esc(toNumber(limits.cores_available) ?? DASH)],
+    ['Memory limit', esc(fmtBytes(limits.memory_limit_bytes))],
+    ['cgroup', anyText(limits.cgroup)],
+    ['Users shed', fmtInt(report.users_shed)],
+    ['Spawning paused', esc(fmtDuration(report.spawn_paused_seconds))],
+  ])}<h3>Guard actions</h3>${actionsHtml(report.actions)}`;
+}
+
+/** Paced users: how late task starts were against their schedule (coordinated omission). */
+export function scheduleHtml(schedule) {
+  return dataTable(
+    [
+      { label: 'User type', cell: (s) => esc(s.user_type) },
+      { label: 'Period (ms)', num: true, cell: (s) => fmtMs(s.period_ms) },
+      { label: 'Task starts', num: true, cell: (s) => fmtInt(s.task_starts) },
+      { label: 'Late starts', num: true, cell: (s) => fmtInt(s.late_starts) },
+      { label: 'p50 late (ms)', num: true, cell: (s) => fmtMs(s.p50_late_ms) },
+      { label: 'p99 late (ms)', num: true, cell: (s) => fmtMs(s.p99_late_ms) },
+      { label: 'Max late (ms)', num: true, cell: (s) => fmtMs(s.max_late_ms) },
+    ],
+    schedule,
+    { id: 'schedule-table', empty: 'No paced users in this run.' },
+  );
+}

@@ -1,0 +1,79 @@
+// state.js — owns the live UI's client-side model (config, latest snapshot, bounded chart history,
+// UI choices such as the open tab) and the pure derivations the views read from it: which controls
+// show in which runner state, and the figures in the header. No DOM access here.
+
+import { toNumber } from './format.js';
+
+/** Chart history kept client-side, at most (the server already downsamples to max_points). */
+export const MAX_HISTORY_POINTS = 3000;
+/** Asked of /stats/history. */
+export const HISTORY_REQUEST_POINTS = 2000;
+
+export const TABS = ['stats', 'charts', 'failures', 'exceptions', 'ratio', 'downloads', 'logs', 'resource'];
+
+/** Runner states in which users are running and can be edited or stopped. */
+const ACTIVE_STATES = new Set(['spawning', 'running']);
+
+export function createModel(initialTab = 'stats') {
+  return {
+    config: null, // GET /config
+    snapshot: null, // latest /stats/requests or SSE snapshot
+    history: [], // /stats/history points, oldest first
+    tab: TABS.includes(initialTab) ? initialTab : 'stats',
+    newTestOpen: false, // "New test" clicked after a stop
+    editOpen: false, // the edit form is shown
+    connection: 'connecting', // live | polling | offline | connecting
+  };
+}
+
+/** Stores history points, keeping only the newest MAX_HISTORY_POINTS. */
+export function setHistory(model, points) {
+  const list = Array.isArray(points) ? points.filter((p) => p && typeof p === 'object') : [];
+  model.history = list.length > MAX_HISTORY_POINTS ? list.slice(list.length - MAX_HISTORY_POINTS) : list;
+}
+
+/** Records a new snapshot; closes the "new test" form once a test is running again. */
+export function setSnapshot(model, snapshot) {
+  const previous = model.snapshot ? model.snapshot.state : null;
+  model.snapshot = snapshot;
+  if (snapshot.state !== previous && ACTIVE_STATES.has(snapshot.state)) model.newTestOpen = false;
+  if (!ACTIVE_STATES.has(snapshot.state)) model.editOpen = false;
+}
+
+/** Which controls are visible for the current state. */
+export function controls(model) {
+  const state = model.snapshot ? model.snapshot.state : null;
+  const active = ACTIVE_STATES.has(state);
+  return {
+    startForm: state === 'ready' || (state === 'stopped' && model.newTestOpen),
+    cancelStart: state === 'stopped' && model.newTestOpen,
+    edit: active,
+    editForm: active && model.editOpen,
+    stop: active,
+    reset: state !== null && state !== 'ready' && state !== 'quitting',
+    newTest: state === 'stopped' && !model.newTestOpen,
+  };
+}
+
+/** The header's figures from a snapshot (numbers or null). */
+export function headerFigures(snapshot) {
+  const total = (snapshot && snapshot.total) || {};
+  const requests = toNumber(total.num_requests) || 0;
+  const failures = toNumber(total.num_failures) || 0;
+  const generator = snapshot && snapshot.generator;
+  return {
+    state: snapshot ? String(snapshot.state || 'unknown') : 'connecting',
+    host: snapshot ? snapshot.host : null,
+    users: snapshot ? toNumber(snapshot.user_count) : null,
+    targetUsers: snapshot ? toNumber(snapshot.target_user_count) : null,
+    rps: toNumber(total.current_rps),
+    failRatio: requests > 0 ? (failures / requests) * 100 : 0,
+    generator: generator
+      ? {
+          cpu: toNumber(generator.cpu_percent),
+          rss: toNumber(generator.rss_bytes),
+          saturated: generator.saturated === true,
+        }
+      : null,
+  };
+}
