@@ -15,7 +15,7 @@ use cicada_monitor::{LagProbe, Monitor, Usage};
 use cicada_stats::GeneratorSample;
 
 use crate::environment::Environment;
-use crate::runner::GuardCap;
+use crate::runner::{GuardCap, RunnerState};
 pub use policy::{Breaches, Decision, GuardLimits, GuardMode, Observation, Policy};
 
 /// Most guard actions kept for reports; later ones are counted, not kept.
@@ -350,6 +350,18 @@ impl Guard {
                     0,
                     describe(),
                 );
+            }
+            // Only a test that is spawning or running can be protected; between tests (and while users stop at
+            // the end) there is nothing to act on, and the next test starts with a clean slate.
+            if !matches!(
+                env.runner.state(),
+                RunnerState::Spawning | RunnerState::Running
+            ) {
+                policy.reset();
+                if self.lock().paused_since.is_some() {
+                    self.close_pause();
+                }
+                continue;
             }
             for decision in policy.observe(&observation) {
                 match decision {

@@ -173,6 +173,15 @@ impl Policy {
         }
     }
 
+    /// Forget the current episode (the test stopped; a new one starts fresh).
+    pub fn reset(&mut self) {
+        self.over_since = None;
+        self.under_since = None;
+        self.last_shed = None;
+        self.holding = false;
+        self.stopped = false;
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> &GuardLimits {
         &self.limits
