@@ -2,7 +2,10 @@
 //! a `(method, name)` (and an error text), recording it allocates nothing, including the
 //! record that flushes after a `collect` (it reuses buffers the aggregate handed back).
 //!
-//! Kept alone in its own test binary: the allocator counts every thread of the process.
+//! Kept alone in its own test binary: the allocator counts every thread of the process. The test harness's own
+//! thread can allocate at any moment (on a loaded machine it may still be setting up while the test runs), and it
+//! can only add to the count; so each measurement is tried a few times, and one clean zero proves the hot path
+//! allocates nothing (it is deterministic).
 
 use std::alloc::System;
 use std::time::{Duration, Instant};
@@ -12,6 +15,9 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Measurements tried; the fewest allocations seen counts.
+const ATTEMPTS: usize = 5;
 
 #[test]
 fn recording_seen_names_does_not_allocate() {
@@ -39,22 +45,28 @@ fn recording_seen_names_does_not_allocate() {
         stats.collect();
     }
 
-    let region = Region::new(GLOBAL);
-    for _ in 0..10_000 {
-        stats.record(&ok);
-        stats.record(&failed);
-    }
-    assert_eq!(region.change().allocations, 0, "hits allocate");
+    let fewest = (0..ATTEMPTS)
+        .map(|_| {
+            let region = Region::new(GLOBAL);
+            for _ in 0..2_000 {
+                stats.record(&ok);
+                stats.record(&failed);
+            }
+            region.change().allocations
+        })
+        .min();
+    assert_eq!(fewest, Some(0), "hits allocate");
 
-    stats.collect();
-    let region = Region::new(GLOBAL);
-    // This record sees the new flush epoch and hands its batch over before recording.
-    stats.record(&ok);
-    assert_eq!(
-        region.change().allocations,
-        0,
-        "a flushing record allocates"
-    );
+    let fewest = (0..ATTEMPTS)
+        .map(|_| {
+            stats.collect();
+            let region = Region::new(GLOBAL);
+            // This record sees the new flush epoch and hands its batch over before recording.
+            stats.record(&ok);
+            region.change().allocations
+        })
+        .min();
+    assert_eq!(fewest, Some(0), "a flushing record allocates");
 
     // The counter does see allocations: a first sight registers the name.
     let region = Region::new(GLOBAL);
@@ -63,5 +75,6 @@ fn recording_seen_names_does_not_allocate() {
 
     Stats::flush_current_thread();
     stats.collect();
-    assert_eq!(stats.snapshot().total.num_requests, 3 * 2 + 10_000 * 2 + 2);
+    let expected = 3 * 2 + ATTEMPTS as u64 * 2_000 * 2 + ATTEMPTS as u64 + 1;
+    assert_eq!(stats.snapshot().total.num_requests, expected);
 }
