@@ -509,8 +509,13 @@ impl Runner {
             self.announced_complete = true;
             self.set_state(RunnerState::Running);
             let count = self.users.len() as u64;
-            tracing::info!("all {count} users spawned");
-            self.env.events.fire_spawning_complete(&self.env, count);
+            if self.effective_users() < self.target.users {
+                // Held below the target by the resource guard: the target is not reached, nothing to announce.
+                tracing::debug!("holding at the resource guard's cap of {count} users");
+            } else {
+                tracing::info!("all {count} users spawned");
+                self.env.events.fire_spawning_complete(&self.env, count);
+            }
         }
         if budget == 0 {
             tokio::task::yield_now().await;
