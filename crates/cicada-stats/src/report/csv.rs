@@ -191,16 +191,31 @@ pub fn write_stats_to<W: Write>(writer: W, snapshot: &StatsSnapshot) -> Result<(
     )
 }
 
-fn write_stats_csv<W: Write>(
+/// Write a header and rows, then flush: the one shape every report file has.
+fn write_table<W, R, C>(
     mut writer: ::csv::Writer<W>,
+    path: &Path,
+    header: &[&str],
+    rows: impl IntoIterator<Item = R>,
+) -> Result<(), ReportError>
+where
+    W: Write,
+    R: IntoIterator<Item = C>,
+    C: AsRef<[u8]>,
+{
+    writer.write_record(header).map_err(csv_error(path))?;
+    for row in rows {
+        writer.write_record(row).map_err(csv_error(path))?;
+    }
+    finish(writer, path)
+}
+
+fn write_stats_csv<W: Write>(
+    writer: ::csv::Writer<W>,
     path: &Path,
     snapshot: &StatsSnapshot,
 ) -> Result<(), ReportError> {
-    writer.write_record(STATS_HEADER).map_err(csv_error(path))?;
-    for row in stats_rows(snapshot) {
-        writer.write_record(&row).map_err(csv_error(path))?;
-    }
-    finish(writer, path)
+    write_table(writer, path, &STATS_HEADER, stats_rows(snapshot))
 }
 
 /// Writes `_failures.csv`: one row per failure group.
@@ -226,24 +241,19 @@ pub fn write_failures_to<W: Write>(writer: W, snapshot: &StatsSnapshot) -> Resul
 }
 
 fn write_failures_csv<W: Write>(
-    mut writer: ::csv::Writer<W>,
+    writer: ::csv::Writer<W>,
     path: &Path,
     snapshot: &StatsSnapshot,
 ) -> Result<(), ReportError> {
-    writer
-        .write_record(FAILURES_HEADER)
-        .map_err(csv_error(path))?;
-    for failure in &snapshot.failures {
-        writer
-            .write_record([
-                failure.method.as_str(),
-                failure.name.as_str(),
-                failure.error.as_str(),
-                &failure.occurrences.to_string(),
-            ])
-            .map_err(csv_error(path))?;
-    }
-    finish(writer, path)
+    let rows = snapshot.failures.iter().map(|failure| {
+        [
+            failure.method.clone(),
+            failure.name.clone(),
+            failure.error.clone(),
+            failure.occurrences.to_string(),
+        ]
+    });
+    write_table(writer, path, &FAILURES_HEADER, rows)
 }
 
 /// Writes `_exceptions.csv`: one row per user-error group (`Nodes` is `local`).
@@ -275,24 +285,19 @@ pub fn write_exceptions_to<W: Write>(
 }
 
 fn write_exceptions_csv<W: Write>(
-    mut writer: ::csv::Writer<W>,
+    writer: ::csv::Writer<W>,
     path: &Path,
     snapshot: &StatsSnapshot,
 ) -> Result<(), ReportError> {
-    writer
-        .write_record(EXCEPTIONS_HEADER)
-        .map_err(csv_error(path))?;
-    for error in &snapshot.user_errors {
-        writer
-            .write_record([
-                &error.count.to_string(),
-                error.message.as_str(),
-                error.traceback.as_str(),
-                LOCAL_NODE,
-            ])
-            .map_err(csv_error(path))?;
-    }
-    finish(writer, path)
+    let rows = snapshot.user_errors.iter().map(|error| {
+        [
+            error.count.to_string(),
+            error.message.clone(),
+            error.traceback.clone(),
+            LOCAL_NODE.to_string(),
+        ]
+    });
+    write_table(writer, path, &EXCEPTIONS_HEADER, rows)
 }
 
 /// Appends rows to `_stats_history.csv` as the test runs: one Aggregated row per
