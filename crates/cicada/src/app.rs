@@ -452,10 +452,7 @@ async fn run(
                 }
             }
             if runner.state() == RunnerState::Quitting {
-                if guard
-                    .as_ref()
-                    .is_some_and(|g| g.report().stopped_test.is_some())
-                {
+                if guard.as_ref().is_some_and(Guard::stopped_test) {
                     break "the resource guard stopped the test";
                 }
                 break "the test asked to stop";

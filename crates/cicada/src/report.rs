@@ -232,7 +232,7 @@ pub(crate) fn generator_line(guard: &Guard, held_back: u64) -> String {
     let Some(usage) = guard.latest() else {
         return String::new();
     };
-    let report = guard.report();
+    let report = guard.report_with_actions(0);
     let mut line = format!(
         "Generator: CPU {:.0}% of {:.2} cores | RSS {} MiB | scheduler lag {} ms | saturated {:.0}% of the run",
         usage.cpu_percent_of_available,

@@ -488,10 +488,29 @@ impl Guard {
         self.lock().latest.clone()
     }
 
-    /// The report so far (closing an open pause).
+    /// The report so far; a pause still open counts up to now.
     pub(crate) fn report(&self) -> GuardReport {
-        self.close_pause();
-        self.lock().report.clone()
+        self.report_with_actions(usize::MAX)
+    }
+
+    /// The report with only the newest `max_actions` actions (the live UI's view).
+    pub(crate) fn report_with_actions(&self, max_actions: usize) -> GuardReport {
+        let mut state = self.lock();
+        // Clone everything but the (up to 1,000) actions, then only the actions asked for.
+        let actions = std::mem::take(&mut state.report.actions);
+        let mut report = state.report.clone();
+        let skip = actions.len().saturating_sub(max_actions);
+        report.actions = actions[skip..].to_vec();
+        state.report.actions = actions;
+        if let Some(since) = state.paused_since {
+            report.spawn_paused_seconds += since.elapsed().as_secs_f64();
+        }
+        report
+    }
+
+    /// Whether the guard stopped the test.
+    pub(crate) fn stopped_test(&self) -> bool {
+        self.lock().report.stopped_test.is_some()
     }
 }
 

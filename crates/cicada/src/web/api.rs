@@ -106,8 +106,7 @@ pub(super) fn live_snapshot(context: &WebContext) -> Value {
     let user_counts: HashMap<String, u64> = runner.user_counts().into_iter().collect();
     let generator = context.guard.as_ref().and_then(|guard| {
         let usage = guard.latest()?;
-        let report = guard.report();
-        let skip = report.actions.len().saturating_sub(MAX_ACTIONS);
+        let report = guard.report_with_actions(MAX_ACTIONS);
         Some(json!({
             "cpu_percent": usage.cpu_percent_of_available,
             "rss_bytes": usage.rss_bytes,
@@ -124,7 +123,7 @@ pub(super) fn live_snapshot(context: &WebContext) -> Value {
             "users_shed": report.users_shed,
             "spawn_paused_seconds": report.spawn_paused_seconds,
             "stopped_test": report.stopped_test,
-            "actions": &report.actions[skip..],
+            "actions": report.actions,
         }))
     });
     json!({
