@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::common::{DemoTarget, example, output_within, read_csv, run_example};
+use crate::common::{DemoTarget, example, read_csv, run_example};
 
 #[test]
 fn csv_files_have_locust_names_and_columns() {
@@ -282,5 +282,4 @@ fn ctrl_c_stops_gracefully_and_writes_reports() {
     let stats = read_csv(&dir.path().join("interrupted_stats.csv"));
     let total: u64 = stats.last().unwrap()[2].parse().unwrap();
     assert!(total > 0);
-    let _ = output_within; // shared helper, used by other tests
 }
