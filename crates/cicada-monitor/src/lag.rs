@@ -2,7 +2,9 @@
 //! When the runtime's threads are saturated (too many users, a blocking call on a worker), every task is
 //! late by about the same amount, and so are the timestamps of the requests being measured; the probe makes
 //! that visible. Lateness is kept in atomics (the worst since the last [`LagProbe::take_max`] and the latest),
-//! so reading it costs nothing and never blocks.
+//! so reading it costs nothing and never blocks. The probe also publishes the deadline it is waiting for, so a
+//! reader on another thread (the guard's own thread) sees a stall *while it lasts* ([`LagProbe::pending`]),
+//! not only once the starved runtime gets round to waking the probe.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -10,11 +12,31 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     max_ns: AtomicU64,
     last_ns: AtomicU64,
     stopped: AtomicBool,
+    /// The instant every other time is measured from (so deadlines fit in an atomic).
+    origin: std::time::Instant,
+    /// The deadline the probe is waiting for, in nanoseconds after `origin`.
+    deadline_ns: AtomicU64,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        Shared {
+            max_ns: AtomicU64::new(0),
+            last_ns: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+            origin: std::time::Instant::now(),
+            deadline_ns: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    fn nanos_since_origin(&self, at: std::time::Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
 }
 
 /// Measures how late a tokio task wakes compared with when it asked to.
@@ -43,7 +65,7 @@ impl LagProbe {
     /// (`enable_time`, included in `enable_all` and `#[tokio::main]`).
     pub fn spawn(interval: Duration) -> LagProbe {
         let interval = interval.max(Duration::from_millis(1));
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new());
         tokio::spawn(run(Arc::downgrade(&shared), interval));
         LagProbe { shared, interval }
     }
@@ -63,6 +85,20 @@ impl LagProbe {
         Duration::from_nanos(self.shared.last_ns.load(Ordering::Relaxed))
     }
 
+    /// How late the probe is *now* for the wake-up it is waiting for: zero while the runtime keeps up, and the
+    /// length of the stall so far while the runtime is too busy (or blocked) to wake it. Unlike
+    /// [`take_max`](LagProbe::take_max), this sees a stall that has not ended yet; read it from another thread.
+    pub fn pending(&self) -> Duration {
+        let deadline = self.shared.deadline_ns.load(Ordering::Relaxed);
+        let now = self.shared.nanos_since_origin(std::time::Instant::now());
+        Duration::from_nanos(now.saturating_sub(deadline))
+    }
+
+    /// The worst of [`peek_max`](LagProbe::peek_max) and [`pending`](LagProbe::pending).
+    pub fn current(&self) -> Duration {
+        self.peek_max().max(self.pending())
+    }
+
     /// The interval the probe asks to wake at.
     pub fn interval(&self) -> Duration {
         self.interval
@@ -77,6 +113,10 @@ impl LagProbe {
 async fn run(shared: Weak<Shared>, interval: Duration) {
     let mut deadline = Instant::now() + interval;
     loop {
+        if let Some(shared) = shared.upgrade() {
+            let at = shared.nanos_since_origin(deadline.into_std());
+            shared.deadline_ns.store(at, Ordering::Relaxed);
+        }
         tokio::time::sleep_until(deadline).await;
         let now = Instant::now();
         let Some(shared) = shared.upgrade() else {
@@ -123,6 +163,29 @@ mod tests {
             assert!(max < Duration::from_secs(5), "max lag {max:?}");
             // Taken: reset to what happened since.
             assert!(probe.peek_max() < Duration::from_millis(250));
+        });
+    }
+
+    #[test]
+    fn a_stall_is_seen_from_another_thread_while_it_lasts() {
+        runtime().block_on(async {
+            let probe = LagProbe::spawn(Duration::from_millis(10));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let watcher = probe.clone();
+            let seen = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(250));
+                watcher.pending()
+            });
+            // Block the only runtime thread: the probe cannot wake, yet the watcher sees the stall growing.
+            std::thread::sleep(Duration::from_millis(400));
+            let pending = seen.join().unwrap();
+            assert!(
+                pending >= Duration::from_millis(150),
+                "pending lag {pending:?} seen 250 ms into a 400 ms stall"
+            );
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            assert!(probe.pending() < Duration::from_millis(150));
+            assert!(probe.current() >= Duration::from_millis(300));
         });
     }
 

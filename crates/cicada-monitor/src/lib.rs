@@ -1,7 +1,7 @@
 //! Self-measurement for the cicada load generator: the process's CPU, memory, the machine's and the
 //! container's limits, pressure, and scheduler lag, sampled about once a second for the engine's resource
 //! guard. Linux only, and read entirely from `/proc` and `/sys` text files (no libc, no `unsafe`): limits are
-//! discovered once at start ([`Limits`], including cgroup v1, v2 and hybrid hierarchies, nested cgroups and
+//! discovered at start and re-discovered on demand ([`Limits`], including cgroup v1, v2 and hybrid hierarchies, nested cgroups and
 //! containers), and each [`Monitor::sample`] reads a handful of small files into a reused buffer.
 //!
 //! ```
@@ -39,4 +39,4 @@ mod text;
 pub use cgroup::{CgroupInfo, CgroupVersion, ControllerDir};
 pub use error::MonitorError;
 pub use lag::LagProbe;
-pub use monitor::{Limits, Monitor, USER_HZ, Usage};
+pub use monitor::{Limits, LimitsChange, MemoryReading, Monitor, USER_HZ, Usage, thread_cpu_time};

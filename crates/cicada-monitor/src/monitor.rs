@@ -1,5 +1,7 @@
-//! The monitor: discovers the limits once ([`Limits`]), then turns the kernel's counters into one [`Usage`]
-//! per call to [`Monitor::sample`]. A sample reads a handful of small files (`/proc/self/stat`,
+//! The monitor: discovers the limits ([`Limits`]) at start and again on each [`Monitor::refresh_limits`] (a
+//! container resized in place, a quota changed), turns the kernel's counters into one [`Usage`] per call to
+//! [`Monitor::sample`], and reads memory alone, cheaply enough for tens of times a second, with
+//! [`Monitor::memory_now`]. A sample reads a handful of small files (`/proc/self/stat`,
 //! `/proc/self/status`, `/proc/meminfo`, the cgroup's usage and stat files, two pressure files) into a reused
 //! buffer and counts `/proc/self/fd`; nothing is spawned and nothing blocks beyond those reads. A file that
 //! cannot be read or parsed any more gives `None` in the optional fields and the previous value in the others,
@@ -175,6 +177,12 @@ enum CpuUsageFile {
 }
 
 impl CpuUsageFile {
+    fn path(&self) -> &Path {
+        match self {
+            CpuUsageFile::V1(path) | CpuUsageFile::V2(path) => path,
+        }
+    }
+
     fn read_ns(&self, reader: &mut Reader) -> Option<u64> {
         match self {
             CpuUsageFile::V1(path) => reader.parse(path, parse::parse_u64),
@@ -218,6 +226,69 @@ pub struct Monitor {
     baseline: Baseline,
     last: Usage,
     lag: Option<LagProbe>,
+    roots: Roots,
+    /// Inactive file pages of each memory level at the last full sample (memory the kernel reclaims before it
+    /// kills), so that [`Monitor::memory_now`] reads one usage file per level and still counts the working set.
+    level_inactive: Vec<u64>,
+}
+
+/// Where the monitor reads `/proc` and `/`, kept to discover the limits again.
+#[derive(Debug, Clone)]
+struct Roots {
+    proc_root: PathBuf,
+    fs_root: PathBuf,
+    real_procfs: bool,
+}
+
+/// Memory alone, as read by [`Monitor::memory_now`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryReading {
+    /// Resident memory, `VmRSS`.
+    pub rss_bytes: u64,
+    /// The memory counted against [`Limits::memory_limit_bytes`], as [`Usage::memory_used_bytes`] (the page
+    /// cache's inactive share is taken from the last full sample).
+    pub used_bytes: u64,
+}
+
+/// What changed between two discoveries of the limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsChange {
+    /// The limits before.
+    pub before: Limits,
+    /// The limits now in force.
+    pub after: Limits,
+}
+
+impl LimitsChange {
+    /// One line saying what changed, e.g. `CPU 0.25 -> 2.00 cores` or `memory 300 -> 600 MiB`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if (self.before.cores_available - self.after.cores_available).abs() > 1e-9 {
+            parts.push(format!(
+                "CPU {:.2} -> {:.2} cores",
+                self.before.cores_available, self.after.cores_available
+            ));
+        }
+        if self.before.memory_limit_bytes != self.after.memory_limit_bytes {
+            parts.push(format!(
+                "memory {} -> {} MiB",
+                self.before.memory_limit_bytes >> 20,
+                self.after.memory_limit_bytes >> 20
+            ));
+        }
+        if parts.is_empty() {
+            parts.push("cgroup layout".to_owned());
+        }
+        parts.join(", ")
+    }
+}
+
+/// CPU time used so far by the calling thread (`/proc/thread-self/stat`), to one tick ([`USER_HZ`]); `None` where
+/// the file cannot be read. The guard uses it to report its own cost.
+pub fn thread_cpu_time() -> Option<Duration> {
+    let text = text::read_text(Path::new("/proc/thread-self/stat")).ok()?;
+    let ticks = parse::parse_proc_stat(&text)?.total();
+    Some(Duration::from_millis(ticks * 1000 / USER_HZ))
 }
 
 fn read_required(path: &Path) -> Result<String, MonitorError> {
@@ -456,6 +527,7 @@ impl Monitor {
             threads: status.threads.unwrap_or(0),
             open_fds: None,
         };
+        let level_inactive = vec![0; files.memory_levels.len()];
         Ok(Monitor {
             limits,
             files,
@@ -467,7 +539,75 @@ impl Monitor {
             },
             last,
             lag: None,
+            roots: Roots {
+                proc_root: proc_root.to_owned(),
+                fs_root: fs_root.to_owned(),
+                real_procfs,
+            },
+            level_inactive,
         })
+    }
+
+    /// Discovers the limits again (CPU affinity and quota, memory limits, the cgroup the process is in) and,
+    /// when they changed, uses the new ones from now on. Returns what changed. Costs about as much as
+    /// [`Monitor::new`] (a few dozen small reads): call it every few seconds, not per sample. A discovery that
+    /// fails keeps the limits in force.
+    pub fn refresh_limits(&mut self) -> Option<LimitsChange> {
+        let fresh = Monitor::build(
+            &self.roots.proc_root,
+            &self.roots.fs_root,
+            self.roots.real_procfs,
+        )
+        .map_err(|error| {
+            self.reader
+                .log_once(&self.roots.proc_root, &error.to_string())
+        })
+        .ok()?;
+        if fresh.limits == self.limits {
+            return None;
+        }
+        let before = std::mem::replace(&mut self.limits, fresh.limits);
+        let cpu_file_moved = self.files.cpu_usage.as_ref().map(CpuUsageFile::path)
+            != fresh.files.cpu_usage.as_ref().map(CpuUsageFile::path);
+        if cpu_file_moved {
+            // A different cgroup's counter: the next interval starts from nothing rather than a wrong delta.
+            self.baseline.cgroup_cpu_ns = fresh.baseline.cgroup_cpu_ns;
+        }
+        self.level_inactive = vec![0; fresh.files.memory_levels.len()];
+        self.files = fresh.files;
+        Some(LimitsChange {
+            before,
+            after: self.limits.clone(),
+        })
+    }
+
+    /// Memory alone: `VmRSS` and one usage file per memory cgroup with a limit, a few microseconds, so that the
+    /// guard can watch fast growth tens of times a second. Falls back to the last values on a failed read.
+    pub fn memory_now(&mut self) -> MemoryReading {
+        let reader = &mut self.reader;
+        let rss_bytes = reader
+            .parse(&self.files.status, |text| {
+                parse::parse_status(text).rss_bytes
+            })
+            .unwrap_or(self.last.rss_bytes);
+        let least_headroom = self
+            .files
+            .memory_levels
+            .iter()
+            .zip(&self.level_inactive)
+            .filter_map(|((level, limit), inactive)| {
+                let usage = reader.parse(&level.usage, parse::parse_u64)?;
+                Some(limit.saturating_sub(usage.saturating_sub(*inactive)))
+            })
+            .min();
+        let cgroup_used = match (self.limits.cgroup_memory_limit_bytes, least_headroom) {
+            (Some(limit), Some(headroom)) => limit.saturating_sub(headroom),
+            _ => 0,
+        };
+        MemoryReading {
+            rss_bytes,
+            used_bytes: rss_bytes.max(cgroup_used),
+        }
     }
 
     /// The limits discovered at start.
@@ -547,14 +687,17 @@ impl Monitor {
             .and_then(|s| s.threads)
             .unwrap_or(last.threads);
         let own = files.memory.as_ref().and_then(|m| m.read(reader));
+        let level_inactive = &mut self.level_inactive;
         let least_headroom = files
             .memory_levels
             .iter()
-            .filter_map(|(level, limit)| {
-                let (_, working_set) = match &files.memory {
+            .zip(level_inactive.iter_mut())
+            .filter_map(|((level, limit), inactive)| {
+                let (usage, working_set) = match &files.memory {
                     Some(m) if m.dir == level.dir => own,
                     _ => level.read(reader),
                 }?;
+                *inactive = usage - working_set;
                 Some(limit.saturating_sub(working_set))
             })
             .min();
@@ -901,6 +1044,76 @@ mod tests {
         }
         // Logged once per file.
         assert!(monitor.reader.logged.contains(&tree.path("proc/self/stat")));
+    }
+
+    #[test]
+    fn limits_follow_a_resized_container() {
+        let tree = v1_hybrid();
+        let mut monitor = tree.monitor();
+        assert_eq!(monitor.refresh_limits(), None, "nothing changed yet");
+        assert_eq!(monitor.limits().cpu_quota_cores, Some(1.5));
+        // The quota is raised and the memory limit lowered in place, as Kubernetes' in-place resize does.
+        tree.write(
+            "sys/fs/cgroup/cpu/process_api/abc/cpu.cfs_quota_us",
+            "300000\n",
+        );
+        tree.write(
+            "sys/fs/cgroup/memory/process_api/abc/memory.limit_in_bytes",
+            &format!("{}\n", 512 * MIB),
+        );
+        let change = monitor.refresh_limits().expect("a change");
+        assert_eq!(change.before.cores_available, 1.5);
+        assert_eq!(change.after.cores_available, 3.0);
+        assert_eq!(change.after.memory_limit_bytes, 512 * MIB);
+        assert_eq!(
+            change.describe(),
+            "CPU 1.50 -> 3.00 cores, memory 1024 -> 512 MiB"
+        );
+        assert_eq!(monitor.limits().cores_available, 3.0);
+        assert_eq!(monitor.refresh_limits(), None, "reported once");
+        // Samples go on against the new limits: 600 MiB in use is over the new 512 MiB, no headroom left.
+        let usage = monitor.sample();
+        assert_eq!(usage.memory_used_bytes, 512 * MIB);
+        assert!((usage.memory_percent_of_limit - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn memory_now_reads_rss_and_the_tightest_cgroup() {
+        let tree = v1_hybrid();
+        let mut monitor = tree.monitor();
+        // Before a full sample, the page cache is not known: usage counts whole.
+        let reading = monitor.memory_now();
+        assert_eq!(reading.rss_bytes, 2108 * 1024);
+        assert_eq!(reading.used_bytes, 700 * MIB);
+        monitor.sample();
+        // After it, the inactive page cache of each level (100 MiB at the 1 GiB level) is left out.
+        assert_eq!(monitor.memory_now().used_bytes, 600 * MIB);
+        tree.write(
+            "sys/fs/cgroup/memory/process_api/abc/memory.usage_in_bytes",
+            &format!("{}\n", 900 * MIB),
+        );
+        tree.status(3000, 7, "0-3");
+        let reading = monitor.memory_now();
+        assert_eq!(reading.rss_bytes, 3000 * 1024);
+        assert_eq!(reading.used_bytes, 800 * MIB);
+    }
+
+    #[test]
+    fn thread_cpu_time_counts_this_thread() {
+        let before = thread_cpu_time().expect("/proc/thread-self/stat");
+        let until = Instant::now() + Duration::from_millis(150);
+        let mut spin = 0u64;
+        while Instant::now() < until {
+            spin = std::hint::black_box(spin.wrapping_add(1));
+        }
+        let after = thread_cpu_time().unwrap();
+        assert!(after >= before);
+        // Spinning 150 ms on this thread: most of it counted, even on a busy machine.
+        assert!(
+            after - before >= Duration::from_millis(30),
+            "{:?}",
+            after - before
+        );
     }
 
     fn v2(cpu_max: &str, memory_max: &str) -> Tree {

@@ -250,16 +250,33 @@ pub struct HistoryPoint {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GeneratorSample {
-    /// CPU over its limit, or scheduler lag over its limit, at some point in the interval.
+    /// CPU, memory or scheduler lag over its limit at some point in the interval.
     pub saturated: bool,
-    /// Highest process CPU in the interval, percent of the CPU available to the process.
-    pub cpu_percent: f64,
-    /// Highest resident memory in the interval.
-    pub rss_bytes: u64,
-    /// Worst scheduler lag in the interval, milliseconds.
-    pub lag_ms: f64,
+    /// Highest process CPU in the interval, percent of the CPU available to the process; `None` when no CPU
+    /// sample fell in the interval (shown as missing, never as 0).
+    pub cpu_percent: Option<f64>,
+    /// Highest resident memory in the interval; `None` when not measured.
+    pub rss_bytes: Option<u64>,
+    /// Worst scheduler lag in the interval, milliseconds; `None` when not measured.
+    pub lag_ms: Option<f64>,
     /// Users the guard holds back (its cap is below the target), 0 when it holds none back.
     pub users_held_back: u64,
+}
+
+impl GeneratorSample {
+    /// The sample as the history CSV's generator cells: saturated (0/1), CPU %, RSS MB, lag ms, users held back.
+    /// A value that was not measured is an empty cell, never 0.
+    pub fn csv_cells(&self) -> [String; 5] {
+        [
+            u8::from(self.saturated).to_string(),
+            self.cpu_percent
+                .map_or_else(String::new, |c| format!("{c:.1}")),
+            self.rss_bytes
+                .map_or_else(String::new, |r| format!("{:.1}", r as f64 / 1_048_576.0)),
+            self.lag_ms.map_or_else(String::new, |l| format!("{l:.1}")),
+            self.users_held_back.to_string(),
+        ]
+    }
 }
 
 impl HistoryPoint {

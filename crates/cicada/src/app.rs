@@ -296,6 +296,16 @@ async fn run(
     events: Arc<Events>,
     options: Arc<Options>,
 ) -> i32 {
+    // First, before any load: a SIGTERM must find the handlers in place, and the reserve must exist before memory
+    // runs short.
+    let mut signals = match crate::signals::StopSignals::install() {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("error: cannot install the SIGINT/SIGTERM handlers: {error}");
+            return 1;
+        }
+    };
+    let report_reserve = ReportReserve::new();
     let stats = Stats::new(StatsConfig {
         max_names: options.max_names,
         max_errors: options.max_errors,
@@ -362,6 +372,8 @@ async fn run(
     let runner = env.runner.clone();
     let runner_task = runner::start(parts, runnable, env.clone(), options.stop_timeout);
     let guard = Guard::start(&options.guard_settings(), env.clone());
+    // The guard's thread watches until the reports are written, then ends with the run.
+    let _guard_thread = guard.as_ref().map(Guard::owner);
     let started = Instant::now();
     let started_unix_ms = unix_now() * 1000;
     let web = Arc::new(WebContext {
@@ -430,8 +442,7 @@ async fn run(
         // A load shape runs from the moment the test starts (at once when headless, on the start form otherwise).
         let mut shape_started: Option<Instant> = (headless || options.autostart).then(Instant::now);
         let mut autoquit_at: Option<Instant> = None;
-        let ctrl_c = tokio::signal::ctrl_c();
-        tokio::pin!(ctrl_c);
+        let mut stop_signal = None;
         let reason = loop {
             let deadline = web.clock.deadline();
             tokio::select! {
@@ -446,10 +457,16 @@ async fn run(
                     runner.stop();
                     continue;
                 }
-                _ = &mut ctrl_c => {
-                    tracing::info!("Ctrl-C: stopping the test gracefully (press again to exit at once)");
-                    break "interrupted";
+                signal = signals.next() => {
+                    tracing::info!(
+                        "{}: stopping the test gracefully (send it again to exit at once)",
+                        signal.stop_reason()
+                    );
+                    stop_signal = Some(signal);
+                    break signal.stop_reason();
                 }
+                // The guard's emergency stop (or a task's stop_test) ends the run without waiting for the tick.
+                _ = runner.wait_for_state(Duration::from_secs(86_400), |s| s == RunnerState::Quitting) => {}
             }
             if runner.state() == RunnerState::Quitting {
                 if guard.as_ref().is_some_and(Guard::stopped_test) {
@@ -527,7 +544,7 @@ async fn run(
                 let _ = std::io::stdout().flush();
             }
         };
-        (reason, install_force_exit(reason == "interrupted"))
+        (reason, signals.exit_on_next(stop_signal))
     };
 
     stats.collect();
@@ -544,6 +561,8 @@ async fn run(
     if let Some(writer) = history_csv.as_mut() {
         let _ = writer.append(&stats.snapshot(), 0, unix_now());
     }
+    // Memory that was kept aside goes back now, for the reports.
+    drop(report_reserve);
     let snapshot = stats.snapshot();
     let guard_report = guard.as_ref().map(Guard::report);
     let mut exit_code = 0;
@@ -581,23 +600,6 @@ async fn run(
     exit_code
 }
 
-/// While users stop and reports are written, Ctrl-C (a second one, if the first started the stop) ends the process
-/// at once.
-fn install_force_exit(already_interrupted: bool) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        if !already_interrupted {
-            if tokio::signal::ctrl_c().await.is_err() {
-                return;
-            }
-            eprintln!("the test is already stopping: press Ctrl-C again to exit at once");
-        }
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("second Ctrl-C: exiting without waiting for users or writing reports");
-            std::process::exit(130);
-        }
-    })
-}
-
 /// Combine the generator's state over two intervals (worst of each).
 fn merge_generator(
     a: Option<GeneratorSample>,
@@ -606,11 +608,35 @@ fn merge_generator(
     match (a, b) {
         (Some(a), Some(b)) => Some(GeneratorSample {
             saturated: a.saturated || b.saturated,
-            cpu_percent: a.cpu_percent.max(b.cpu_percent),
-            rss_bytes: a.rss_bytes.max(b.rss_bytes),
-            lag_ms: a.lag_ms.max(b.lag_ms),
+            cpu_percent: max_of(a.cpu_percent, b.cpu_percent),
+            rss_bytes: max_of(a.rss_bytes, b.rss_bytes),
+            lag_ms: max_of(a.lag_ms, b.lag_ms),
             users_held_back: a.users_held_back.max(b.users_held_back),
         }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Memory set aside at the start of a run and given back just before the final reports are written, so that a
+/// generator that ran right up to its memory limit (the guard stopped it there) can still build its reports. The
+/// pages are written so that they are really resident; the block is above glibc's mmap threshold, so freeing it
+/// returns it to the kernel (and to the container's budget) at once.
+struct ReportReserve(#[allow(dead_code)] Vec<u8>);
+
+impl ReportReserve {
+    /// 8 MiB: a snapshot, the JSON and CSV of a run with the default caps fit in a few MiB; a long run with many
+    /// names needs more, which the guard's emergency stop frees by aborting the users.
+    const BYTES: usize = 8 << 20;
+
+    fn new() -> Self {
+        ReportReserve(vec![0xA5; Self::BYTES])
+    }
+}
+
+/// The larger of two measurements, either of which may be missing.
+fn max_of<T: PartialOrd>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b > a { b } else { a }),
         (a, b) => a.or(b),
     }
 }

@@ -47,6 +47,7 @@ pub mod options;
 pub mod report;
 pub mod runner;
 pub mod shape;
+mod signals;
 pub mod user;
 mod web;
 

@@ -367,16 +367,9 @@ impl HistoryCsvWriter {
         unix_secs: u64,
         generator: Option<&GeneratorSample>,
     ) -> Result<(), ReportError> {
-        let generator_cells: [String; 5] = match generator {
-            Some(g) => [
-                u8::from(g.saturated).to_string(),
-                format!("{:.1}", g.cpu_percent),
-                format!("{:.1}", g.rss_bytes as f64 / 1_048_576.0),
-                format!("{:.1}", g.lag_ms),
-                g.users_held_back.to_string(),
-            ],
-            None => Default::default(),
-        };
+        let generator_cells: [String; 5] = generator
+            .map(GeneratorSample::csv_cells)
+            .unwrap_or_default();
         let entries: &[EntryStats] = if self.full_history {
             &snapshot.entries
         } else {
@@ -579,16 +572,28 @@ mod tests {
         let mut with_generator = HistoryCsvWriter::create(&path, false).unwrap();
         let generator = GeneratorSample {
             saturated: true,
-            cpu_percent: 97.25,
-            rss_bytes: 3 * 1_048_576,
-            lag_ms: 12.0,
+            cpu_percent: Some(97.25),
+            rss_bytes: Some(3 * 1_048_576),
+            lag_ms: Some(12.0),
             users_held_back: 40,
         };
         with_generator
             .append_with_generator(&snapshot(), 4, 100, Some(&generator))
             .unwrap();
+        let missed_cpu = GeneratorSample {
+            cpu_percent: None,
+            ..generator
+        };
+        with_generator
+            .append_with_generator(&snapshot(), 4, 101, Some(&missed_cpu))
+            .unwrap();
         let (_, rows) = parse(&std::fs::read(&path).unwrap());
         assert_eq!(rows[0][24..], ["1", "97.2", "3.0", "12.0", "40"]);
+        assert_eq!(
+            rows[1][24..],
+            ["1", "", "3.0", "12.0", "40"],
+            "a missed CPU sample is missing, not 0"
+        );
 
         let mut full = HistoryCsvWriter::create(&path, true).unwrap();
         full.append(&snapshot(), 4, 100).unwrap();

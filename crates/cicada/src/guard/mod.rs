@@ -1,27 +1,29 @@
 //! The resource guard: the generator watches its own CPU, memory and scheduler lag, and protects the test.
 //!
-//! Once a second it samples the process and its container ([`cicada_monitor`]), fires `usage_monitor`, marks the
-//! interval saturated when CPU or lag is over its limit (latencies measured then are inflated by the generator
-//! itself), and in protect mode applies the [`policy`]: pause spawning, shed the newest users, resume when
-//! usage is back under the low-water marks, or stop the test when nothing helps. Every action is logged once, fired
-//! as an event, counted, and kept for the reports.
+//! The guard runs on an OS thread of its own ([`watcher`]), outside the tokio runtime whose users it watches, so a
+//! starved or stalled runtime cannot silence it. Tens of times a second it reads memory and acts on the level and
+//! the growth rate (pausing spawning before the limit, shedding users, an emergency stop before the OOM killer);
+//! once a second it takes a full sample ([`cicada_monitor`]), fires `usage_monitor`, marks the interval when a
+//! limit is over, and applies the [`policy`]; every two seconds it re-reads the container's limits. Every action
+//! is logged once, fired as an event, counted, and kept for the reports; [`GuardStatus`] is its typed current
+//! state, read by the console, the web UI and the reports.
 
 pub mod policy;
+mod watcher;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cicada_monitor::{LagProbe, Monitor, Usage};
+use cicada_monitor::{LagProbe, Limits, Monitor, Usage};
 use cicada_stats::GeneratorSample;
 
 use crate::environment::Environment;
-use crate::runner::{GuardCap, RunnerState};
-pub use policy::{Breaches, Decision, GuardLimits, GuardMode, Observation, Policy};
+pub use policy::{
+    Breaches, Decision, GuardLimits, GuardMode, MemoryObservation, Observation, Policy,
+};
 
 /// Most guard actions kept for reports; later ones are counted, not kept.
 const MAX_KEPT_ACTIONS: usize = 1_000;
-/// How often the guard samples.
-const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the scheduler-lag probe wants to wake.
 const LAG_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -110,6 +112,10 @@ pub enum GuardActionKind {
     Resume,
     /// The test was stopped.
     StopTest,
+    /// Memory was about to run out: every user was aborted at once and the test stopped.
+    Emergency,
+    /// The container's limits changed while running (a resize, a new quota).
+    LimitsChanged,
 }
 
 /// One thing the guard did or noticed.
@@ -129,7 +135,7 @@ pub struct GuardAction {
     pub reason: String,
 }
 
-/// The limits the guard enforced, for reports.
+/// The limits the guard enforces (the latest, when they changed during the run), for reports.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct GuardLimitsReport {
     /// CPU the process may use, in cores (affinity and container quota).
@@ -146,6 +152,25 @@ pub struct GuardLimitsReport {
     pub cgroup: String,
 }
 
+impl GuardLimitsReport {
+    fn new(limits: &Limits, settings: &GuardSettings) -> Self {
+        GuardLimitsReport {
+            cores_available: limits.cores_available,
+            memory_limit_bytes: limits.memory_limit_bytes,
+            max_cpu_percent: settings.max_cpu_percent,
+            max_memory_bytes: settings.max_memory.resolve(limits.memory_limit_bytes),
+            max_lag_ms: settings.max_lag.as_secs_f64() * 1e3,
+            cgroup: limits.cgroup.as_ref().map_or_else(
+                || "none".to_string(),
+                |c| match &c.memory {
+                    Some(memory) => format!("{:?} ({})", c.version, memory.dir.display()),
+                    None => format!("{:?}", c.version),
+                },
+            ),
+        }
+    }
+}
+
 /// What the guard saw and did over the run.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct GuardReport {
@@ -153,9 +178,11 @@ pub struct GuardReport {
     pub mode: String,
     /// The limits in force.
     pub limits: GuardLimitsReport,
-    /// Seconds sampled.
+    /// The guard's state at the end (or now, while running).
+    pub status: GuardStatus,
+    /// Full samples taken (about one a second).
     pub samples: u64,
-    /// Seconds in which the generator was saturated (CPU or lag over its limit).
+    /// Full samples in which the generator was saturated: CPU, memory or lag over its limit.
     pub saturated_samples: u64,
     /// Share of the run that was saturated, 0 to 1.
     pub saturated_share: f64,
@@ -175,14 +202,95 @@ pub struct GuardReport {
     pub actions: Vec<GuardAction>,
     /// Actions beyond those kept.
     pub actions_not_kept: u64,
+    /// Times the container's limits changed during the run.
+    pub limit_changes: u64,
+    /// CPU time the guard's own thread used, seconds.
+    pub guard_cpu_seconds: f64,
+    /// The guard's own CPU over the run, percent of one core.
+    pub guard_cpu_percent: f64,
+    /// Fast memory readings taken (tens a second).
+    pub memory_readings: u64,
 }
 
+/// Which limit a breach is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardLimitKind {
+    /// CPU, percent of the CPU available to the process.
+    Cpu,
+    /// Memory, bytes counted against the container's (or machine's) memory.
+    Memory,
+    /// Scheduler lag, milliseconds.
+    Lag,
+}
+
+/// One limit that is over now.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LimitBreach {
+    /// Which limit.
+    pub limit: GuardLimitKind,
+    /// The measured value (percent, bytes or milliseconds, as the limit).
+    pub value: f64,
+    /// The limit's value, in the same unit.
+    pub limit_value: f64,
+    /// How far over, in percent of the limit.
+    pub over_by_percent: f64,
+}
+
+/// How much room is left under each limit (negative when over).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Headroom {
+    /// CPU percentage points under `--max-cpu`; `None` before the first CPU sample.
+    pub cpu_percent: Option<f64>,
+    /// Bytes under `--max-memory`.
+    pub memory_bytes: i64,
+    /// Bytes under the hard limit (the container's or the machine's memory).
+    pub hard_memory_bytes: i64,
+    /// Milliseconds under `--max-lag`.
+    pub lag_ms: f64,
+    /// Memory growth over the last few hundred milliseconds, bytes per second (0 when flat or falling).
+    pub memory_growth_bytes_per_second: f64,
+}
+
+/// What the guard is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardPhase {
+    /// Every limit is fine, or the guard only warns.
+    #[default]
+    Normal,
+    /// Spawning is paused (and users may have been shed) until usage is back under the low-water marks.
+    Holding,
+    /// The guard stopped the test.
+    Stopped,
+    /// The guard aborted every user to stay clear of the OOM killer.
+    Emergency,
+}
+
+/// The guard's current state, in one typed value for the console, the web UI, the reports and a cluster
+/// master.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct GuardStatus {
+    /// What the guard is doing.
+    pub phase: GuardPhase,
+    /// The limits over now (empty when none).
+    pub over: Vec<LimitBreach>,
+    /// Room left under each limit.
+    pub headroom: Headroom,
+    /// Users the guard holds back (the target minus its cap), 0 when none.
+    pub users_held_back: u64,
+    /// When this state was measured, Unix milliseconds.
+    pub measured_unix_ms: u64,
+}
+
+/// The peaks of one reporting interval. Memory and lag are read many times a second, so they are always there;
+/// CPU needs a full sample, and an interval without one says so instead of showing 0.
 #[derive(Default)]
 struct IntervalPeak {
     saturated: bool,
-    cpu_percent: f64,
-    rss_bytes: u64,
-    lag: Duration,
+    cpu_percent: Option<f64>,
+    rss_bytes: Option<u64>,
+    lag: Option<Duration>,
 }
 
 struct GuardState {
@@ -192,14 +300,33 @@ struct GuardState {
     paused_since: Option<Instant>,
 }
 
-/// A running guard; cheap to clone.
+/// A running guard; cheap to clone. The guard's thread ends when the last clone is dropped.
 #[derive(Clone)]
 pub(crate) struct Guard {
-    state: Arc<Mutex<GuardState>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<GuardState>,
+    /// Set when the last [`Guard`] handle is dropped: the thread ends at its next tick.
+    done: std::sync::atomic::AtomicBool,
+}
+
+/// Ends the guard's thread when the run's last handle goes.
+struct Owner(Arc<Shared>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0
+            .done
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Guard {
-    /// Start sampling (and protecting) on the current runtime. `None` when the guard is off.
+    /// Start watching (and protecting) on a thread of its own. `None` when the guard is off or the machine's
+    /// usage cannot be read. Call inside the tokio runtime that runs the users: the scheduler-lag probe lives
+    /// there, since that runtime's delay is what it measures.
     pub(crate) fn start(settings: &GuardSettings, env: Arc<Environment>) -> Option<Guard> {
         if settings.mode == GuardMode::Off {
             return None;
@@ -216,223 +343,56 @@ impl Guard {
         let probe = LagProbe::spawn(LAG_PROBE_INTERVAL);
         monitor.attach_lag_probe(&probe);
         let limits = monitor.limits().clone();
-        let memory_limit = limits.memory_limit_bytes;
-        let max_memory = settings.max_memory.resolve(memory_limit);
-        let guard_limits = GuardLimits::new(
-            settings.max_cpu_percent,
-            max_memory,
-            memory_limit,
-            settings.max_lag,
-        );
         let report = GuardReport {
             mode: format!("{:?}", settings.mode).to_lowercase(),
-            limits: GuardLimitsReport {
-                cores_available: limits.cores_available,
-                memory_limit_bytes: memory_limit,
-                max_cpu_percent: settings.max_cpu_percent,
-                max_memory_bytes: max_memory,
-                max_lag_ms: settings.max_lag.as_secs_f64() * 1e3,
-                cgroup: limits.cgroup.as_ref().map_or_else(
-                    || "none".to_string(),
-                    |c| match &c.memory {
-                        Some(memory) => format!("{:?} ({})", c.version, memory.dir.display()),
-                        None => format!("{:?}", c.version),
-                    },
-                ),
-            },
+            limits: GuardLimitsReport::new(&limits, settings),
             ..GuardReport::default()
         };
         tracing::info!(
             "resource guard ({}): {:.2} cores and {} MiB available; limits: CPU {:.0}%, memory {} MiB, lag {} ms",
             report.mode,
             limits.cores_available,
-            memory_limit >> 20,
+            limits.memory_limit_bytes >> 20,
             settings.max_cpu_percent,
-            max_memory >> 20,
+            report.limits.max_memory_bytes >> 20,
             settings.max_lag.as_millis()
         );
-        let guard = Guard {
-            state: Arc::new(Mutex::new(GuardState {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(GuardState {
                 report,
                 interval: IntervalPeak::default(),
                 latest: None,
                 paused_since: None,
-            })),
+            }),
+            done: std::sync::atomic::AtomicBool::new(false),
+        });
+        let guard = Guard {
+            shared: shared.clone(),
         };
-        let policy = Policy::new(guard_limits, settings.mode);
-        tokio::spawn(guard.clone().run(monitor, probe, policy, env));
+        let watcher = watcher::Watcher::new(guard.clone(), monitor, probe, settings.clone(), env);
+        let spawned = std::thread::Builder::new()
+            .name("cicada-guard".to_string())
+            .spawn(move || watcher.run());
+        if let Err(error) = spawned {
+            tracing::warn!(
+                "the resource guard's thread could not start ({error}); it is off for this run"
+            );
+            return None;
+        }
         Some(guard)
     }
 
+    /// A handle that stops the guard's thread when dropped (the run keeps it until the reports are written).
+    pub(crate) fn owner(&self) -> impl Drop + use<> {
+        Owner(self.shared.clone())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, GuardState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn run(
-        self,
-        mut monitor: Monitor,
-        _probe: LagProbe,
-        mut policy: Policy,
-        env: Arc<Environment>,
-    ) {
-        let started = Instant::now();
-        let mut ticker = tokio::time::interval(SAMPLE_INTERVAL);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick fires at once; CPU needs two samples to have a rate.
-        ticker.tick().await;
-        monitor.sample();
-        let mut over = false;
-        let mut cpu_warned = false;
-        loop {
-            ticker.tick().await;
-            let usage = monitor.sample();
-            let users = env.runner.user_count();
-            let observation = Observation {
-                at: Instant::now(),
-                cpu_percent: usage.cpu_percent_of_available,
-                memory_bytes: usage.memory_used_bytes,
-                lag: usage.max_lag,
-                users,
-            };
-            let breaches = policy.breaches(&observation);
-            self.record_sample(&usage, breaches);
-            env.events.fire_usage_monitor(&env, &usage);
-            let describe = || {
-                format!(
-                    "CPU {:.0}% of {:.2} cores, RSS {} MiB, scheduler lag {} ms",
-                    usage.cpu_percent_of_available,
-                    monitor.limits().cores_available,
-                    usage.rss_bytes >> 20,
-                    usage.max_lag.as_millis()
-                )
-            };
-            if breaches.cpu && !cpu_warned {
-                cpu_warned = true;
-                env.events
-                    .fire_cpu_warning(&env, usage.cpu_percent_of_available);
-                self.act(
-                    &env,
-                    started,
-                    GuardActionKind::CpuWarning,
-                    users,
-                    0,
-                    describe(),
-                );
-            }
-            // Crossing back counts only under the low-water marks, so usage hovering at a limit does not flap.
-            if breaches.any() && !over {
-                over = true;
-                tracing::warn!(
-                    "the load generator is over its {} limit ({}): response times measured now are not reliable",
-                    breaches.describe(),
-                    describe()
-                );
-                self.act(
-                    &env,
-                    started,
-                    GuardActionKind::OverLimit,
-                    users,
-                    0,
-                    format!("{}: {}", breaches.describe(), describe()),
-                );
-            } else if over && policy.below_low_water(&observation) {
-                over = false;
-                cpu_warned = false;
-                tracing::info!(
-                    "the load generator is back under its limits ({})",
-                    describe()
-                );
-                self.act(
-                    &env,
-                    started,
-                    GuardActionKind::BackUnderLimits,
-                    users,
-                    0,
-                    describe(),
-                );
-            }
-            // Only a test that is spawning or running can be protected; between tests (and while users stop at
-            // the end) there is nothing to act on, and the next test starts with a clean slate.
-            if !matches!(
-                env.runner.state(),
-                RunnerState::Spawning | RunnerState::Running
-            ) {
-                policy.reset();
-                if self.lock().paused_since.is_some() {
-                    self.close_pause();
-                }
-                continue;
-            }
-            for decision in policy.observe(&observation) {
-                match decision {
-                    Decision::PauseSpawning => {
-                        env.runner.guard(GuardCap::Pause);
-                        self.lock().paused_since.get_or_insert(Instant::now());
-                        tracing::warn!("resource guard: spawning paused at {users} users");
-                        self.act(
-                            &env,
-                            started,
-                            GuardActionKind::PauseSpawning,
-                            users,
-                            0,
-                            describe(),
-                        );
-                    }
-                    Decision::Shed(count) => {
-                        env.runner.guard(GuardCap::Shed(count));
-                        self.lock().report.users_shed += count;
-                        tracing::warn!(
-                            "resource guard: stopping the {count} newest of {users} users ({})",
-                            describe()
-                        );
-                        self.act(
-                            &env,
-                            started,
-                            GuardActionKind::Shed,
-                            users,
-                            count,
-                            describe(),
-                        );
-                    }
-                    Decision::Resume => {
-                        env.runner.guard(GuardCap::Lift);
-                        self.close_pause();
-                        tracing::info!(
-                            "resource guard: usage is back to normal; ramping back toward the target"
-                        );
-                        self.act(&env, started, GuardActionKind::Resume, users, 0, describe());
-                    }
-                    Decision::StopTest(reason) => {
-                        tracing::error!(
-                            "resource guard: stopping the test: {reason} ({})",
-                            describe()
-                        );
-                        self.lock().report.stopped_test = Some(reason.clone());
-                        self.act(&env, started, GuardActionKind::StopTest, users, 0, reason);
-                        env.runner.quit();
-                    }
-                }
-            }
-        }
-    }
-
-    fn record_sample(&self, usage: &Usage, breaches: Breaches) {
-        let mut state = self.lock();
-        let report = &mut state.report;
-        report.samples += 1;
-        if breaches.saturated() {
-            report.saturated_samples += 1;
-        }
-        report.saturated_share = report.saturated_samples as f64 / report.samples as f64;
-        report.peak_cpu_percent = report.peak_cpu_percent.max(usage.cpu_percent_of_available);
-        report.peak_rss_bytes = report.peak_rss_bytes.max(usage.rss_bytes);
-        report.peak_lag_ms = report.peak_lag_ms.max(usage.max_lag.as_secs_f64() * 1e3);
-        let interval = &mut state.interval;
-        interval.saturated |= breaches.saturated();
-        interval.cpu_percent = interval.cpu_percent.max(usage.cpu_percent_of_available);
-        interval.rss_bytes = interval.rss_bytes.max(usage.rss_bytes);
-        interval.lag = interval.lag.max(usage.max_lag);
-        state.latest = Some(usage.clone());
+    fn done(&self) -> bool {
+        self.shared.done.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn act(
@@ -445,9 +405,7 @@ impl Guard {
         reason: String,
     ) {
         let action = GuardAction {
-            unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            unix_ms: unix_ms(),
             run_seconds: started.elapsed().as_secs_f64(),
             kind,
             users,
@@ -478,12 +436,12 @@ impl Guard {
             saturated: peak.saturated,
             cpu_percent: peak.cpu_percent,
             rss_bytes: peak.rss_bytes,
-            lag_ms: peak.lag.as_secs_f64() * 1e3,
+            lag_ms: peak.lag.map(|lag| lag.as_secs_f64() * 1e3),
             users_held_back,
         }
     }
 
-    /// The latest sample, for the console.
+    /// The latest full sample, for the console.
     pub(crate) fn latest(&self) -> Option<Usage> {
         self.lock().latest.clone()
     }
@@ -512,6 +470,12 @@ impl Guard {
     pub(crate) fn stopped_test(&self) -> bool {
         self.lock().report.stopped_test.is_some()
     }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

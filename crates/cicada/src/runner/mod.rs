@@ -7,7 +7,7 @@
 
 pub(crate) mod distribution;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -101,6 +101,12 @@ struct RunnerShared {
     spawn_rate_bits: AtomicU64,
     /// The guard's cap on users, `u64::MAX` when there is none.
     guard_cap: AtomicU64,
+    /// The guard asked to start no more users. Read by the spawn loop itself, so a pause takes effect at the
+    /// next user even before the runner gets to the command (a spawn of a million users a second is in batches).
+    spawn_hold: AtomicBool,
+    /// The guard asked for an emergency stop: abort every user now.
+    emergency: AtomicBool,
+    emergency_signal: tokio::sync::Notify,
     type_names: Vec<String>,
     counts_by_type: Mutex<Vec<u64>>,
 }
@@ -145,7 +151,23 @@ impl RunnerHandle {
     }
 
     pub(crate) fn guard(&self, cap: GuardCap) {
+        self.shared
+            .spawn_hold
+            .store(cap != GuardCap::Lift, Ordering::Relaxed);
         let _ = self.shared.commands.send(Command::Guard(cap));
+    }
+
+    /// Abort every user at once (no stop timeout, no `on_stop`) and end the run: memory is about to run out, and
+    /// a finished report beats a graceful ramp-down. Safe to call from any thread.
+    pub(crate) fn emergency_stop(&self) {
+        self.shared.spawn_hold.store(true, Ordering::Relaxed);
+        self.shared.emergency.store(true, Ordering::Relaxed);
+        self.shared.emergency_signal.notify_one();
+    }
+
+    /// Whether an emergency stop was asked for.
+    pub(crate) fn emergency_requested(&self) -> bool {
+        self.shared.emergency.load(Ordering::Relaxed)
     }
 
     /// The resource guard's cap on the user count, if it holds users back.
@@ -227,6 +249,9 @@ pub(crate) fn channel(type_names: Vec<String>) -> RunnerParts {
                 target_users: AtomicU64::new(0),
                 spawn_rate_bits: AtomicU64::new(0f64.to_bits()),
                 guard_cap: AtomicU64::new(u64::MAX),
+                spawn_hold: AtomicBool::new(false),
+                emergency: AtomicBool::new(false),
+                emergency_signal: tokio::sync::Notify::new(),
                 type_names,
                 counts_by_type: Mutex::new(counts),
             }),
@@ -340,9 +365,16 @@ impl Runner {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut housekeeping = tokio::time::interval(Duration::from_millis(250));
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shared = self.handle().shared.clone();
         loop {
             let next_step = self.next_step_at();
             tokio::select! {
+                biased;
+                _ = shared.emergency_signal.notified() => {
+                    self.abort_all();
+                    self.set_state(RunnerState::Quitting);
+                    return;
+                }
                 command = commands.recv() => match command {
                     Some(Command::Start(target)) => self.retarget(target),
                     Some(Command::Stop) => self.stop_all().await,
@@ -536,6 +568,9 @@ impl Runner {
             self.reset_cursor();
             return true;
         }
+        if self.handle().shared.spawn_hold.load(Ordering::Relaxed) {
+            return false;
+        }
         let Some(type_index) = self.next_type_to_spawn() else {
             return false;
         };
@@ -641,6 +676,10 @@ impl Runner {
         self.alive.iter_mut().for_each(|a| *a = 0);
         self.publish_counts();
         while !self.stopping.is_empty() {
+            if self.handle().emergency_requested() {
+                self.abort_all();
+                break;
+            }
             self.housekeeping();
             if self.stopping.is_empty() {
                 break;
@@ -649,10 +688,42 @@ impl Runner {
         }
         self.announced_complete = true;
         self.target.users = 0;
-        self.handle()
-            .shared
-            .target_users
-            .store(0, Ordering::Relaxed);
+        // The guard's hold belongs to the test that stopped; the next one starts without it.
+        self.cap = None;
+        let shared = &self.handle().shared;
+        shared.target_users.store(0, Ordering::Relaxed);
+        shared.guard_cap.store(u64::MAX, Ordering::Relaxed);
+        if !shared.emergency.load(Ordering::Relaxed) {
+            shared.spawn_hold.store(false, Ordering::Relaxed);
+        }
+        self.set_state(RunnerState::Stopped);
+        self.env
+            .events
+            .fire_env("test_stop", &self.env.events.test_stop, &self.env);
+    }
+}
+
+impl Runner {
+    /// The emergency stop: abort every user's task now (dropping its state), running or stopping.
+    fn abort_all(&mut self) {
+        let state = self.handle().state();
+        if !matches!(state, RunnerState::Stopping) {
+            self.set_state(RunnerState::Stopping);
+            self.env
+                .events
+                .fire_env("test_stopping", &self.env.events.test_stopping, &self.env);
+        }
+        let count = self.users.len() + self.stopping.len();
+        for user in self.users.drain(..) {
+            user.handle.abort();
+        }
+        for user in self.stopping.drain(..) {
+            user.handle.abort();
+        }
+        self.alive.iter_mut().for_each(|a| *a = 0);
+        self.publish_counts();
+        tracing::warn!("emergency stop: {count} users aborted");
+        self.announced_complete = true;
         self.set_state(RunnerState::Stopped);
         self.env
             .events

@@ -371,18 +371,9 @@ async fn history_csv(State(context): Shared) -> Response {
          Total Failure Count,Generator Saturated,Generator CPU %,Generator RSS MB,Generator Lag ms\n",
     );
     for point in context.env.stats().history() {
-        let generator = point.generator.map_or_else(
-            || ",,,".to_string(),
-            |g| {
-                format!(
-                    "{},{:.1},{:.1},{:.1}",
-                    u8::from(g.saturated),
-                    g.cpu_percent,
-                    g.rss_bytes as f64 / 1_048_576.0,
-                    g.lag_ms
-                )
-            },
-        );
+        let generator = point
+            .generator
+            .map_or_else(|| ",,,".to_string(), |g| g.csv_cells()[..4].join(","));
         text.push_str(&format!(
             "{},{},{:.6},{:.6},{:.3},{:.3},{:.3},{},{},{generator}\n",
             point.unix_ms / 1000,
