@@ -3,6 +3,8 @@
 //! - `CpuBurner`: every task burns CPU for 10 ms, then waits 100 ms. Twenty of them want about two cores.
 //! - `MemoryHog`: every 250 ms each user keeps another 2 MiB, touched, so resident memory grows by 8 MiB/s per user.
 //! - `UrlFlood`: records one million requests, each under a new name (a unique-URL flood), to show the name cap.
+//! - `Sleeper`: sends nothing; each task sleeps `GUARD_DEMO_SLEEP_MS` (default 0), then the user waits a second.
+//!   Millions of them show the guard pausing a spawn that does not fit in memory.
 //!
 //! The first two stop misbehaving after `GUARD_DEMO_SECONDS` (default 20) and then only wait, so you can see the guard
 //! shed users while the generator is starved and ramp back once it recovers:
@@ -77,6 +79,17 @@ async fn wait_a_moment(_user: &mut User<u64>) -> TaskResult {
     Ok(())
 }
 
+async fn doze(_user: &mut User) -> TaskResult {
+    let millis = std::env::var("GUARD_DEMO_SLEEP_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if millis > 0 {
+        cicada::tokio::time::sleep(Duration::from_millis(millis)).await;
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     STARTED.get_or_init(Instant::now);
     Cicada::new()
@@ -97,6 +110,12 @@ fn main() -> std::process::ExitCode {
                 .host("http://127.0.0.1")
                 .on_start(wait_a_moment)
                 .task(flood),
+        )
+        .user(
+            UserType::<()>::new("Sleeper")
+                .host("http://127.0.0.1")
+                .wait_time(constant(1.0))
+                .task(doze),
         )
         .run()
 }

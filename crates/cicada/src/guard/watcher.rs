@@ -43,6 +43,8 @@ pub(super) struct Watcher {
     last_cpu: Option<f64>,
     thread_cpu_at_start: Option<Duration>,
     emergency: bool,
+    /// A fast reading since the last full sample found memory over its limit: that sample is marked too.
+    memory_over_since_sample: bool,
 }
 
 impl Watcher {
@@ -68,6 +70,7 @@ impl Watcher {
             last_cpu: None,
             thread_cpu_at_start: None,
             emergency: false,
+            memory_over_since_sample: false,
         }
     }
 
@@ -111,9 +114,9 @@ impl Watcher {
         let reading = self.monitor.memory_now();
         let lag = self.probe.current();
         let limits = self.policy.limits();
-        let saturated = self.last_breaches.any()
-            || reading.used_bytes > limits.max_memory_bytes
-            || lag > limits.max_lag;
+        let memory_over = reading.used_bytes > limits.max_memory_bytes;
+        self.memory_over_since_sample |= memory_over;
+        let saturated = self.last_breaches.any() || memory_over || lag > limits.max_lag;
         {
             let mut state = self.guard.lock();
             let report = &mut state.report;
@@ -171,7 +174,8 @@ impl Watcher {
         let breaches = self.policy.breaches(&observation);
         self.last_breaches = breaches;
         self.last_cpu = cpu;
-        self.record_sample(&usage, cpu, lag, breaches);
+        let marked = breaches.any() || std::mem::take(&mut self.memory_over_since_sample);
+        self.record_sample(&usage, cpu, lag, marked);
         self.env.events.fire_usage_monitor(&self.env, &usage);
         let describe = format!(
             "CPU {} of {:.2} cores, memory {} MiB, scheduler lag {} ms",
@@ -295,14 +299,14 @@ impl Watcher {
             .act(&self.env, self.started, kind, users, users_shed, reason);
     }
 
-    fn record_sample(&self, usage: &Usage, cpu: Option<f64>, lag: Duration, breaches: Breaches) {
+    fn record_sample(&self, usage: &Usage, cpu: Option<f64>, lag: Duration, marked: bool) {
         let thread_cpu = cicada_monitor::thread_cpu_time()
             .zip(self.thread_cpu_at_start)
             .map(|(now, start)| now.saturating_sub(start));
         let mut state = self.guard.lock();
         let report = &mut state.report;
         report.samples += 1;
-        if breaches.any() {
+        if marked {
             report.saturated_samples += 1;
         }
         report.saturated_share = report.saturated_samples as f64 / report.samples as f64;
@@ -317,7 +321,7 @@ impl Watcher {
                 thread_cpu.as_secs_f64() / self.started.elapsed().as_secs_f64().max(1e-3) * 100.0;
         }
         let interval = &mut state.interval;
-        interval.saturated |= breaches.any();
+        interval.saturated |= marked;
         if let Some(cpu) = cpu {
             interval.cpu_percent = Some(interval.cpu_percent.unwrap_or(0.0).max(cpu));
         }
