@@ -582,7 +582,7 @@ fn cgroup_a_cpu_quota_raised_mid_run_is_followed_and_users_ramp_back() {
     let held = counts.iter().take(8).copied().max().unwrap();
     assert!(held < 8, "held back under the small quota: {counts:?}");
     assert!(
-        counts.iter().any(|&c| c == 8),
+        counts.contains(&8),
         "ramped back to the target after the resize: {counts:?}"
     );
 }
