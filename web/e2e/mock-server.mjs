@@ -112,7 +112,9 @@ class Simulation {
     const users = Number(fields.get('user_count'));
     const rate = Number(fields.get('spawn_rate'));
     if (!Number.isInteger(users) || users < 0) return { success: false, message: 'user_count must be a whole number of at least 0' };
+    if (users > 10000000) return { success: false, message: `user_count: ${users} users is more than cicada runs from one process (at most 10000000)` };
     if (!(rate > 0)) return { success: false, message: 'spawn_rate must be more than 0' };
+    if (rate > 1000000) return { success: false, message: `spawn_rate: ${rate} users per second is more than cicada starts (at most 1000000)` };
     const runTime = parseRunTime(fields.get('run_time'));
     if (Number.isNaN(runTime)) return { success: false, message: `run_time: cannot read "${fields.get('run_time')}" (use 30s, 5m, 1h30m)` };
     const classes = fields.getAll('user_classes');
@@ -296,47 +298,122 @@ class Simulation {
     return out;
   }
 
+  /** GET /stats/requests, in the server's shape: Locust's keys, cicada's own under `cicada`. */
   snapshot() {
     const entries = this.entries();
+    const total = this.total();
+    const whole = (ms) => (ms === null || ms === undefined ? 0 : Math.round(ms));
+    const pick = (pairs, q) => (pairs.find((p) => p[0] === q) || [q, null])[1];
+    const locust = (e, aggregated) => ({
+      method: aggregated ? null : e.method,
+      name: e.name,
+      safe_name: e.name.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;'),
+      num_requests: e.num_requests,
+      num_failures: e.num_failures,
+      avg_response_time: e.avg_ms ?? 0,
+      min_response_time: whole(e.min_ms),
+      max_response_time: whole(e.max_ms),
+      current_rps: e.current_rps,
+      current_fail_per_sec: e.current_fail_per_s,
+      median_response_time: whole(e.median_ms),
+      ninetieth_response_time: whole(pick(e.percentiles, 0.9)),
+      ninety_ninth_response_time: whole(pick(e.percentiles, 0.99)),
+      avg_content_length: e.avg_content_length,
+      total_rps: e.total_rps,
+      total_fail_per_sec: e.total_fail_per_s,
+      'response_time_percentile_0.95': whole(pick(e.percentiles, 0.95)),
+      'response_time_percentile_0.99': whole(pick(e.percentiles, 0.99)),
+      min_ms: e.min_ms ?? 0,
+      max_ms: e.max_ms ?? 0,
+      median_ms: e.median_ms ?? 0,
+      percentiles: e.num_requests ? e.percentiles : [],
+    });
+    const current = (q) => {
+      const ms = pick(total.current_percentiles, q);
+      return ms === null ? null : Math.round(ms);
+    };
+    const errors = this.errors();
     return {
       state: this.state,
       user_count: this.users,
-      target_user_count: this.target,
-      spawn_rate: this.spawnRate,
-      host: this.host,
-      run_seconds: this.runSeconds,
-      user_counts: Object.fromEntries(this.userTypes.map((t, i) => [t, Math.floor(this.users / this.userTypes.length) + (i < this.users % this.userTypes.length ? 1 : 0)])),
-      guard_cap: null,
-      stats: entries.slice(0, MAX_ROWS),
-      total: this.total(),
-      errors: this.errors(),
-      user_errors: this.userErrors,
-      rows_omitted: Math.max(0, entries.length - MAX_ROWS),
-      generator: this.state === 'ready' ? null : this.generator(),
+      total_rps: total.total_rps,
+      total_fail_per_sec: total.total_fail_per_s,
+      fail_ratio: total.num_requests ? total.num_failures / total.num_requests : 0,
+      current_rps: total.current_rps,
+      current_fail_per_sec: total.current_fail_per_s,
+      current_response_time_percentiles: { 'response_time_percentile_0.5': current(0.5), 'response_time_percentile_0.95': current(0.95) },
+      current_response_time_percentile_1: current(0.5),
+      current_response_time_percentile_2: current(0.95),
+      stats: [...entries.slice(0, MAX_ROWS).map((e) => locust(e, false)), locust(total, true)],
+      errors: errors.slice(0, 100),
+      cicada: {
+        version: 1,
+        target_user_count: this.target,
+        spawn_rate: this.spawnRate,
+        host: this.host,
+        stats_started_unix_ms: Date.now() - this.statsSeconds * 1000,
+        stats_seconds: this.statsSeconds,
+        user_counts: this.snapshotUserCounts(),
+        guard_cap: null,
+        rows_omitted: Math.max(0, entries.length - MAX_ROWS),
+        errors_omitted: Math.max(0, errors.length - 100),
+        exceptions: this.exceptions(),
+        exceptions_omitted: 0,
+        generator: this.state === 'ready' ? null : this.generator(),
+      },
     };
+  }
+
+  /** GET /exceptions rows (Locust's keys). */
+  exceptions() {
+    return this.userErrors.map((e) => ({ count: e.count, msg: e.message, traceback: e.traceback, nodes: 'local', user_type: e.user_type }));
   }
 
   config() {
-    return { version: '0.1.0', user_types: USER_TYPES, host: this.defaultHost, users: 1, spawn_rate: 1.0, run_time: null, flags: '-u 1 -r 1 (mock)' };
+    return { version: '0.1.0', api_version: 1, user_types: USER_TYPES, host: this.defaultHost, users: 1, spawn_rate: 1.0, run_time: null, flags: '-u 1 -r 1 (mock)', max_users: 10000000, max_spawn_rate: 1000000 };
   }
 
+  /** GET /tasks: Locust's per_class / total trees (by running users) and cicada's weight-based shares. */
   tasks() {
-    return {
-      user_types: [
-        { name: 'Visitor', share: 0.75, fixed_count: null, tasks: [{ depth: 0, name: 'index', share: 0.25, total_share: 0.25 }, { depth: 0, name: 'view_item', share: 0.75, total_share: 0.75 }] },
-        {
-          name: 'Shopper',
-          share: 0.25,
-          fixed_count: null,
-          tasks: [
-            { depth: 0, name: 'browse', share: 0.5, total_share: 0.5 },
-            { depth: 1, name: 'view_item', share: 0.5, total_share: 0.25 },
-            { depth: 1, name: 'list <items>', share: 0.5, total_share: 0.25 },
-            { depth: 0, name: 'checkout', share: 0.5, total_share: 0.5 },
-          ],
-        },
-      ],
+    const userTypes = [
+      { name: 'Visitor', share: 0.75, fixed_count: null, tasks: [{ depth: 0, name: 'index', share: 0.25, total_share: 0.25 }, { depth: 0, name: 'view_item', share: 0.75, total_share: 0.75 }] },
+      {
+        name: 'Shopper',
+        share: 0.25,
+        fixed_count: null,
+        tasks: [
+          { depth: 0, name: 'browse', share: 0.5, total_share: 0.5 },
+          { depth: 1, name: 'view_item', share: 0.5, total_share: 0.25 },
+          { depth: 1, name: 'list <items>', share: 0.5, total_share: 0.25 },
+          { depth: 0, name: 'checkout', share: 0.5, total_share: 0.5 },
+        ],
+      },
+    ];
+    const counts = this.snapshotUserCounts();
+    const all = Object.values(counts).reduce((a, b) => a + b, 0) || 1;
+    const tree = (rows, ratio) => {
+      const out = {};
+      for (let i = 0; i < rows.length; ) {
+        let end = i + 1;
+        while (end < rows.length && rows[end].depth > rows[i].depth) end += 1;
+        const children = rows.slice(i + 1, end);
+        out[rows[i].name] = { ratio: ratio(rows[i]), ...(children.length ? { tasks: tree(children, ratio) } : {}) };
+        i = end;
+      }
+      return out;
     };
+    const perClass = {};
+    const total = {};
+    for (const t of userTypes) {
+      const ratio = (counts[t.name] || 0) / all;
+      perClass[t.name] = { ratio, tasks: tree(t.tasks, (r) => r.share) };
+      total[t.name] = { ratio, tasks: tree(t.tasks, (r) => r.total_share * ratio) };
+    }
+    return { per_class: perClass, total, cicada: { version: 1, user_types: userTypes } };
+  }
+
+  snapshotUserCounts() {
+    return Object.fromEntries(this.userTypes.map((t, i) => [t, Math.floor(this.users / this.userTypes.length) + (i < this.users % this.userTypes.length ? 1 : 0)]));
   }
 
   requestsCsv() {
@@ -461,9 +538,15 @@ export function startMockServer({ port = 0, extraRows = 0, sse = true } = {}) {
       case 'POST /stats/reset':
         sim.resetStats();
         sim.log('INFO', 'Statistics reset');
-        return json(res, { success: true });
+        return json(res, { success: true, message: 'Statistics reset' });
+      case 'GET /swarm':
+      case 'GET /stop':
+      case 'GET /stats/reset':
+        return send(res, 405, 'application/json', JSON.stringify({ success: false, message: `${url.pathname} takes POST only` }), { Allow: 'POST' });
       case 'GET /tasks':
         return json(res, sim.tasks());
+      case 'GET /exceptions':
+        return json(res, { exceptions: sim.exceptions() });
       case 'GET /logs':
         return json(res, { logs: sim.logs });
       case 'GET /stats/requests/csv':
@@ -476,7 +559,8 @@ export function startMockServer({ port = 0, extraRows = 0, sse = true } = {}) {
         return csv(res, 'stats_history.csv', sim.historyCsv());
       case 'GET /report.json':
         return send(res, 200, 'application/json', JSON.stringify(sim.report()), { 'Content-Disposition': 'attachment; filename="report.json"' });
-      case 'GET /report': {
+      case 'GET /report':
+      case 'GET /stats/report': {
         const template = readDist('report.html');
         if (template === null) return send(res, 500, 'text/plain', 'dist/report.html is missing: run npm run build first\n');
         const html = fillReportTemplate(template.toString('utf8'), sim.report());

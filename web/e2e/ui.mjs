@@ -120,6 +120,24 @@ async function main() {
       if (state === 'stopped') await page.click('#new-test-button');
       await page.waitForSelector('#start-form', { state: 'visible', timeout: 5000 });
       await waitInPage(page, 'the start form got no defaults from /config', () => document.querySelector('#start-form [name="spawn_rate"]').value !== '', null, 5000);
+      // Out of bounds: the server refuses it with a 400, and the UI shows its message; nothing starts.
+      await page.fill('#start-form [name="user_count"]', '99999999999999');
+      await page.fill('#start-form [name="spawn_rate"]', '5');
+      await page.click('#start-form button[type="submit"]');
+      const refusal = await waitInPage(
+        page,
+        'no error message for 99999999999999 users',
+        () => {
+          const m = document.querySelector('#message');
+          return !m.hidden && m.dataset.kind === 'error' ? m.textContent : false;
+        },
+        null,
+        5000,
+      );
+      expect(/user_count/.test(refusal) && /10000000/.test(refusal), `the refusal does not explain the bound: "${refusal}"`);
+      summary.checks.bounded_users = refusal;
+      const stillReady = await page.evaluate(() => fetch('/stats/requests').then((r) => r.json()));
+      expect(stillReady.state === 'ready' || stillReady.state === 'stopped', `a refused start changed the state to ${stillReady.state}`);
       await page.fill('#start-form [name="user_count"]', '5');
       await page.fill('#start-form [name="spawn_rate"]', '5');
       await page.click('#start-form button[type="submit"]');

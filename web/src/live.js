@@ -7,7 +7,7 @@ import { getJson, postForm, streamSnapshots } from './api.js';
 import { Charts } from './charts.js';
 import { esc, fmtBytes, fmtInt, fmtPercent, fmtRate, setHtml } from './format.js';
 import { exceptionsHtml, failuresHtml, generatorHtml, logsHtml, ratioHtml } from './panels.js';
-import { HISTORY_REQUEST_POINTS, TABS, controls, createModel, headerFigures, setHistory, setSnapshot } from './state.js';
+import { HISTORY_REQUEST_POINTS, TABS, controls, createModel, headerFigures, setHistory, setSnapshot, snapshotParts } from './state.js';
 import { StatsTable } from './table.js';
 
 const HISTORY_EVERY_MS = 5000;
@@ -102,16 +102,13 @@ export function startLive(doc = document) {
   }
 
   function renderCounts() {
-    const s = model.snapshot || {};
-    const counts = {
-      failures: Array.isArray(s.errors) ? s.errors.length : 0,
-      exceptions: Array.isArray(s.user_errors) ? s.user_errors.length : 0,
-    };
+    const parts = snapshotParts(model.snapshot);
+    const counts = { failures: parts.errors.length, exceptions: parts.exceptions.length };
     for (const [key, n] of Object.entries(counts)) {
       const badge = el.tabs.querySelector(`[data-count="${key}"]`);
       badge.textContent = n > 0 ? fmtInt(n) : '';
     }
-    const saturated = Boolean(s.generator && s.generator.saturated);
+    const saturated = Boolean(parts.generator && parts.generator.saturated);
     el.tabs.querySelector('[data-count="resource"]').textContent = saturated ? '!' : '';
   }
 
@@ -119,22 +116,23 @@ export function startLive(doc = document) {
   function renderPanel() {
     const s = model.snapshot;
     if (!s) return;
+    const parts = snapshotParts(s);
     switch (model.tab) {
       case 'stats': {
-        statsTable.update(s.stats, s.total);
-        const omitted = Number(s.rows_omitted) || 0;
+        statsTable.update(parts.entries, parts.total);
+        const omitted = parts.rowsOmitted;
         el.rowsOmitted.hidden = omitted <= 0;
         el.rowsOmitted.textContent = omitted > 0 ? `${fmtInt(omitted)} more request names are not shown (the table holds at most 1,000 rows; the CSV has them all).` : '';
         break;
       }
       case 'failures':
-        setHtml(el.failures, failuresHtml(s.errors));
+        setHtml(el.failures, failuresHtml(parts.errors));
         break;
       case 'exceptions':
-        setHtml(el.exceptions, exceptionsHtml(s.user_errors));
+        setHtml(el.exceptions, exceptionsHtml(parts.exceptions));
         break;
       case 'resource':
-        setHtml(el.resource, generatorHtml(s.generator));
+        setHtml(el.resource, generatorHtml(parts.generator));
         break;
       default:
         break;
@@ -305,8 +303,9 @@ export function startLive(doc = document) {
   el.editButton.addEventListener('click', () => {
     model.editOpen = !model.editOpen;
     if (model.editOpen && model.snapshot) {
-      el.editForm.elements.user_count.value = model.snapshot.target_user_count ?? model.snapshot.user_count ?? '';
-      el.editForm.elements.spawn_rate.value = model.snapshot.spawn_rate ?? '';
+      const parts = snapshotParts(model.snapshot);
+      el.editForm.elements.user_count.value = parts.targetUsers ?? model.snapshot.user_count ?? '';
+      el.editForm.elements.spawn_rate.value = parts.spawnRate ?? '';
     }
     renderControls();
     if (model.editOpen) el.editForm.elements.user_count.focus();

@@ -41,7 +41,8 @@ export function exceptionsHtml(userErrors) {
     [
       { label: 'Count', num: true, cell: (e) => fmtInt(e.count) },
       { label: 'User type', cell: (e) => esc(e.user_type) },
-      { label: 'Message', cls: 'msg', cell: (e) => esc(e.message) },
+      // Locust's /exceptions calls it `msg`; the report's user errors `message`.
+      { label: 'Message', cls: 'msg', cell: (e) => esc(e.msg ?? e.message) },
       { label: 'Traceback', cls: 'traceback', cell: (e) => (e.traceback ? `<pre>${esc(e.traceback)}</pre>` : DASH) },
     ],
     userErrors,
@@ -49,14 +50,21 @@ export function exceptionsHtml(userErrors) {
   );
 }
 
-/** GET /tasks: each user type's share and its tasks, indented by nesting depth. */
+/**
+ * GET /tasks: each user type's share by weight and of the users running now (Locust's `per_class`
+ * ratio), and its tasks, indented by nesting depth (cicada's `cicada.user_types`).
+ */
 export function ratioHtml(tasks) {
-  const types = tasks && Array.isArray(tasks.user_types) ? tasks.user_types : [];
+  const cicada = (tasks && tasks.cicada) || {};
+  const types = Array.isArray(cicada.user_types) ? cicada.user_types : [];
+  const running = (tasks && tasks.per_class) || {};
   if (types.length === 0) return '<p class="empty">No user types.</p>';
   return types
     .map((type) => {
       const fixed = toNumber(type.fixed_count);
       const share = fixed !== null ? `fixed count ${fmtInt(fixed)}` : `${fmtShare(type.share)} of users`;
+      const now = running[type.name] ? toNumber(running[type.name].ratio) : null;
+      const nowText = now !== null ? ` · ${fmtShare(now)} of the users running now` : '';
       const rows = (Array.isArray(type.tasks) ? type.tasks : [])
         .map((t) => {
           const depth = Math.max(0, Math.min(20, Math.round(toNumber(t.depth) || 0)));
@@ -65,7 +73,7 @@ export function ratioHtml(tasks) {
           )}</td><td class="num">${fmtShare(t.total_share)}</td></tr>`;
         })
         .join('');
-      return `<section class="ratio-type card"><h3>${esc(type.name)} <small>${share}</small></h3>${
+      return `<section class="ratio-type card"><h3>${esc(type.name)} <small>${share}${nowText}</small></h3>${
         rows
           ? `<table class="data"><thead><tr><th class="text">Task</th><th class="num">Share in its set</th><th class="num">Share of the user type</th></tr></thead><tbody>${rows}</tbody></table>`
           : '<p class="empty">No tasks.</p>'
@@ -133,7 +141,7 @@ function facts(pairs) {
   return `<dl class="facts">${pairs.map(([k, v]) => `<div><dt>${esc(k)}</dt><dd>${v}</dd></div>`).join('')}</dl>`;
 }
 
-/** The live generator panel (snapshot.generator). */
+/** The live generator panel (snapshot.cicada.generator). */
 export function generatorHtml(generator) {
   if (!generator) {
     return '<p class="empty">No generator figures: the resource guard is off (<code>--guard off</code>) or has not sampled yet.</p>';

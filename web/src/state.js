@@ -55,19 +55,40 @@ export function controls(model) {
   };
 }
 
+/**
+ * A /stats/requests snapshot's parts in the shape the views read: Locust's `stats` split into the
+ * request rows and the Aggregated row (always last), and cicada's own figures (`snapshot.cicada`).
+ */
+export function snapshotParts(snapshot) {
+  const stats = snapshot && Array.isArray(snapshot.stats) ? snapshot.stats : [];
+  const last = stats.length > 0 ? stats[stats.length - 1] : null;
+  const hasTotal = Boolean(last && last.name === 'Aggregated' && (last.method === null || last.method === undefined || last.method === ''));
+  const cicada = (snapshot && snapshot.cicada) || {};
+  return {
+    entries: hasTotal ? stats.slice(0, -1) : stats,
+    total: hasTotal ? last : null,
+    errors: snapshot && Array.isArray(snapshot.errors) ? snapshot.errors : [],
+    exceptions: Array.isArray(cicada.exceptions) ? cicada.exceptions : [],
+    rowsOmitted: toNumber(cicada.rows_omitted) || 0,
+    generator: cicada.generator || null,
+    host: cicada.host ?? null,
+    targetUsers: toNumber(cicada.target_user_count),
+    spawnRate: toNumber(cicada.spawn_rate),
+  };
+}
+
 /** The header's figures from a snapshot (numbers or null). */
 export function headerFigures(snapshot) {
-  const total = (snapshot && snapshot.total) || {};
-  const requests = toNumber(total.num_requests) || 0;
-  const failures = toNumber(total.num_failures) || 0;
-  const generator = snapshot && snapshot.generator;
+  const parts = snapshotParts(snapshot);
+  const generator = parts.generator;
+  const failRatio = snapshot ? toNumber(snapshot.fail_ratio) : null;
   return {
     state: snapshot ? String(snapshot.state || 'unknown') : 'connecting',
-    host: snapshot ? snapshot.host : null,
+    host: snapshot ? parts.host : null,
     users: snapshot ? toNumber(snapshot.user_count) : null,
-    targetUsers: snapshot ? toNumber(snapshot.target_user_count) : null,
-    rps: toNumber(total.current_rps),
-    failRatio: requests > 0 ? (failures / requests) * 100 : 0,
+    targetUsers: snapshot ? parts.targetUsers : null,
+    rps: snapshot ? toNumber(snapshot.current_rps) : null,
+    failRatio: failRatio === null ? 0 : failRatio * 100,
     generator: generator
       ? {
           cpu: toNumber(generator.cpu_percent),

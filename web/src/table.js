@@ -6,28 +6,47 @@ import { esc, fmtInt, fmtMs, fmtQuantile, fmtRate, percentile, toNumber } from '
 
 const text = (v) => (v === null || v === undefined ? '' : String(v));
 
+/**
+ * The first of `keys` that `entry` carries as a number. Rows come in two shapes: Locust's (the live
+ * /stats/requests: `median_response_time`, `current_fail_per_sec`, ..., with cicada's precise `*_ms`
+ * beside the whole milliseconds) and the stats snapshot's (the report: `median_ms`, `current_fail_per_s`).
+ */
+function num(entry, ...keys) {
+  for (const key of keys) {
+    const n = toNumber(entry[key]);
+    if (n !== null) return n;
+  }
+  return null;
+}
+
+/** A percentile: the precise `[[q, ms]]` list when there is one, else Locust's whole-ms key. */
+function quantile(entry, q, ...keys) {
+  const precise = percentile(entry.percentiles, q);
+  return precise !== null ? precise : num(entry, ...keys);
+}
+
 /** The stats table's columns: label, how to read the value, how to format it, text or number. */
 export const STATS_COLUMNS = [
   { key: 'method', label: 'Type', get: (e) => text(e.method), kind: 'text' },
   { key: 'name', label: 'Name', get: (e) => text(e.name), kind: 'text' },
   { key: 'num_requests', label: '# Requests', get: (e) => toNumber(e.num_requests), fmt: fmtInt },
   { key: 'num_failures', label: '# Fails', get: (e) => toNumber(e.num_failures), fmt: fmtInt },
-  { key: 'median_ms', label: 'Median (ms)', get: (e) => toNumber(e.median_ms), fmt: fmtMs },
-  { key: 'p90', label: '90%ile (ms)', get: (e) => percentile(e.percentiles, 0.9), fmt: fmtMs },
-  { key: 'p99', label: '99%ile (ms)', get: (e) => percentile(e.percentiles, 0.99), fmt: fmtMs },
-  { key: 'avg_ms', label: 'Average (ms)', get: (e) => toNumber(e.avg_ms), fmt: fmtMs },
-  { key: 'min_ms', label: 'Min (ms)', get: (e) => toNumber(e.min_ms), fmt: fmtMs },
-  { key: 'max_ms', label: 'Max (ms)', get: (e) => toNumber(e.max_ms), fmt: fmtMs },
+  { key: 'median_ms', label: 'Median (ms)', get: (e) => num(e, 'median_ms', 'median_response_time'), fmt: fmtMs },
+  { key: 'p90', label: '90%ile (ms)', get: (e) => quantile(e, 0.9, 'ninetieth_response_time'), fmt: fmtMs },
+  { key: 'p99', label: '99%ile (ms)', get: (e) => quantile(e, 0.99, 'response_time_percentile_0.99', 'ninety_ninth_response_time'), fmt: fmtMs },
+  { key: 'avg_ms', label: 'Average (ms)', get: (e) => num(e, 'avg_ms', 'avg_response_time'), fmt: fmtMs },
+  { key: 'min_ms', label: 'Min (ms)', get: (e) => num(e, 'min_ms', 'min_response_time'), fmt: fmtMs },
+  { key: 'max_ms', label: 'Max (ms)', get: (e) => num(e, 'max_ms', 'max_response_time'), fmt: fmtMs },
   { key: 'avg_content_length', label: 'Average size (bytes)', get: (e) => toNumber(e.avg_content_length), fmt: fmtInt },
   { key: 'current_rps', label: 'Current RPS', get: (e) => toNumber(e.current_rps), fmt: fmtRate },
-  { key: 'current_fail_per_s', label: 'Current failures/s', get: (e) => toNumber(e.current_fail_per_s), fmt: fmtRate },
+  { key: 'current_fail_per_s', label: 'Current failures/s', get: (e) => num(e, 'current_fail_per_s', 'current_fail_per_sec'), fmt: fmtRate },
 ];
 
 /** The report's variant: whole-run rates instead of the current ones. */
 export const REPORT_COLUMNS = [
   ...STATS_COLUMNS.slice(0, -2),
   { key: 'total_rps', label: 'RPS', get: (e) => toNumber(e.total_rps), fmt: fmtRate },
-  { key: 'total_fail_per_s', label: 'Failures/s', get: (e) => toNumber(e.total_fail_per_s), fmt: fmtRate },
+  { key: 'total_fail_per_s', label: 'Failures/s', get: (e) => num(e, 'total_fail_per_s', 'total_fail_per_sec'), fmt: fmtRate },
 ];
 
 function cell(column, entry) {

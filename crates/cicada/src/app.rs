@@ -383,8 +383,6 @@ async fn run(
         tasks,
         type_names,
         clock: TestClock::default(),
-        started,
-        started_unix_ms,
     });
     let headless = options.headless;
     if !headless {

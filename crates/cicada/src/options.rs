@@ -78,6 +78,16 @@ pub struct Options {
     #[arg(long, env = "CICADA_WEB_LOGIN", value_name = "USER:PASSWORD")]
     pub web_login: Option<String>,
 
+    /// Another host name (or address) the web UI answers to, e.g. behind a proxy or under a DNS name: NAME (any
+    /// port) or NAME:PORT; repeat it or separate names with commas. See docs/web-ui.md.
+    #[arg(
+        long = "web-allowed-host",
+        env = "CICADA_WEB_ALLOWED_HOSTS",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub web_allowed_hosts: Vec<String>,
+
     /// Serve the web UI over HTTPS with this certificate (PEM); needs --tls-key.
     #[arg(
         long,

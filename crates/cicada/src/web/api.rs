@@ -1,4 +1,5 @@
-//! The web UI's routes: pages, live snapshots (JSON and server-sent events), controls and downloads.
+//! The web UI's routes: pages, live snapshots (JSON and server-sent events), controls and downloads. Every JSON
+//! answer is one of [`super::schema`]'s types.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -6,28 +7,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use cicada_stats::report::csv;
 use cicada_stats::{HistoryPoint, StatsSnapshot};
-use serde_json::{Value, json};
 
+use super::schema::{
+    API_VERSION, Answer, ConfigReport, ExceptionsReport, GeneratorView, HistoryReport, LiveExtras,
+    LocustException, LogsReport, RequestsReport, TaskShares, TasksReport,
+};
 use super::{WebContext, assets};
 use crate::options::parse_duration;
 use crate::report;
 use crate::runner::{RunnerState, Target};
 
-/// Stats rows sent to the browser at most (the rest is counted in `rows_omitted`).
-const MAX_ROWS: usize = 1_000;
-/// Failure groups and user errors sent at most.
-const MAX_ERRORS: usize = 100;
 /// History points sent at most (downsampled beyond).
 const MAX_POINTS: usize = 2_000;
 /// Guard actions sent with each snapshot at most (the newest).
 const MAX_ACTIONS: usize = 50;
+/// Most users `POST /swarm` accepts: far above what one generator can run, low enough that a typo is caught.
+pub(super) const MAX_USERS: u64 = 10_000_000;
+/// Highest spawn rate `POST /swarm` accepts, users per second.
+pub(super) const MAX_SPAWN_RATE: f64 = 1_000_000.0;
 
 type Shared = State<Arc<WebContext>>;
 
@@ -40,10 +44,11 @@ pub(super) fn routes(context: Arc<WebContext>) -> Router {
         .route("/stats/requests", get(requests))
         .route("/events", get(events))
         .route("/stats/history", get(history))
-        .route("/swarm", post(swarm))
-        .route("/stop", get(stop).post(stop))
-        .route("/stats/reset", get(reset).post(reset))
+        .route("/swarm", post(swarm).fallback(post_only))
+        .route("/stop", post(stop).fallback(post_only))
+        .route("/stats/reset", post(reset).fallback(post_only))
         .route("/tasks", get(tasks))
+        .route("/exceptions", get(exceptions))
         .route("/logs", get(logs))
         .route("/stats/requests/csv", get(requests_csv))
         .route("/stats/failures/csv", get(failures_csv))
@@ -51,6 +56,7 @@ pub(super) fn routes(context: Arc<WebContext>) -> Router {
         .route("/stats/history/csv", get(history_csv))
         .route("/report.json", get(report_json))
         .route("/report", get(report_html))
+        .route("/stats/report", get(report_html))
         .with_state(context)
 }
 
@@ -72,6 +78,22 @@ fn download(content_type: &'static str, filename: &str, body: Vec<u8>) -> Respon
     response
 }
 
+/// Controls change state, so they take POST only, as in Locust (a GET could come from a link or an image tag).
+async fn post_only(uri: Uri) -> Response {
+    let mut response = (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(Answer::refused(format!(
+            "{} takes POST only (as in Locust): it changes the test's state",
+            uri.path()
+        ))),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    response
+}
+
 async fn index() -> Response {
     typed("text/html; charset=utf-8", assets::INDEX_HTML)
 }
@@ -84,67 +106,88 @@ async fn app_css() -> Response {
     typed("text/css; charset=utf-8", assets::APP_CSS)
 }
 
-async fn config(State(context): Shared) -> Json<Value> {
+async fn config(State(context): Shared) -> Json<ConfigReport> {
     let options = context.env.options();
-    Json(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "user_types": context.type_names,
-        "host": context.env.host(),
-        "users": options.users,
-        "spawn_rate": options.spawn_rate,
-        "run_time": options.run_time.map(|d| humantime::format_duration(d).to_string()),
-        "flags": options.summary(),
-    }))
-}
-
-/// The live view: what `/stats/requests` returns and `/events` pushes.
-pub(super) fn live_snapshot(context: &WebContext) -> Value {
-    let env = &context.env;
-    let runner = env.runner();
-    let snapshot = env.stats().snapshot();
-    let rows_omitted = snapshot.entries.len().saturating_sub(MAX_ROWS);
-    let user_counts: HashMap<String, u64> = runner.user_counts().into_iter().collect();
-    let generator = context.guard.as_ref().and_then(|guard| {
-        let usage = guard.latest()?;
-        let report = guard.report_with_actions(MAX_ACTIONS);
-        Some(json!({
-            "cpu_percent": usage.cpu_percent_of_available,
-            "rss_bytes": usage.rss_bytes,
-            "lag_ms": usage.max_lag.as_secs_f64() * 1e3,
-            "cores_available": report.limits.cores_available,
-            "memory_limit_bytes": report.limits.memory_limit_bytes,
-            "max_cpu_percent": report.limits.max_cpu_percent,
-            "max_memory_bytes": report.limits.max_memory_bytes,
-            "max_lag_ms": report.limits.max_lag_ms,
-            "mode": report.mode,
-            "saturated": usage.cpu_percent_of_available > report.limits.max_cpu_percent
-                || usage.max_lag.as_secs_f64() * 1e3 > report.limits.max_lag_ms,
-            "saturated_share": report.saturated_share,
-            "users_shed": report.users_shed,
-            "spawn_paused_seconds": report.spawn_paused_seconds,
-            "stopped_test": report.stopped_test,
-            "actions": report.actions,
-        }))
-    });
-    json!({
-        "state": runner.state().as_str(),
-        "user_count": runner.user_count(),
-        "target_user_count": runner.target_user_count(),
-        "spawn_rate": runner.spawn_rate(),
-        "host": env.host(),
-        "run_seconds": context.started.elapsed().as_secs_f64(),
-        "user_counts": user_counts,
-        "guard_cap": runner.guard_cap(),
-        "stats": &snapshot.entries[..snapshot.entries.len().min(MAX_ROWS)],
-        "rows_omitted": rows_omitted,
-        "total": snapshot.total,
-        "errors": &snapshot.failures[..snapshot.failures.len().min(MAX_ERRORS)],
-        "user_errors": &snapshot.user_errors[..snapshot.user_errors.len().min(MAX_ERRORS)],
-        "generator": generator,
+    Json(ConfigReport {
+        version: env!("CARGO_PKG_VERSION"),
+        api_version: API_VERSION,
+        user_types: context.type_names.clone(),
+        host: context.env.host(),
+        users: options.users,
+        spawn_rate: options.spawn_rate,
+        run_time: options
+            .run_time
+            .map(|d| humantime::format_duration(d).to_string()),
+        flags: options.summary(),
+        max_users: MAX_USERS,
+        max_spawn_rate: MAX_SPAWN_RATE,
     })
 }
 
-async fn requests(State(context): Shared) -> Json<Value> {
+/// The load generator's state now, with the guard's newest actions.
+fn generator_view(context: &WebContext) -> Option<GeneratorView> {
+    let guard = context.guard.as_ref()?;
+    let usage = guard.latest()?;
+    let report = guard.report_with_actions(MAX_ACTIONS);
+    let lag_ms = usage.max_lag.as_secs_f64() * 1e3;
+    Some(GeneratorView {
+        cpu_percent: usage.cpu_percent_of_available,
+        rss_bytes: usage.rss_bytes,
+        lag_ms,
+        cores_available: report.limits.cores_available,
+        memory_limit_bytes: report.limits.memory_limit_bytes,
+        max_cpu_percent: report.limits.max_cpu_percent,
+        max_memory_bytes: report.limits.max_memory_bytes,
+        max_lag_ms: report.limits.max_lag_ms,
+        saturated: usage.cpu_percent_of_available > report.limits.max_cpu_percent
+            || lag_ms > report.limits.max_lag_ms,
+        mode: report.mode,
+        saturated_share: report.saturated_share,
+        users_shed: report.users_shed,
+        spawn_paused_seconds: report.spawn_paused_seconds,
+        stopped_test: report.stopped_test,
+        actions: report.actions,
+    })
+}
+
+/// The live view: what `/stats/requests` returns and `/events` pushes.
+pub(super) fn live_snapshot(context: &WebContext) -> RequestsReport {
+    let env = &context.env;
+    let runner = env.runner();
+    let snapshot = env.stats().snapshot();
+    let max_errors = RequestsReport::MAX_ERRORS;
+    let extras = LiveExtras {
+        version: API_VERSION,
+        target_user_count: runner.target_user_count(),
+        spawn_rate: runner.spawn_rate(),
+        host: env.host(),
+        stats_started_unix_ms: snapshot.start_unix_ms,
+        stats_seconds: snapshot.duration,
+        user_counts: runner.user_counts().into_iter().collect(),
+        guard_cap: runner.guard_cap(),
+        rows_omitted: snapshot
+            .entries
+            .len()
+            .saturating_sub(RequestsReport::MAX_ROWS),
+        errors_omitted: snapshot.failures.len().saturating_sub(max_errors),
+        exceptions: snapshot
+            .user_errors
+            .iter()
+            .take(max_errors)
+            .map(LocustException::from)
+            .collect(),
+        exceptions_omitted: snapshot.user_errors.len().saturating_sub(max_errors),
+        generator: generator_view(context),
+    };
+    RequestsReport::new(
+        runner.state().as_str(),
+        runner.user_count(),
+        &snapshot,
+        extras,
+    )
+}
+
+async fn requests(State(context): Shared) -> Json<RequestsReport> {
     Json(live_snapshot(&context))
 }
 
@@ -189,13 +232,15 @@ pub(crate) fn downsample(points: Vec<HistoryPoint>, max: usize) -> Vec<HistoryPo
 async fn history(
     State(context): Shared,
     Query(query): Query<HashMap<String, String>>,
-) -> Json<Value> {
+) -> Json<HistoryReport> {
     let max = query
         .get("max_points")
         .and_then(|m| m.parse().ok())
         .unwrap_or(MAX_POINTS)
         .min(MAX_POINTS);
-    Json(json!({ "points": downsample(context.env.stats().history(), max) }))
+    Json(HistoryReport {
+        points: downsample(context.env.stats().history(), max),
+    })
 }
 
 #[derive(serde::Deserialize)]
@@ -210,11 +255,7 @@ struct SwarmForm {
 }
 
 fn refuse(message: impl Into<String>) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({ "success": false, "message": message.into() })),
-    )
-        .into_response()
+    (StatusCode::BAD_REQUEST, Json(Answer::refused(message))).into_response()
 }
 
 /// A form field: `None` when absent or blank, else parsed; errors name the field.
@@ -231,23 +272,57 @@ fn field<T>(
     }
 }
 
+/// A user count between 0 and [`MAX_USERS`].
+fn user_count(users: u64) -> Result<u64, String> {
+    if users > MAX_USERS {
+        return Err(format!(
+            "{users} users is more than cicada runs from one process (at most {MAX_USERS})"
+        ));
+    }
+    Ok(users)
+}
+
+/// A spawn rate above 0 and at most [`MAX_SPAWN_RATE`].
+fn spawn_rate(rate: f64) -> Result<f64, String> {
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(format!(
+            "{rate} is not a number of users per second above 0"
+        ));
+    }
+    if rate > MAX_SPAWN_RATE {
+        return Err(format!(
+            "{rate} users per second is more than cicada starts (at most {MAX_SPAWN_RATE})"
+        ));
+    }
+    Ok(rate)
+}
+
 async fn swarm(State(context): Shared, Form(form): Form<SwarmForm>) -> Response {
     let env = &context.env;
     let options = env.options();
-    let users = match field(&form.user_count, "user_count", |text| {
+    // Absent fields fall back to the command line's -u / -r, which have no upper bound: both are held to the limits.
+    let users = field(&form.user_count, "user_count", |text| {
         text.parse::<u64>()
-            .map_err(|_| format!("`{text}` is not a whole number"))
-    }) {
-        Ok(users) => users.unwrap_or(options.users),
+            .map_err(|_| format!("`{text}` is not a whole number of users (0 or more)"))
+    })
+    .and_then(|users| {
+        user_count(users.unwrap_or(options.users))
+            .map_err(|message| format!("user_count: {message}"))
+    });
+    let users = match users {
+        Ok(users) => users,
         Err(message) => return refuse(message),
     };
-    let spawn_rate = match field(&form.spawn_rate, "spawn_rate", |text| {
-        match text.parse::<f64>() {
-            Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
-            _ => Err(format!("`{text}` is not a positive number")),
-        }
-    }) {
-        Ok(rate) => rate.unwrap_or(options.spawn_rate),
+    let rate = field(&form.spawn_rate, "spawn_rate", |text| {
+        text.parse::<f64>()
+            .map_err(|_| format!("`{text}` is not a number of users per second"))
+    })
+    .and_then(|rate| {
+        spawn_rate(rate.unwrap_or(options.spawn_rate))
+            .map_err(|message| format!("spawn_rate: {message}"))
+    });
+    let spawn_rate = match rate {
+        Ok(rate) => rate,
         Err(message) => return refuse(message),
     };
     let run_time = match field(&form.run_time, "run_time", parse_duration) {
@@ -291,6 +366,9 @@ async fn swarm(State(context): Shared, Form(form): Form<SwarmForm>) -> Response 
         env.set_host(host);
     }
     if new_test {
+        // As Locust does: a new test starts with empty statistics, so its rates are over its own time, not over the
+        // time the UI sat idle or a previous test ran.
+        env.stats().reset();
         context.clock.set(run_time);
     }
     runner.start_target(Target {
@@ -298,34 +376,62 @@ async fn swarm(State(context): Shared, Form(form): Form<SwarmForm>) -> Response 
         spawn_rate,
         user_types,
     });
-    Json(json!({
-        "success": true,
-        "message": format!("{} {users} users at {spawn_rate} per second", if new_test { "Starting" } else { "Changing to" }),
-        "host": env.host(),
-    }))
+    Json(Answer {
+        success: true,
+        message: format!(
+            "{} {users} users at {spawn_rate} per second",
+            if new_test { "Starting" } else { "Changing to" }
+        ),
+        host: Some(env.host()),
+    })
     .into_response()
 }
 
-async fn stop(State(context): Shared) -> Json<Value> {
+async fn stop(State(context): Shared) -> Json<Answer> {
     context.clock.set(None);
     context.env.runner().stop();
-    Json(json!({ "success": true, "message": "Test stopped" }))
+    Json(Answer::ok("Test stopped"))
 }
 
-async fn reset(State(context): Shared) -> Json<Value> {
+async fn reset(State(context): Shared) -> Json<Answer> {
     let env = &context.env;
     env.stats().reset();
     env.events
         .fire_env("reset_stats", &env.events.reset_stats, env);
-    Json(json!({ "success": true }))
+    Json(Answer::ok("Statistics reset"))
 }
 
-async fn tasks(State(context): Shared) -> Json<Value> {
-    Json(context.tasks.clone())
+async fn tasks(State(context): Shared) -> Response {
+    match serde_json::from_value::<TaskShares>(context.tasks.clone()) {
+        Ok(shares) => Json(TasksReport::new(
+            shares,
+            &context.env.runner().user_counts(),
+        ))
+        .into_response(),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(Answer::refused(format!(
+                "the task ratios cannot be read: {error}"
+            ))),
+        )
+            .into_response(),
+    }
 }
 
-async fn logs() -> Json<Value> {
-    Json(json!({ "logs": crate::logging::recent_lines() }))
+async fn exceptions(State(context): Shared) -> Json<ExceptionsReport> {
+    Json(ExceptionsReport {
+        exceptions: snapshot(&context)
+            .user_errors
+            .iter()
+            .map(LocustException::from)
+            .collect(),
+    })
+}
+
+async fn logs() -> Json<LogsReport> {
+    Json(LogsReport {
+        logs: crate::logging::recent_lines(),
+    })
 }
 
 /// A CSV file made by one of the stats crate's writers.
@@ -394,9 +500,15 @@ async fn history_csv(State(context): Shared) -> Response {
     )
 }
 
-fn report_data(context: &WebContext) -> Value {
+/// The report of the current test: from the start of its statistics (the test's start or the last reset) to its latest
+/// request (or now, before the first).
+fn report_data(context: &WebContext) -> serde_json::Value {
     let env = &context.env;
     let snapshot = snapshot(context);
+    let now_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let ended_unix_ms = snapshot.last_request_unix_ms.unwrap_or(now_unix_ms);
     let guard = context.guard.as_ref().map(crate::guard::Guard::report);
     report::report_data(&report::ReportInputs {
         snapshot: &snapshot,
@@ -404,8 +516,8 @@ fn report_data(context: &WebContext) -> Value {
         guard: guard.as_ref(),
         schedules: &env.schedule_reports(),
         host: &env.host(),
-        started_unix_ms: context.started_unix_ms,
-        duration: context.started.elapsed(),
+        started_unix_ms: snapshot.start_unix_ms,
+        duration: Duration::from_millis(ended_unix_ms.saturating_sub(snapshot.start_unix_ms)),
         flags: &env.options().summary(),
     })
 }
@@ -434,7 +546,38 @@ async fn report_html(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prelude::*;
+    use crate::user::run::UserKind;
     use cicada_stats::GeneratorSample;
+
+    async fn index(_user: &mut User) -> TaskResult {
+        Ok(())
+    }
+
+    #[test]
+    fn the_tests_task_ratios_read_as_the_tasks_routes_input() {
+        let types: Vec<Box<dyn UserKind>> = vec![
+            Box::new(
+                UserType::<()>::new("Visitor")
+                    .weight(3)
+                    .task(index)
+                    .task(TaskSet::random("browse").task(index).task(index)),
+            ),
+            Box::new(UserType::<()>::new("Admin").task(index)),
+        ];
+        let shares: TaskShares = serde_json::from_value(report::tasks_json(&types))
+            .expect("tasks_json reads as TaskShares");
+        assert_eq!(shares.user_types.len(), 2);
+        assert_eq!(shares.user_types[0].share, 0.75);
+        let report = TasksReport::new(shares, &[("Admin".to_string(), 2)]);
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["per_class"]["Admin"]["ratio"], 1.0);
+        assert_eq!(json["per_class"]["Visitor"]["ratio"], 0.0);
+        assert!(
+            json["per_class"]["Visitor"]["tasks"]["browse"]["tasks"].is_object(),
+            "{json:#}"
+        );
+    }
 
     #[test]
     fn downsampling_keeps_saturation_and_the_bound() {

@@ -1,12 +1,16 @@
 //! The web UI: start, reshape and stop a test from a browser, and watch it live.
 //!
 //! An axum server on `--web-host:--web-port` serves the UI (built from `web/` with npm and embedded at compile time)
-//! and a JSON API that keeps Locust's routes where they make sense: `POST /swarm`, `POST /stop`, `/stats/reset`,
-//! `/stats/requests`, the CSV downloads. Live data goes out as server-sent events about once a second; every payload
-//! is bounded (at most 1,000 stats rows, 100 failure groups and user errors, 2,000 history points, 500 log lines),
-//! so a 24-hour test with many names stays light in the browser. Optional basic authentication and TLS.
+//! and a JSON API with Locust's routes and shapes (`POST /swarm`, `POST /stop`, `POST /stats/reset`,
+//! `/stats/requests`, `/exceptions`, `/tasks`, the CSV downloads, `/stats/report`), typed in [`schema`]. Live data
+//! goes out as server-sent events about once a second; every payload is bounded (at most 1,000 stats rows, 100
+//! failure groups and user errors, 2,000 history points, 500 log lines), so a 24-hour test with many names stays
+//! light in the browser. [`access`] refuses requests that do not name the UI as their host or come from another site;
+//! optional basic authentication and TLS.
 
+mod access;
 mod api;
+pub(crate) mod schema;
 
 pub(crate) use api::downsample;
 
@@ -52,6 +56,9 @@ pub enum WebError {
     /// `--web-login` is not `user:password` (or a file holding it).
     #[error("--web-login: {0}")]
     Login(String),
+    /// A `--web-allowed-host` value is not a host name or address.
+    #[error("--web-allowed-host: {0}")]
+    AllowedHost(String),
 }
 
 /// How the UI is served.
@@ -86,12 +93,11 @@ pub(crate) struct WebContext {
     pub(crate) env: Arc<Environment>,
     pub(crate) guard: Option<Guard>,
     pub(crate) spawners: Vec<Arc<dyn SpawnUser>>,
-    /// `/tasks`, computed before the run (ratios do not change).
+    /// The user types' weight-based shares, computed before the run (ratios do not change); read as
+    /// [`schema::TaskShares`].
     pub(crate) tasks: serde_json::Value,
     pub(crate) type_names: Vec<String>,
     pub(crate) clock: TestClock,
-    pub(crate) started: std::time::Instant,
-    pub(crate) started_unix_ms: u64,
 }
 
 /// Start serving; returns the bound address.
@@ -103,6 +109,10 @@ pub(crate) async fn start(
         Some(login) => Some(read_login(login)?),
         None => None,
     };
+    let policy = Arc::new(
+        access::HostPolicy::new(&context.env.options().web_allowed_hosts)
+            .map_err(WebError::AllowedHost)?,
+    );
     let mut router = api::routes(context);
     if let Some(expected) = login {
         let expected = Arc::new(expected);
@@ -113,6 +123,10 @@ pub(crate) async fn start(
             },
         ));
     }
+    // Added last, so it runs first: a request for another host is refused before it is asked for a password.
+    router = router.layer(middleware::from_fn(
+        move |request: Request<Body>, next: Next| access::check(policy.clone(), request, next),
+    ));
     let listener = tokio::net::TcpListener::bind(settings.address)
         .await
         .map_err(|source| WebError::Bind {
@@ -123,19 +137,11 @@ pub(crate) async fn start(
         address: settings.address,
         source,
     })?;
-    match &settings.tls {
-        None => {
-            tokio::spawn(async move {
-                if let Err(error) = axum::serve(listener, router).await {
-                    tracing::error!("the web UI stopped: {error}");
-                }
-            });
-        }
-        Some((cert, key)) => {
-            let acceptor = tls_acceptor(cert, key)?;
-            tokio::spawn(serve_tls(listener, acceptor, router));
-        }
-    }
+    let acceptor = match &settings.tls {
+        None => None,
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+    };
+    tokio::spawn(serve(listener, acceptor, router));
     Ok(address)
 }
 
@@ -200,26 +206,51 @@ fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAccept
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-async fn serve_tls(
+/// Accepts connections for as long as the process runs; each request carries its connection's [`access::Arrival`].
+async fn serve(
     listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
 ) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(error) => {
+                // Out of file descriptors and the like: wait instead of spinning on the error.
+                tracing::debug!("the web UI could not accept a connection: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(local) = tcp.local_addr() else {
             continue;
         };
+        let arrival = access::Arrival {
+            local,
+            tls: acceptor.is_some(),
+        };
+        let service = hyper_util::service::TowerToHyperService::new(
+            router.clone().layer(axum::Extension(arrival)),
+        );
         let acceptor = acceptor.clone();
-        let router = router.clone();
         tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else {
-                return;
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let _ = match acceptor {
+                None => {
+                    builder
+                        .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tcp), service)
+                        .await
+                }
+                Some(acceptor) => {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    builder
+                        .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service)
+                        .await
+                }
             };
-            let service = hyper_util::service::TowerToHyperService::new(router);
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
         });
     }
 }
