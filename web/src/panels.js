@@ -104,7 +104,23 @@ const ACTION_LABELS = {
   over_limit: 'over a limit',
   back_under_limits: 'back under limits',
   cpu_warning: 'CPU warning',
+  emergency: 'emergency stop',
+  limits_changed: 'limits changed',
 };
+
+const PHASE_TEXT = {
+  holding: 'The guard holds spawning back until usage is under the low-water marks.',
+  stopped: 'The guard stopped the test.',
+  emergency: 'Emergency stop: every user was aborted before memory ran out.',
+};
+
+/** What is over now, from the guard's typed status. */
+function overText(status) {
+  const over = (status && status.over) || [];
+  if (!over.length) return '';
+  const parts = over.map((b) => `${esc(b.limit)} ${fmtPercent(b.over_by_percent, 0)} over`);
+  return ` Over now: ${parts.join(', ')}.`;
+}
 
 /** The guard's actions, in order. */
 export function actionsHtml(actions) {
@@ -148,9 +164,10 @@ export function generatorHtml(generator) {
   }
   const g = generator;
   const saturated = g.saturated === true;
+  const phase = g.status && PHASE_TEXT[g.status.phase] ? ` ${esc(PHASE_TEXT[g.status.phase])}` : '';
   const status = saturated
-    ? '<p class="alert warn">The load generator is saturated now: response times measured in this window are unreliable.</p>'
-    : '<p class="alert ok">The load generator is within its limits.</p>';
+    ? `<p class="alert warn">The load generator is saturated now: response times measured in this window are unreliable.${overText(g.status)}${phase}</p>`
+    : `<p class="alert ok">The load generator is within its limits.${phase}</p>`;
   const gauges = [
     gauge('CPU', fmtPercent(g.cpu_percent), ratio(g.cpu_percent, g.max_cpu_percent), `limit ${fmtPercent(g.max_cpu_percent, 0)} of ${esc(toNumber(g.cores_available) ?? DASH)} cores`, saturated),
     gauge('Memory (RSS)', esc(fmtBytes(g.rss_bytes)), ratio(g.rss_bytes, g.max_memory_bytes), `limit ${esc(fmtBytes(g.max_memory_bytes))} of ${esc(fmtBytes(g.memory_limit_bytes))}`),
@@ -161,6 +178,8 @@ export function generatorHtml(generator) {
     ['Guard mode', esc(g.mode)],
     ['Cores available', esc(toNumber(g.cores_available) ?? DASH)],
     ['Saturated share of the run', fmtShare(g.saturated_share)],
+    ['Users held back', fmtInt(g.status ? g.status.users_held_back : 0)],
+    ['Limit changes', fmtInt(g.limit_changes)],
     ['Users shed', fmtInt(g.users_shed)],
     ['Spawning paused', esc(fmtDuration(g.spawn_paused_seconds))],
   ])}<h3>Guard actions</h3>${actionsHtml(g.actions)}`;
@@ -186,6 +205,8 @@ export function guardReportHtml(report) {
     ['Cores available', esc(toNumber(limits.cores_available) ?? DASH)],
     ['Memory limit', esc(fmtBytes(limits.memory_limit_bytes))],
     ['cgroup', anyText(limits.cgroup)],
+    ['Limit changes', fmtInt(report.limit_changes)],
+    ['Guard CPU', `${fmtPercent(report.guard_cpu_percent, 2)} of a core`],
     ['Users shed', fmtInt(report.users_shed)],
     ['Spawning paused', esc(fmtDuration(report.spawn_paused_seconds))],
   ])}<h3>Guard actions</h3>${actionsHtml(report.actions)}`;

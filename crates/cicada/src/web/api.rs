@@ -139,8 +139,9 @@ fn generator_view(context: &WebContext) -> Option<GeneratorView> {
         max_cpu_percent: report.limits.max_cpu_percent,
         max_memory_bytes: report.limits.max_memory_bytes,
         max_lag_ms: report.limits.max_lag_ms,
-        saturated: usage.cpu_percent_of_available > report.limits.max_cpu_percent
-            || lag_ms > report.limits.max_lag_ms,
+        saturated: !report.status.over.is_empty(),
+        status: report.status,
+        limit_changes: report.limit_changes,
         mode: report.mode,
         saturated_share: report.saturated_share,
         users_shed: report.users_shed,

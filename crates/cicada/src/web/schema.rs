@@ -290,8 +290,12 @@ pub(crate) struct GeneratorView {
     pub(crate) max_lag_ms: f64,
     /// `protect`, `warn` or `off`.
     pub(crate) mode: String,
-    /// CPU or lag over its limit now.
+    /// CPU, memory or lag over its limit now.
     pub(crate) saturated: bool,
+    /// The guard's typed state: phase, the limits over now, headroom, users held back.
+    pub(crate) status: crate::guard::GuardStatus,
+    /// Times the container's limits changed during the run (the limits above are the latest).
+    pub(crate) limit_changes: u64,
     /// Share of the run so far that was saturated, 0 to 1.
     pub(crate) saturated_share: f64,
     pub(crate) users_shed: u64,
