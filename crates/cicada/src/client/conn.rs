@@ -230,7 +230,9 @@ impl Connector {
     /// A TLS connector whose session cache belongs to one user: it resumes only sessions it made itself, like a
     /// browser, so a new user pays a full handshake. It shares everything else (certificate roots, verifier,
     /// crypto provider) with the type's configuration: the clone copies a few small vectors and `Arc`s, and the
-    /// cache starts empty; a user makes one on its first TLS connection.
+    /// cache starts empty; a user makes one on its first TLS connection. Measured: about 1.5 KiB per user for the
+    /// connector and its empty cache, about 4 KiB once it holds one origin's sessions (two TLS 1.3 tickets and the
+    /// server's certificate chain, here a one-certificate self-signed chain; a real chain adds its size).
     pub(crate) fn user_tls(&self) -> tokio_rustls::TlsConnector {
         let mut config = rustls::ClientConfig::clone(self.tls.config());
         config.resumption =
