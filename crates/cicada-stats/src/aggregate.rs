@@ -465,6 +465,7 @@ impl Aggregate {
                 failures_over_error_cap,
                 ..OverflowStats::default()
             },
+            requests_cut_off: 0,
         }
     }
 }

@@ -169,6 +169,9 @@ pub struct StatsSnapshot {
     pub user_errors: Vec<UserErrorStats>,
     /// What the caps cut off.
     pub overflow: OverflowStats,
+    /// Requests the stop cut short: in flight when their user was stopped, recorded as
+    /// failures (see [`crate::Stats::record_cut_off`]).
+    pub requests_cut_off: u64,
 }
 
 impl Default for StatsSnapshot {
@@ -187,6 +190,7 @@ impl Default for StatsSnapshot {
             failures: Vec::new(),
             user_errors: Vec::new(),
             overflow: OverflowStats::default(),
+            requests_cut_off: 0,
         }
     }
 }

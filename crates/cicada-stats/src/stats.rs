@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     aggregate: Mutex<Aggregate>,
     user_errors: Mutex<UserErrorTable>,
     history: Mutex<VecDeque<HistoryPoint>>,
+    /// Requests recorded through [`Stats::record_cut_off`] since the start or the last reset.
+    cut_off: AtomicU64,
 }
 
 impl Shared {
@@ -203,6 +205,7 @@ impl Stats {
             )),
             user_errors: Mutex::new(UserErrorTable::new(config.max_user_errors)),
             history: Mutex::new(VecDeque::new()),
+            cut_off: AtomicU64::new(0),
             config,
         };
         Stats {
@@ -256,6 +259,33 @@ impl Stats {
     fn record_without_thread_shard(&self, sample: &Sample<'_>) {
         let mut one_off = LocalShard::new(&self.shared);
         one_off.record(&self.shared, sample);
+    }
+
+    /// Records a request that was cut off: the user stopped (or its task dropped the request)
+    /// before a response arrived. It is recorded like any failure and also counted in
+    /// [`StatsSnapshot::requests_cut_off`], so that a report can say how many requests the stop
+    /// cut short. Not on the hot path: one shared atomic besides [`record`](Self::record).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use cicada_stats::{Sample, Stats};
+    ///
+    /// let stats = Stats::default();
+    /// stats.record_cut_off(&Sample {
+    ///     method: "GET",
+    ///     name: "/slow",
+    ///     response_time: Duration::from_secs(2),
+    ///     content_length: 0,
+    ///     error: Some("cut off: the test stopped before a response arrived"),
+    ///     finished_at: Instant::now(),
+    /// });
+    /// stats.collect_final(Duration::from_secs(1));
+    /// let snapshot = stats.snapshot();
+    /// assert_eq!((snapshot.requests_cut_off, snapshot.total.num_failures), (1, 1));
+    /// ```
+    pub fn record_cut_off(&self, sample: &Sample<'_>) {
+        self.record(sample);
+        self.shared.cut_off.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records a user error (a task returned an error or panicked), grouped by
@@ -452,6 +482,7 @@ impl Stats {
         drop(user_errors);
         snapshot.overflow.names_at_cap = lock(&shared.names).is_full();
         snapshot.overflow.errors_at_cap = lock(&shared.failure_groups).is_full();
+        snapshot.requests_cut_off = shared.cut_off.load(Ordering::Relaxed);
         snapshot
     }
 
@@ -516,6 +547,7 @@ impl Stats {
 
         lock(&shared.user_errors).clear();
         lock(&shared.history).clear();
+        shared.cut_off.store(0, Ordering::Relaxed);
         // Shards notice the new generation at their next record or flush.
         shared.flush_epoch.fetch_add(1, Ordering::Release);
     }

@@ -41,9 +41,9 @@ pub struct RequestEvent<'a> {
 pub struct UserErrorEvent<'a> {
     /// Name of the user type.
     pub user_type: &'a str,
-    /// The error message or panic payload.
+    /// The error message with its causes (`outer: inner: root`), or the panic payload.
     pub message: &'a str,
-    /// Where it happened (panic location or task name).
+    /// Where it happened: the task's name, a panic's location, and a backtrace when `RUST_BACKTRACE` asks for one.
     pub location: &'a str,
 }
 

@@ -1,6 +1,7 @@
 //! Logging: `tracing` to stderr or `--logfile`, at `-L/--loglevel`, plus the last lines kept for the web UI.
 //!
-//! Nothing on the request path logs at info or above; user errors are counted in the stats and logged at debug.
+//! Nothing on the request path logs at info or above; user errors are counted in the stats and logged at error,
+//! at most once a second for each distinct error (see `user::errors`).
 //! The web UI's log tab reads a ring of the last [`LOG_LINES_KEPT`] lines; older lines are dropped.
 
 use std::collections::VecDeque;

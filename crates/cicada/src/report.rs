@@ -103,6 +103,14 @@ pub(crate) fn write_final(
             text.push('\n');
             text.push_str(&console::user_errors_table(snapshot));
         }
+        if snapshot.requests_cut_off > 0 {
+            let _ = writeln!(
+                text,
+                "\n{} requests were cut off before their response arrived (their users were stopped); they are \
+                 counted as failures",
+                snapshot.requests_cut_off
+            );
+        }
         if let Some(guard) = guard {
             text.push('\n');
             text.push_str(&guard_summary(guard));

@@ -4,7 +4,8 @@
 //! the request is serialised into a reused buffer and written with one syscall, and the response is parsed
 //! (`httparse`) straight out of a reused read buffer whose bytes become the response's headers and body without a
 //! copy. Bodies are framed by Content-Length, chunked transfer coding or connection close; a body longer than the
-//! cap is read to the end and counted but only its start is kept.
+//! cap is read to the end and counted but only its start is kept. A body with a `Content-Encoding` cicada decodes
+//! goes through a [`Decoder`] piece by piece as it is read; other bodies never touch one.
 
 use std::io;
 use std::pin::Pin;
@@ -17,6 +18,7 @@ use http::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 use super::conn::Stream;
+use super::decode::{BodyOut, Collector, Decoder, Encoding};
 use super::{Exchange, Headers, RequestError, RequestErrorKind, SendFailure};
 
 /// Most response headers parsed; a response with more is refused.
@@ -37,6 +39,12 @@ pub(crate) struct H1Request<'a> {
     pub(crate) target: &'a str,
     pub(crate) host: &'a str,
     pub(crate) user_agent: &'a HeaderValue,
+    /// Sent unless the request has its own `Accept-Encoding`.
+    pub(crate) accept_encoding: Option<&'a HeaderValue>,
+    /// Sent unless the request has its own `Authorization` (and `keep_own_auth` keeps it).
+    pub(crate) auth: Option<&'a HeaderValue>,
+    /// False after a redirect to another host: the request's own `Authorization` is not sent there.
+    pub(crate) keep_own_auth: bool,
     pub(crate) headers: &'a HeaderMap,
     pub(crate) cookie: Option<&'a str>,
     pub(crate) body: &'a Bytes,
@@ -109,11 +117,12 @@ impl H1Conn {
         self.reusable
     }
 
-    /// Send a request and read its whole response.
+    /// Send a request and read its whole response, decoding its body if `decode` and it is encoded.
     pub(crate) async fn send(
         &mut self,
         request: &H1Request<'_>,
         max_body: usize,
+        decode: bool,
     ) -> Result<Exchange, SendFailure> {
         self.encode(request);
         let inline = request.body.len() <= INLINE_BODY;
@@ -134,7 +143,7 @@ impl H1Conn {
             return Err(SendFailure::Unsent(io_error(&error)));
         }
         let result = self
-            .read_response(request.method == Method::HEAD, max_body)
+            .read_response(request.method == Method::HEAD, max_body, decode)
             .await;
         if result.is_err() {
             self.reusable = false;
@@ -159,8 +168,26 @@ impl H1Conn {
             out.extend_from_slice(request.user_agent.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
+        if let Some(accept) = request.accept_encoding
+            && !request.headers.contains_key(header::ACCEPT_ENCODING)
+        {
+            out.extend_from_slice(b"accept-encoding: ");
+            out.extend_from_slice(accept.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        let own_auth = request.keep_own_auth && request.headers.contains_key(header::AUTHORIZATION);
+        if let Some(auth) = request.auth
+            && !own_auth
+        {
+            out.extend_from_slice(b"authorization: ");
+            out.extend_from_slice(auth.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
         for (name, value) in request.headers {
-            if name == header::HOST || name == header::CONTENT_LENGTH {
+            if name == header::HOST
+                || name == header::CONTENT_LENGTH
+                || (name == header::AUTHORIZATION && !request.keep_own_auth)
+            {
                 continue;
             }
             out.extend_from_slice(name.as_str().as_bytes());
@@ -201,6 +228,7 @@ impl H1Conn {
         &mut self,
         head_request: bool,
         max_body: usize,
+        decode: bool,
     ) -> Result<Exchange, RequestError> {
         loop {
             let parsed = parse_head(&self.read_buf)?;
@@ -241,13 +269,22 @@ impl H1Conn {
                 Framing::UntilClose
             };
             let mut keep_alive = head.keep_alive;
-            let (body, content_length, truncated) = match framing {
-                Framing::None => (Bytes::new(), 0, false),
-                Framing::Length(length) => self.read_length(length, max_body).await?,
-                Framing::Chunked => self.read_chunked(max_body).await?,
-                Framing::UntilClose => {
-                    keep_alive = false;
-                    self.read_until_close(max_body).await?
+            if matches!(framing, Framing::UntilClose) {
+                keep_alive = false;
+            }
+            let encoding = head.content_encoding.filter(|_| decode);
+            let (body, content_length, truncated) = match (framing, encoding) {
+                (Framing::None, _) => (Bytes::new(), 0, false),
+                (Framing::Length(length), None) => self.read_length(length, max_body).await?,
+                (framing, None) => {
+                    let mut out = Collector::new(max_body);
+                    self.read_framed(framing, &mut out).await?;
+                    out.finish()
+                }
+                (framing, Some(encoding)) => {
+                    let mut decoder = Decoder::new(encoding, max_body);
+                    self.read_framed(framing, &mut decoder).await?;
+                    decoder.finish()?
                 }
             };
             // Bytes the server sent beyond this response would be taken for the next one.
@@ -292,10 +329,39 @@ impl H1Conn {
         Ok((body, length, (keep as u64) < length))
     }
 
-    async fn read_chunked(&mut self, max_body: usize) -> Result<(Bytes, u64, bool), RequestError> {
-        let mut body = BytesMut::new();
-        let mut total: u64 = 0;
-        let mut truncated = false;
+    /// Read a body that is not kept without a copy (chunked, until close, or to be decoded) into `out`.
+    async fn read_framed(
+        &mut self,
+        framing: Framing,
+        out: &mut impl BodyOut,
+    ) -> Result<(), RequestError> {
+        match framing {
+            Framing::None => Ok(()),
+            Framing::Length(length) => self.read_length_into(length, out).await,
+            Framing::Chunked => self.read_chunked(out).await,
+            Framing::UntilClose => self.read_until_close(out).await,
+        }
+    }
+
+    async fn read_length_into(
+        &mut self,
+        length: u64,
+        out: &mut impl BodyOut,
+    ) -> Result<(), RequestError> {
+        let mut remaining = length;
+        while remaining > 0 {
+            if self.read_buf.is_empty() && self.fill().await? == 0 {
+                return Err(closed_early());
+            }
+            let take = (self.read_buf.len() as u64).min(remaining) as usize;
+            out.push(&self.read_buf[..take]);
+            self.read_buf.advance(take);
+            remaining -= take as u64;
+        }
+        Ok(())
+    }
+
+    async fn read_chunked(&mut self, out: &mut impl BodyOut) -> Result<(), RequestError> {
         loop {
             let size = loop {
                 match find_line(&self.read_buf) {
@@ -320,7 +386,7 @@ impl H1Conn {
                     match find_line(&self.read_buf) {
                         Some(0) => {
                             self.read_buf.advance(2);
-                            return Ok((body.freeze(), total, truncated));
+                            return Ok(());
                         }
                         Some(line_end) => self.read_buf.advance(line_end + 2),
                         None => {
@@ -334,21 +400,7 @@ impl H1Conn {
                     }
                 }
             }
-            let mut remaining = size;
-            while remaining > 0 {
-                if self.read_buf.is_empty() && self.fill().await? == 0 {
-                    return Err(closed_early());
-                }
-                let take = (self.read_buf.len() as u64).min(remaining) as usize;
-                let room = max_body.saturating_sub(body.len());
-                if take > room {
-                    truncated = true;
-                }
-                body.extend_from_slice(&self.read_buf[..take.min(room)]);
-                self.read_buf.advance(take);
-                remaining -= take as u64;
-                total += take as u64;
-            }
+            self.read_length_into(size, out).await?;
             while self.read_buf.len() < 2 {
                 if self.fill().await? == 0 {
                     return Err(closed_early());
@@ -361,25 +413,14 @@ impl H1Conn {
         }
     }
 
-    async fn read_until_close(
-        &mut self,
-        max_body: usize,
-    ) -> Result<(Bytes, u64, bool), RequestError> {
-        let mut body = BytesMut::new();
-        let mut total: u64 = 0;
-        let mut truncated = false;
+    async fn read_until_close(&mut self, out: &mut impl BodyOut) -> Result<(), RequestError> {
         loop {
             if !self.read_buf.is_empty() {
-                let chunk = self.read_buf.split();
-                total += chunk.len() as u64;
-                let room = max_body.saturating_sub(body.len());
-                if chunk.len() > room {
-                    truncated = true;
-                }
-                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                out.push(&self.read_buf);
+                self.read_buf.clear();
             }
             if self.fill().await? == 0 {
-                return Ok((body.freeze(), total, truncated));
+                return Ok(());
             }
         }
     }
@@ -392,6 +433,8 @@ struct Head {
     keep_alive: bool,
     chunked: bool,
     content_length: Option<u64>,
+    /// A `Content-Encoding` cicada can decode.
+    content_encoding: Option<Encoding>,
     /// (name start, name end, value start, value end) of each header.
     spans: Vec<(u32, u32, u32, u32)>,
 }
@@ -417,6 +460,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, RequestError> {
     let mut keep_alive = !http10;
     let mut chunked = false;
     let mut content_length = None;
+    let mut content_encoding = None;
     let mut spans = Vec::with_capacity(response.headers.len());
     for h in response.headers.iter() {
         let name_start = h.name.as_ptr() as usize - base;
@@ -443,6 +487,8 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, RequestError> {
                 .rsplit(|b| *b == b',')
                 .next()
                 .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("content-encoding") {
+            content_encoding = Encoding::from_header(h.value);
         } else if h.name.eq_ignore_ascii_case("connection") {
             for token in h.value.split(|b| *b == b',') {
                 let token = token.trim_ascii();
@@ -460,6 +506,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, RequestError> {
         keep_alive,
         chunked,
         content_length,
+        content_encoding,
         spans,
     }))
 }
@@ -578,6 +625,9 @@ mod tests {
             target: "/",
             host: "127.0.0.1",
             user_agent: agent,
+            accept_encoding: None,
+            auth: None,
+            keep_own_auth: true,
             headers,
             cookie: None,
             body,
@@ -596,18 +646,18 @@ mod tests {
         let body = Bytes::new();
         let agent = HeaderValue::from_static("test");
         let request = get(&headers, &body, &agent);
-        let Ok(first) = conn.send(&request, 4).await else {
+        let Ok(first) = conn.send(&request, 4, true).await else {
             panic!("first")
         };
         assert_eq!(&first.body[..], b"0123");
         assert_eq!(first.content_length, 10);
         assert!(first.truncated && conn.is_reusable());
-        let Ok(second) = conn.send(&request, 1 << 20).await else {
+        let Ok(second) = conn.send(&request, 1 << 20, true).await else {
             panic!("second")
         };
         assert_eq!(&second.body[..], b"Wikipedia");
         assert!(!second.truncated && conn.is_reusable());
-        let Ok(third) = conn.send(&request, 1 << 20).await else {
+        let Ok(third) = conn.send(&request, 1 << 20, true).await else {
             panic!("third")
         };
         assert_eq!(&third.body[..], b"until the end");

@@ -4,9 +4,17 @@
 //! (connecting included, as Locust does) and recorded once into the run's stats under its `name`. A response with a
 //! status of 400 or more, or one that fails its [`RequestBuilder::check`], is a failure with a reason; a transport
 //! problem (refused, unresolvable host, timeout, TLS, malformed URL) is a failure too and comes back as a
-//! [`RequestError`] that a task can propagate with `?` without it being counted twice.
+//! [`RequestError`] that a task can propagate with `?` without it being counted twice. A request cut off before
+//! its response arrived (its user was stopped, or the task dropped it) is recorded as a failure too, when it is
+//! dropped.
+//!
+//! Responses are decoded (gzip, deflate, brotli) as they are read, unless [`ClientOptions::decompress`] is off;
+//! credentials come from [`RequestBuilder::basic_auth`], the user, the type's options or the host URL, in that
+//! order; and by default each user resumes only its own TLS sessions, as distinct browsers would.
 
+mod catch;
 mod conn;
+mod decode;
 mod h1;
 
 use std::borrow::Cow;
@@ -21,8 +29,10 @@ use http::{Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt;
 use http_body_util::Full;
 
-use crate::user::{UserTypeContext, record_sample};
+use crate::user::{UserTypeContext, record_cut_off, record_sample};
+pub use catch::{CatchResponse, CaughtResponse};
 use conn::{Conn, Connector, Origin, Pool, RequestBody};
+use decode::{BodyOut, Decoder, Encoding};
 use h1::H1Request;
 
 /// Which HTTP version to speak.
@@ -60,8 +70,12 @@ pub struct ClientOptions {
     pub http: HttpVersion,
     /// Accept any TLS certificate (self-signed test targets). Never use against systems you do not own.
     pub insecure_tls: bool,
-    /// Resume TLS sessions on new connections (default true); turn off for realistic full handshakes.
+    /// Resume TLS sessions on new connections (default true); turn off for a full handshake on every connection.
     pub tls_session_resumption: bool,
+    /// Let all users of the type resume each other's TLS sessions (default false: each user resumes only sessions
+    /// it made itself, so a new user pays a full handshake, as a new browser does). Users of a shared pool always
+    /// share sessions, as they share connections.
+    pub share_tls_sessions: bool,
     /// All users of the type share one pool of connections instead of one connection each.
     pub shared_pool: bool,
     /// Redirects followed per request (default 10; 0 returns the 3xx response itself).
@@ -71,6 +85,14 @@ pub struct ClientOptions {
     pub max_body_bytes: usize,
     /// Value of the `User-Agent` header.
     pub user_agent: String,
+    /// Send `Accept-Encoding: gzip, deflate, br` and decode such responses as they are read (default true), as
+    /// Locust's clients do: `text()` and `json()` see the decoded body and the content size is the decoded size.
+    /// Turned off, no `Accept-Encoding` is sent and bodies are kept as they come.
+    pub decompress: bool,
+    /// Credentials every request of the type sends as HTTP basic auth (user, password), unless the request has its
+    /// own `Authorization` or the user set its own with [`HttpClient::set_basic_auth`]. Credentials in the host URL
+    /// (`https://user:password@host`) do the same when this is `None`.
+    pub basic_auth: Option<(String, String)>,
 }
 
 impl Default for ClientOptions {
@@ -81,10 +103,13 @@ impl Default for ClientOptions {
             http: HttpVersion::Auto,
             insecure_tls: false,
             tls_session_resumption: true,
+            share_tls_sessions: false,
             shared_pool: false,
             max_redirects: 10,
             max_body_bytes: 16 * 1024 * 1024,
             user_agent: concat!("cicada/", env!("CARGO_PKG_VERSION")).to_string(),
+            decompress: true,
+            basic_auth: None,
         }
     }
 }
@@ -94,7 +119,7 @@ impl Default for ClientOptions {
 pub enum ClientError {
     /// The host is not a usable base URL.
     #[error(
-        "invalid host `{host}`: {reason} (expected something like http://127.0.0.1:8080 or https://example.test)"
+        "invalid host `{host}`: {reason} (a valid host looks like http://127.0.0.1:8080 or https://example.test)"
     )]
     InvalidHost {
         /// The host as given.
@@ -151,6 +176,8 @@ pub(crate) struct BaseUrl {
     origin: Origin,
     /// Path of the host URL without its trailing slash, prepended to relative request paths.
     path: String,
+    /// Basic auth from credentials in the host URL (`http://user:password@host`).
+    auth: Option<HeaderValue>,
 }
 
 impl BaseUrl {
@@ -166,6 +193,7 @@ impl BaseUrl {
         Ok(BaseUrl {
             origin: Origin::new(scheme, authority).map_err(invalid)?,
             path: uri.path().trim_end_matches('/').to_string(),
+            auth: userinfo_auth(authority),
         })
     }
 
@@ -217,7 +245,11 @@ pub(crate) struct ClientShared {
     options: ClientOptions,
     connector: Connector,
     user_agent: HeaderValue,
-    context: Arc<UserTypeContext>,
+    /// `Some` when responses are decoded.
+    accept_encoding: Option<HeaderValue>,
+    /// Basic auth from [`ClientOptions::basic_auth`].
+    default_auth: Option<HeaderValue>,
+    pub(crate) context: Arc<UserTypeContext>,
     shared_pool: Option<Mutex<Pool>>,
 }
 
@@ -247,12 +279,22 @@ impl ClientShared {
             own_host,
             connector: Connector {
                 tls,
+                tls_per_user: options.tls_session_resumption
+                    && !options.share_tls_sessions
+                    && !options.shared_pool,
                 http: options.http,
                 connect_timeout: options.connect_timeout,
             },
             shared_pool: options
                 .shared_pool
                 .then(|| Mutex::new(Pool::new(SHARED_POOL_MAX_IDLE))),
+            accept_encoding: options
+                .decompress
+                .then(|| HeaderValue::from_static(decode::ACCEPT_ENCODING)),
+            default_auth: options
+                .basic_auth
+                .as_ref()
+                .map(|(user, password)| basic_auth_value(user, password)),
             options: options.clone(),
             user_agent,
             context,
@@ -273,16 +315,66 @@ impl ClientShared {
     }
 }
 
+/// `Basic` credentials as an `Authorization` value.
+fn basic_auth_value(user: &str, password: &str) -> HeaderValue {
+    use base64::Engine;
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}").as_bytes());
+    let mut value = HeaderValue::try_from(format!("Basic {encoded}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("Basic"));
+    value.set_sensitive(true);
+    value
+}
+
+/// Basic auth from the credentials of a URL's authority (`user:password@host`), percent-decoded.
+fn userinfo_auth(authority: &http::uri::Authority) -> Option<HeaderValue> {
+    let (userinfo, _) = authority.as_str().rsplit_once('@')?;
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    Some(basic_auth_value(
+        &percent_decode(user),
+        &percent_decode(password),
+    ))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&high), Some(&low)) if hex(high).is_some() && hex(low).is_some() => {
+                out.push((hex(high).unwrap_or(0) * 16 + hex(low).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Per-user client state, created on the first request so that an idle user costs almost nothing.
 struct ClientState {
     pool: Pool,
     cookies: Option<cookie_store::CookieStore>,
+    /// This user's own TLS session cache, made on its first TLS connection (see [`Connector::user_tls`]).
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 /// A user's HTTP client: its own connections (or a share of its type's pool) and its own cookie jar.
 pub struct HttpClient {
     shared: Arc<ClientShared>,
     base: Arc<BaseUrl>,
+    /// Basic auth this user set for itself.
+    auth: Option<HeaderValue>,
+    session: Session,
+}
+
+/// What a user's requests change as they go: connections, cookies, TLS sessions.
+struct Session {
     state: Option<Box<ClientState>>,
 }
 
@@ -291,7 +383,8 @@ impl HttpClient {
         HttpClient {
             base: shared.base(),
             shared,
-            state: None,
+            auth: None,
+            session: Session { state: None },
         }
     }
 
@@ -350,9 +443,21 @@ impl HttpClient {
         }
     }
 
+    /// Send HTTP basic auth with this user's requests from now on (a request's own `Authorization` header, or its
+    /// [`RequestBuilder::basic_auth`], still wins). It replaces the type's [`ClientOptions::basic_auth`] and any
+    /// credentials in the host URL for this user.
+    pub fn set_basic_auth(&mut self, user: &str, password: &str) {
+        self.auth = Some(basic_auth_value(user, password));
+    }
+
+    /// Forget the credentials set with [`set_basic_auth`](Self::set_basic_auth): the type's defaults apply again.
+    pub fn clear_basic_auth(&mut self) {
+        self.auth = None;
+    }
+
     /// The value of a cookie this user holds for the host, if any.
     pub fn cookie(&self, name: &str) -> Option<String> {
-        let jar = self.state.as_ref()?.cookies.as_ref()?;
+        let jar = self.session.state.as_ref()?.cookies.as_ref()?;
         jar.iter_unexpired()
             .find(|cookie| cookie.name() == name)
             .map(|cookie| cookie.value().to_string())
@@ -360,27 +465,33 @@ impl HttpClient {
 
     /// Forget every cookie (a fresh browser session).
     pub fn clear_cookies(&mut self) {
-        if let Some(state) = &mut self.state {
+        if let Some(state) = &mut self.session.state {
             state.cookies = None;
         }
     }
 
     /// Idle connections this user holds (0 with a shared pool).
     pub fn idle_connections(&self) -> usize {
-        self.state.as_ref().map_or(0, |state| state.pool.len())
+        self.session
+            .state
+            .as_ref()
+            .map_or(0, |state| state.pool.len())
     }
+}
 
+impl Session {
     fn state(&mut self) -> &mut ClientState {
         self.state.get_or_insert_with(|| {
             Box::new(ClientState {
                 pool: Pool::new(USER_POOL_MAX_ORIGINS),
                 cookies: None,
+                tls: None,
             })
         })
     }
 
-    fn checkout(&mut self, origin: &Origin) -> Option<Conn> {
-        match &self.shared.shared_pool {
+    fn checkout(&mut self, shared: &ClientShared, origin: &Origin) -> Option<Conn> {
+        match &shared.shared_pool {
             Some(pool) => pool
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -389,8 +500,8 @@ impl HttpClient {
         }
     }
 
-    fn checkin(&mut self, origin: Origin, conn: Conn) {
-        match &self.shared.shared_pool {
+    fn checkin(&mut self, shared: &ClientShared, origin: Origin, conn: Conn) {
+        match &shared.shared_pool {
             Some(pool) => pool
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -399,19 +510,50 @@ impl HttpClient {
         }
     }
 
-    /// Send one request (following redirects) and read the whole response.
+    /// The TLS connector for this user's next connection: its own session cache, or the type's.
+    fn tls(&mut self, shared: &ClientShared) -> tokio_rustls::TlsConnector {
+        if !shared.connector.tls_per_user {
+            return shared.connector.tls.clone();
+        }
+        self.state()
+            .tls
+            .get_or_insert_with(|| shared.connector.user_tls())
+            .clone()
+    }
+
+    async fn connect(
+        &mut self,
+        shared: &ClientShared,
+        origin: &Origin,
+    ) -> Result<Conn, RequestError> {
+        let tls = self.tls(shared);
+        shared.connector.connect(origin, &tls).await
+    }
+
+    /// Send one request (following redirects) and read the whole response. `auth` is the default `Authorization`
+    /// for requests without their own; like browsers and Locust's client, no `Authorization` goes to another host
+    /// a redirect leads to.
     async fn execute(
         &mut self,
+        shared: &ClientShared,
         method: Method,
         mut uri: Uri,
         headers: &HeaderMap,
         body: Bytes,
+        auth: Option<&HeaderValue>,
     ) -> Result<Response, RequestError> {
         let mut method = method;
         let mut body = body;
         let mut redirects = 0;
+        let mut same_host = true;
         loop {
-            let exchange = self.exchange(&method, &uri, headers, body.clone()).await?;
+            let credentials = Credentials {
+                default: if same_host { auth } else { None },
+                keep_own: same_host,
+            };
+            let exchange = self
+                .exchange(shared, &method, &uri, headers, body.clone(), credentials)
+                .await?;
             let status = exchange.status;
             let location = exchange
                 .headers
@@ -419,7 +561,7 @@ impl HttpClient {
                 .and_then(|l| std::str::from_utf8(l).ok());
             let follow = status.is_redirection()
                 && status != StatusCode::NOT_MODIFIED
-                && redirects < self.shared.options.max_redirects;
+                && redirects < shared.options.max_redirects;
             match (follow, location) {
                 (true, Some(location)) => {
                     let next = redirect_target(&uri, location)?;
@@ -431,6 +573,7 @@ impl HttpClient {
                         method = Method::GET;
                         body = Bytes::new();
                     }
+                    same_host = same_host && next.host() == uri.host();
                     uri = next;
                     redirects += 1;
                 }
@@ -453,20 +596,34 @@ impl HttpClient {
     /// One request and response on one connection.
     async fn exchange(
         &mut self,
+        shared: &ClientShared,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
         body: Bytes,
+        credentials: Credentials<'_>,
     ) -> Result<Exchange, RequestError> {
-        let origin = match (uri.scheme(), uri.authority()) {
-            (Some(scheme), Some(authority)) => Origin::new(scheme, authority)
-                .map_err(|reason| RequestError::new(RequestErrorKind::InvalidUrl, reason))?,
+        let (origin, url_auth) = match (uri.scheme(), uri.authority()) {
+            (Some(scheme), Some(authority)) => (
+                Origin::new(scheme, authority)
+                    .map_err(|reason| RequestError::new(RequestErrorKind::InvalidUrl, reason))?,
+                // Credentials in a request's own URL count least, as in Locust's client.
+                if authority.as_str().contains('@') {
+                    userinfo_auth(authority)
+                } else {
+                    None
+                },
+            ),
             _ => {
                 return Err(RequestError::new(
                     RequestErrorKind::InvalidUrl,
                     format!("invalid URL `{uri}`: no host"),
                 ));
             }
+        };
+        let credentials = Credentials {
+            default: credentials.default.or(url_auth.as_ref()),
+            keep_own: credentials.keep_own,
         };
         let cookie_url = self.cookie_url(uri);
         let cookie = match (
@@ -487,14 +644,12 @@ impl HttpClient {
             }
             _ => None,
         };
-        let max_body = self.shared.options.max_body_bytes;
-        let (mut conn, mut reused) = match self.checkout(&origin) {
+        let max_body = shared.options.max_body_bytes;
+        let decode = shared.options.decompress;
+        let (mut conn, mut reused) = match self.checkout(shared, &origin) {
             Some(conn) => (conn, true),
             // Boxed: connecting is rare and its future is large; inlined it would be copied around per request.
-            None => (
-                Box::pin(self.shared.connector.connect(&origin)).await?,
-                false,
-            ),
+            None => (Box::pin(self.connect(shared, &origin)).await?, false),
         };
         let exchange = loop {
             let outcome = match &mut conn {
@@ -503,12 +658,15 @@ impl HttpClient {
                         method,
                         target: uri.path_and_query().map_or("/", PathAndQuery::as_str),
                         host: origin.authority.as_str(),
-                        user_agent: &self.shared.user_agent,
+                        user_agent: &shared.user_agent,
+                        accept_encoding: shared.accept_encoding.as_ref(),
+                        auth: credentials.default,
+                        keep_own_auth: credentials.keep_own,
                         headers,
                         cookie: cookie.as_deref(),
                         body: &body,
                     };
-                    h1.send(&request, max_body).await
+                    h1.send(&request, max_body, decode).await
                 }
                 Conn::H2(sender) => {
                     let request = h2_request(
@@ -516,10 +674,11 @@ impl HttpClient {
                         uri,
                         headers,
                         cookie.as_deref(),
-                        &self.shared.user_agent,
+                        shared,
+                        credentials,
                         &body,
                     )?;
-                    send_h2(sender, request, max_body).await
+                    send_h2(sender, request, max_body, decode).await
                 }
             };
             match outcome {
@@ -527,7 +686,7 @@ impl HttpClient {
                 // A reused connection the server had closed: the request never left, so a fresh connection may
                 // carry it without risk of sending it twice.
                 Err(SendFailure::Unsent(_)) if reused => {
-                    conn = Box::pin(self.shared.connector.connect(&origin)).await?;
+                    conn = Box::pin(self.connect(shared, &origin)).await?;
                     reused = false;
                 }
                 Err(SendFailure::Unsent(error) | SendFailure::Failed(error)) => return Err(error),
@@ -538,7 +697,7 @@ impl HttpClient {
             Conn::H2(sender) => !sender.is_closed(),
         };
         if keep {
-            self.checkin(origin, conn);
+            self.checkin(shared, origin, conn);
         }
         if let Some(url) = cookie_url {
             self.store_cookies(&exchange.headers, &url);
@@ -573,6 +732,15 @@ impl HttpClient {
             }
         }
     }
+}
+
+/// Which `Authorization` a request on one hop carries.
+#[derive(Clone, Copy)]
+pub(crate) struct Credentials<'a> {
+    /// Sent when the request has no `Authorization` header of its own.
+    pub(crate) default: Option<&'a HeaderValue>,
+    /// Keep the request's own `Authorization` header (false once a redirect left the original host).
+    pub(crate) keep_own: bool,
 }
 
 fn redirect_target(from: &Uri, location: &str) -> Result<Uri, RequestError> {
@@ -622,19 +790,33 @@ fn h2_request(
     uri: &Uri,
     headers: &HeaderMap,
     cookie: Option<&str>,
-    user_agent: &HeaderValue,
+    shared: &ClientShared,
+    credentials: Credentials<'_>,
     body: &Bytes,
 ) -> Result<Request<RequestBody>, RequestError> {
     let mut request = Request::new(Full::new(body.clone()));
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri.clone();
     let request_headers = request.headers_mut();
-    request_headers.reserve(headers.len() + 2);
-    request_headers.insert(header::USER_AGENT, user_agent.clone());
+    request_headers.reserve(headers.len() + 4);
+    request_headers.insert(header::USER_AGENT, shared.user_agent.clone());
+    if let Some(accept) = &shared.accept_encoding {
+        request_headers.insert(header::ACCEPT_ENCODING, accept.clone());
+    }
     for (name, value) in headers {
-        if name != header::HOST {
-            request_headers.append(name, value.clone());
+        if name == header::HOST || (name == header::AUTHORIZATION && !credentials.keep_own) {
+            continue;
         }
+        if name == header::USER_AGENT || name == header::ACCEPT_ENCODING {
+            // The request's own value replaces the default.
+            request_headers.remove(name);
+        }
+        request_headers.append(name, value.clone());
+    }
+    if let Some(auth) = credentials.default
+        && !request_headers.contains_key(header::AUTHORIZATION)
+    {
+        request_headers.insert(header::AUTHORIZATION, auth.clone());
     }
     if let Some(cookie) = cookie {
         let value = HeaderValue::from_str(cookie).map_err(|e| {
@@ -652,6 +834,7 @@ async fn send_h2(
     sender: &mut hyper::client::conn::http2::SendRequest<RequestBody>,
     request: Request<RequestBody>,
     max_body: usize,
+    decode: bool,
 ) -> Result<Exchange, SendFailure> {
     if let Err(error) = sender.ready().await {
         return Err(SendFailure::Unsent(protocol_error(&error)));
@@ -667,18 +850,51 @@ async fn send_h2(
         }
     };
     let (parts, mut incoming) = response.into_parts();
-    let mut reader = BodyReader::new(max_body);
+    let encoding = if decode {
+        parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|value| Encoding::from_header(value.as_bytes()))
+    } else {
+        None
+    };
+    let mut reader = match encoding {
+        Some(encoding) => H2Body::Decoded(Box::new(Decoder::new(encoding, max_body))),
+        None => H2Body::Plain(BodyReader::new(max_body)),
+    };
     while let Some(frame) = incoming.frame().await {
         match frame {
             Ok(frame) => {
                 if let Ok(data) = frame.into_data() {
-                    reader.push(data);
+                    match &mut reader {
+                        H2Body::Plain(reader) => reader.push(data),
+                        H2Body::Decoded(decoder) => decoder.push(&data),
+                    }
                 }
             }
             Err(error) => return Err(SendFailure::Failed(protocol_error(&error))),
         }
     }
-    Ok(reader.finish(parts.status, parts.headers))
+    match reader {
+        H2Body::Plain(reader) => Ok(reader.finish(parts.status, parts.headers)),
+        H2Body::Decoded(decoder) => {
+            let (body, content_length, truncated) =
+                decoder.finish().map_err(SendFailure::Failed)?;
+            Ok(Exchange {
+                status: parts.status,
+                headers: Headers::Map(parts.headers),
+                body,
+                content_length,
+                truncated,
+            })
+        }
+    }
+}
+
+/// An HTTP/2 body on its way in: kept as it comes, or decoded.
+enum H2Body {
+    Plain(BodyReader),
+    Decoded(Box<Decoder>),
 }
 
 /// Collects a body up to a cap, counting every byte. A single-chunk body is kept without copying.
@@ -908,11 +1124,55 @@ impl<'a> RequestBuilder<'a> {
         }
     }
 
+    /// Send HTTP basic auth with this request (an `Authorization: Basic ..` header), whatever the user's or its
+    /// type's default credentials are.
+    pub fn basic_auth(mut self, user: &str, password: &str) -> Self {
+        self.headers
+            .insert(header::AUTHORIZATION, basic_auth_value(user, password));
+        self
+    }
+
+    /// Decide after the fact whether the response is a success (Locust's `catch_response`): [`CatchResponse::send`]
+    /// returns a [`CaughtResponse`] that is recorded only when the task calls
+    /// [`success`](CaughtResponse::success) or [`failure`](CaughtResponse::failure), or drops it (then by the usual
+    /// rule: status 400 and above, or the [`check`](Self::check), fail). The task may read the body and do other
+    /// async work in between; the time recorded is still the response time. Call it last, just before `send`.
+    ///
+    /// ```
+    /// use cicada::prelude::*;
+    ///
+    /// async fn search(user: &mut User) -> TaskResult {
+    ///     let response = user.get("/items").catch_response().send().await?;
+    ///     let items: Vec<serde_json::Value> = response.json()?;
+    ///     if items.is_empty() {
+    ///         response.failure("the search found nothing");
+    ///     } else {
+    ///         response.success();
+    ///     }
+    ///     Ok(())
+    /// }
+    /// # let _ = UserType::<()>::new("Searcher").task(search);
+    /// ```
+    pub fn catch_response(self) -> CatchResponse<'a> {
+        CatchResponse::new(self)
+    }
+
     /// Send the request, read the response and record it in the stats.
     ///
     /// Returns the response for any HTTP status (check [`Response::is_failure`]); returns a [`RequestError`] when
-    /// no response arrived. Either way the request is already counted.
+    /// no response arrived. Either way the request is already counted. A request still waiting for its response
+    /// when the future is dropped (its user stopped, or the task gave up on it) is recorded then, as a failure.
     pub async fn send(self) -> Result<Response, RequestError> {
+        self.send_recording(Recording::Now)
+            .await
+            .map(|(response, _)| response)
+    }
+
+    /// Send, and record the outcome now, or hand back what recording it later needs.
+    async fn send_recording(
+        self,
+        recording: Recording,
+    ) -> Result<(Response, Option<catch::Pending>), RequestError> {
         let RequestBuilder {
             client,
             method,
@@ -924,17 +1184,35 @@ impl<'a> RequestBuilder<'a> {
             check,
             deferred_error,
         } = self;
+        let HttpClient {
+            shared,
+            base,
+            auth,
+            session,
+        } = client;
+        let shared: &ClientShared = shared;
+        let default_auth = auth
+            .as_ref()
+            .or(shared.default_auth.as_ref())
+            .or(base.auth.as_ref());
         let mut requested: Option<Uri> = None;
         let started = Instant::now();
-        let limit = timeout.unwrap_or(client.shared.options.timeout);
+        let limit = timeout.unwrap_or(shared.options.timeout);
         let outcome = match (deferred_error, target) {
             (Some(error), _) | (None, Err(error)) => Err(error),
             (None, Ok(uri)) => {
                 // The stats name is the URL as requested, not where redirects led (a clone shares the bytes).
-                requested = Some(uri.clone());
-                match tokio::time::timeout(
+                let requested = requested.insert(uri.clone());
+                let in_flight = InFlight {
+                    context: &shared.context,
+                    method: method.as_str(),
+                    name: stats_name(name.as_deref(), Some(requested)),
+                    started,
+                    armed: true,
+                };
+                let outcome = match tokio::time::timeout(
                     limit,
-                    client.execute(method.clone(), uri, &headers, body),
+                    session.execute(shared, method.clone(), uri, &headers, body, default_auth),
                 )
                 .await
                 {
@@ -943,12 +1221,16 @@ impl<'a> RequestBuilder<'a> {
                         RequestErrorKind::Timeout,
                         format!("timed out after {limit:?}"),
                     )),
-                }
+                };
+                in_flight.disarm();
+                outcome
             }
         };
         let finished = Instant::now();
         let elapsed = finished.duration_since(started);
-        let context = &client.shared.context;
+        let context = &shared.context;
+        // A request without its own name is counted under its path, response or not (as Locust does).
+        let name = stats_name(name.as_deref(), requested.as_ref());
         match outcome {
             Ok(mut response) => {
                 response.elapsed = elapsed;
@@ -961,11 +1243,14 @@ impl<'a> RequestBuilder<'a> {
                     }
                     None => None,
                 };
-                let name = match (&name, &requested) {
-                    (Some(name), _) => name.as_ref(),
-                    (None, Some(uri)) => uri.path_and_query().map_or("/", PathAndQuery::as_str),
-                    (None, None) => "/",
-                };
+                if recording == Recording::Later {
+                    let pending = catch::Pending {
+                        context: context.clone(),
+                        method,
+                        name: name.to_string(),
+                    };
+                    return Ok((response, Some(pending)));
+                }
                 record_sample(
                     context,
                     method.as_str(),
@@ -975,13 +1260,9 @@ impl<'a> RequestBuilder<'a> {
                     response.failure.as_deref(),
                     finished,
                 );
-                Ok(response)
+                Ok((response, None))
             }
             Err(error) => {
-                let name = match (&name, &error) {
-                    (Some(name), _) => name.as_ref(),
-                    (None, _) => "(invalid URL)",
-                };
                 record_sample(
                     context,
                     method.as_str(),
@@ -993,6 +1274,49 @@ impl<'a> RequestBuilder<'a> {
                 );
                 Err(error)
             }
+        }
+    }
+}
+
+/// Whether [`RequestBuilder::send_recording`] records the outcome or leaves it to a [`CaughtResponse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recording {
+    Now,
+    Later,
+}
+
+/// The stats name of a request: its own name, else the path and query it was sent to. Only a request whose URL
+/// never parsed and that has no name (which [`HttpClient::request`] does not let happen) gets the placeholder.
+fn stats_name<'n>(name: Option<&'n str>, requested: Option<&'n Uri>) -> &'n str {
+    match (name, requested) {
+        (Some(name), _) => name,
+        (None, Some(uri)) => uri.path_and_query().map_or("/", PathAndQuery::as_str),
+        (None, None) => "(invalid URL)",
+    }
+}
+
+/// A request on its way: if the future sending it is dropped before the response arrived (the user was stopped,
+/// or the task dropped it), the drop records it as a failure. It borrows everything it needs, so it costs nothing
+/// on the hot path but a few words on the stack.
+struct InFlight<'a> {
+    context: &'a UserTypeContext,
+    method: &'a str,
+    name: &'a str,
+    started: Instant,
+    armed: bool,
+}
+
+impl InFlight<'_> {
+    /// The outcome arrived: the caller records it.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            record_cut_off(self.context, self.method, self.name, self.started.elapsed());
         }
     }
 }
@@ -1086,6 +1410,20 @@ pub struct Response {
 }
 
 impl Response {
+    /// A placeholder left behind when a [`CaughtResponse`] hands its response out (no allocation).
+    fn empty() -> Response {
+        Response {
+            status: StatusCode::OK,
+            headers: Headers::Map(HeaderMap::new()),
+            body: Bytes::new(),
+            content_length: 0,
+            truncated: false,
+            url: Uri::default(),
+            elapsed: Duration::ZERO,
+            failure: None,
+        }
+    }
+
     /// The status code.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -1096,7 +1434,8 @@ impl Response {
         self.headers.map()
     }
 
-    /// The body bytes (at most the user type's `max_body_bytes`).
+    /// The body bytes (at most the user type's `max_body_bytes`), decoded when it came gzip-, deflate- or
+    /// brotli-encoded (unless [`ClientOptions::decompress`] is off).
     pub fn body(&self) -> &Bytes {
         &self.body
     }
@@ -1111,7 +1450,7 @@ impl Response {
         serde_json::from_slice(&self.body)
     }
 
-    /// Size of the whole body in bytes, including any part beyond the cap.
+    /// Size of the whole body in bytes (decoded, for an encoded body), including any part beyond the cap.
     pub fn content_length(&self) -> u64 {
         self.content_length
     }
@@ -1180,6 +1519,33 @@ mod tests {
                 .unwrap()
                 .to_string(),
             "https://127.0.0.2/z"
+        );
+    }
+
+    #[test]
+    fn hosts_are_checked_and_credentials_leave_the_authority() {
+        let error = |host: &str| match BaseUrl::parse(host) {
+            Ok(_) => panic!("{host} was accepted"),
+            Err(error) => error.to_string(),
+        };
+        assert!(error("http://127.0.0.1:99999").contains("port 99999 is out of range"));
+        assert!(error("http://127.0.0.1:0").contains("out of range"));
+        assert!(error("ftp://127.0.0.1").contains("unsupported scheme"));
+        assert!(error("127.0.0.1:8080").contains("http://127.0.0.1:8080"));
+        let base = BaseUrl::parse("http://[::1]:8080/api/").unwrap();
+        assert_eq!(base.origin.authority.as_str(), "[::1]:8080");
+        assert_eq!(base.path, "/api");
+        assert!(base.auth.is_none());
+        let base = BaseUrl::parse("https://ann:s%3Acret@127.0.0.1:8443").unwrap();
+        assert_eq!(base.origin.authority.as_str(), "127.0.0.1:8443");
+        assert_eq!(
+            base.auth.unwrap(),
+            basic_auth_value("ann", "s:cret"),
+            "credentials are percent-decoded"
+        );
+        assert_eq!(
+            basic_auth_value("Aladdin", "open sesame"),
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
         );
     }
 

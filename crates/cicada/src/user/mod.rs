@@ -4,12 +4,14 @@
 //! weighted and tagged tasks, nested task sets). Each spawned [`User`] is one lightweight tokio task that owns its
 //! HTTP client (connections and cookies), its random number generator and the test author's per-user state `S`.
 
+mod errors;
 mod panic;
 pub(crate) mod run;
 pub mod schedule;
 pub mod task;
 pub mod wait;
 
+use std::backtrace::Backtrace;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -47,9 +49,12 @@ pub enum Flow {
 
 /// Why a task ended early.
 ///
-/// Any `std::error::Error` converts into it with `?`. A failed request's [`RequestError`] is recognised and not
-/// counted twice: the request is already in the stats as a failure, and the task simply ends there. Every other error
-/// is counted as a user error (Locust's "exceptions"), and the user goes on with its next task.
+/// Anything that converts into a boxed error converts into it with `?`: every `std::error::Error`, strings, and
+/// `anyhow::Error` (whose cause chain is kept). A failed request's [`RequestError`] is recognised and not counted
+/// twice: the request is already in the stats as a failure, and the task simply ends there. Every other error is
+/// counted as a user error (Locust's "exceptions") with its whole cause chain, and the user goes on with its next
+/// task. With `RUST_BACKTRACE=1` (or `RUST_LIB_BACKTRACE=1`) the place where the error entered the task's result is
+/// kept too, as a backtrace in the exceptions table.
 pub struct TaskError {
     kind: TaskErrorKind,
 }
@@ -57,16 +62,45 @@ pub struct TaskError {
 pub(crate) enum TaskErrorKind {
     Flow(Flow),
     Request(Box<RequestError>),
-    User(Box<dyn std::error::Error + Send + Sync>),
-    Message(String),
+    User(Box<UserError>),
+}
+
+/// A task's own error, with where it was raised when backtraces are on.
+pub(crate) struct UserError {
+    pub(crate) error: Box<dyn std::error::Error + Send + Sync>,
+    pub(crate) backtrace: Backtrace,
+}
+
+impl UserError {
+    /// The error and its causes, `outer: inner: root` (anyhow's `{:#}`); a cause whose text the message already
+    /// ends with (`#[error("...: {0}")]`) is not repeated.
+    pub(crate) fn chain(&self) -> String {
+        error_chain(self.error.as_ref())
+    }
+}
+
+/// Causes followed at most when an error's chain is written out.
+const MAX_CHAIN_DEPTH: usize = 16;
+
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    for _ in 0..MAX_CHAIN_DEPTH {
+        let Some(cause) = source else { break };
+        let cause_text = cause.to_string();
+        if !cause_text.is_empty() && !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl TaskError {
     /// A user error with a message.
     pub fn msg(message: impl fmt::Display) -> Self {
-        TaskError {
-            kind: TaskErrorKind::Message(message.to_string()),
-        }
+        Self::user(message.to_string().into())
     }
 
     /// A control-flow request.
@@ -76,19 +110,30 @@ impl TaskError {
         }
     }
 
+    fn user(error: Box<dyn std::error::Error + Send + Sync>) -> Self {
+        TaskError {
+            kind: TaskErrorKind::User(Box::new(UserError {
+                error,
+                // Costs a cached flag check unless RUST_BACKTRACE / RUST_LIB_BACKTRACE asks for backtraces.
+                backtrace: Backtrace::capture(),
+            })),
+        }
+    }
+
     pub(crate) fn into_kind(self) -> TaskErrorKind {
         self.kind
     }
 }
 
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for TaskError {
+impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for TaskError {
     fn from(error: E) -> Self {
-        let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(error);
-        let kind = match boxed.downcast::<RequestError>() {
-            Ok(request) => TaskErrorKind::Request(request),
-            Err(other) => TaskErrorKind::User(other),
-        };
-        TaskError { kind }
+        let boxed: Box<dyn std::error::Error + Send + Sync> = error.into();
+        match boxed.downcast::<RequestError>() {
+            Ok(request) => TaskError {
+                kind: TaskErrorKind::Request(request),
+            },
+            Err(other) => Self::user(other),
+        }
     }
 }
 
@@ -97,8 +142,7 @@ impl fmt::Debug for TaskError {
         match &self.kind {
             TaskErrorKind::Flow(flow) => write!(f, "TaskError::Flow({flow:?})"),
             TaskErrorKind::Request(error) => write!(f, "TaskError::Request({error})"),
-            TaskErrorKind::User(error) => write!(f, "TaskError::User({error})"),
-            TaskErrorKind::Message(message) => write!(f, "TaskError::Message({message})"),
+            TaskErrorKind::User(error) => write!(f, "TaskError::User({})", error.chain()),
         }
     }
 }
@@ -108,8 +152,7 @@ impl fmt::Display for TaskError {
         match &self.kind {
             TaskErrorKind::Flow(flow) => write!(f, "{flow:?}"),
             TaskErrorKind::Request(error) => error.fmt(f),
-            TaskErrorKind::User(error) => error.fmt(f),
-            TaskErrorKind::Message(message) => f.write_str(message),
+            TaskErrorKind::User(error) => f.write_str(&error.chain()),
         }
     }
 }
@@ -140,6 +183,8 @@ pub(crate) struct UserTypeContext {
     pub(crate) env: Arc<Environment>,
     /// Lateness of paced task starts (only for types with a pacing wait time).
     pub(crate) schedule: Option<Arc<schedule::ScheduleLag>>,
+    /// Which user errors get a log line (at most one a second for each distinct one).
+    pub(crate) error_log: errors::ErrorLog,
 }
 
 /// One simulated user: its state, its HTTP client and its place in the run.
@@ -360,6 +405,47 @@ pub(crate) fn record_sample(
             response_time,
             content_length,
             error,
+            user_type: &context.name,
+        });
+    }
+}
+
+/// Error text of a request cut off by the stop: its user was stopped (after `--stop-timeout`) while the test was
+/// stopping, before the response arrived.
+pub const CUT_OFF_BY_STOP: &str = "cut off: the test stopped before a response arrived";
+/// Error text of a request dropped before its response arrived while the test was running: its user was stopped
+/// (fewer users wanted), or the task itself gave up on it (a `select!` or a timeout of its own).
+pub const CUT_OFF_WHILE_RUNNING: &str = "cut off: the request was dropped before a response arrived (its user was stopped, or its task gave up on it)";
+
+/// Record a request whose response never came because the future sending it was dropped (see
+/// [`cicada_stats::Stats::record_cut_off`]).
+pub(crate) fn record_cut_off(
+    context: &UserTypeContext,
+    method: &str,
+    name: &str,
+    response_time: Duration,
+) {
+    let error = match context.env.runner.state() {
+        crate::runner::RunnerState::Spawning | crate::runner::RunnerState::Running => {
+            CUT_OFF_WHILE_RUNNING
+        }
+        _ => CUT_OFF_BY_STOP,
+    };
+    context.env.stats.record_cut_off(&cicada_stats::Sample {
+        method,
+        name,
+        response_time,
+        content_length: 0,
+        error: Some(error),
+        finished_at: Instant::now(),
+    });
+    if context.env.events.has_request_listeners() {
+        context.env.events.fire_request(&RequestEvent {
+            method,
+            name,
+            response_time,
+            content_length: 0,
+            error: Some(error),
             user_type: &context.name,
         });
     }

@@ -2,9 +2,10 @@
 //!
 //! A task that panics must not take the run down, and the default hook's "thread panicked at" line per panic would
 //! flood the console while a bug repeats thousands of times. A process-wide hook (installed once) remembers the
-//! panic's location when the panic happens inside a task poll and stays silent; any other panic goes to the previous
-//! hook unchanged.
+//! panic's location (and, with `RUST_BACKTRACE=1`, a backtrace) when the panic happens inside a task poll and stays
+//! silent; any other panic goes to the previous hook unchanged.
 
+use std::backtrace::Backtrace;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -15,6 +16,7 @@ use std::task::{Context, Poll};
 thread_local! {
     static POLLING_TASK: Cell<bool> = const { Cell::new(false) };
     static LAST_LOCATION: RefCell<String> = const { RefCell::new(String::new()) };
+    static LAST_BACKTRACE: RefCell<Option<Backtrace>> = const { RefCell::new(None) };
 }
 
 fn install_hook() {
@@ -28,6 +30,9 @@ fn install_hook() {
                     .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
                     .unwrap_or_default();
                 LAST_LOCATION.with(|last| *last.borrow_mut() = location);
+                // Disabled (and nearly free) unless RUST_BACKTRACE / RUST_LIB_BACKTRACE asks for it.
+                let backtrace = Backtrace::capture();
+                LAST_BACKTRACE.with(|last| *last.borrow_mut() = Some(backtrace));
             } else {
                 previous(info);
             }
@@ -39,6 +44,8 @@ fn install_hook() {
 pub(crate) struct CaughtPanic {
     pub(crate) message: String,
     pub(crate) location: String,
+    /// Where the panic came from, when backtraces are on.
+    pub(crate) backtrace: Option<Backtrace>,
 }
 
 /// Polls a task future, catching panics.
@@ -81,7 +88,12 @@ impl<F: Future + Unpin> Future for CatchPanic<F> {
                     "panic with a non-string payload".to_string()
                 };
                 let location = LAST_LOCATION.with(|last| std::mem::take(&mut *last.borrow_mut()));
-                Poll::Ready(Err(CaughtPanic { message, location }))
+                let backtrace = LAST_BACKTRACE.with(|last| last.borrow_mut().take());
+                Poll::Ready(Err(CaughtPanic {
+                    message,
+                    location,
+                    backtrace,
+                }))
             }
         }
     }

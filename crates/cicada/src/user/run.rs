@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::errors::{ErrorLog, trimmed_backtrace};
 use super::panic::CatchPanic;
 use super::schedule::ScheduleLag;
 use super::task::{Entry, Order, RatioRow, TagFilter, TaskFn, TaskSet};
@@ -137,6 +138,7 @@ impl<S: Send + 'static> UserKind for UserType<S> {
             name: Arc::from(self.name.as_str()),
             env,
             schedule,
+            error_log: ErrorLog::new(),
         });
         let client = ClientShared::new(&host, own_host, &self.client, context.clone())?;
         Ok(Arc::new(ActiveUserType {
@@ -348,7 +350,7 @@ async fn run_task<S: Send + 'static>(
     label: &str,
 ) -> Step {
     let outcome = CatchPanic::new(task.call(user)).await;
-    let (message, location) = match outcome {
+    let (message, mut location, backtrace) = match outcome {
         Ok(Ok(())) => return Step::Continue,
         Ok(Err(error)) => match error.into_kind() {
             TaskErrorKind::Flow(Flow::StopUser) => return Step::Exit(Exit::StopUser),
@@ -359,16 +361,33 @@ async fn run_task<S: Send + 'static>(
             TaskErrorKind::Flow(Flow::Reschedule) => return Step::Reschedule,
             // Already counted as a failed request; the task just ends there.
             TaskErrorKind::Request(_) => return Step::Continue,
-            TaskErrorKind::User(error) => (error.to_string(), format!("task {label}")),
-            TaskErrorKind::Message(message) => (message, format!("task {label}")),
+            TaskErrorKind::User(error) => (
+                error.chain(),
+                format!("task {label}"),
+                trimmed_backtrace(&error.backtrace),
+            ),
         },
         Err(panic) => (
             format!("panic: {}", panic.message),
             format!("task {label} at {}", panic.location),
+            panic.backtrace.as_ref().and_then(trimmed_backtrace),
         ),
     };
     let context = &user.context;
-    tracing::debug!(user_type = %context.name, %location, "user error: {message}");
+    if let Some(suppressed) = context.error_log.admit(&message, &location, Instant::now()) {
+        if suppressed > 0 {
+            tracing::error!(
+                user_type = %context.name,
+                "user error in {location}: {message} ({suppressed} more like it since the last report were not logged)"
+            );
+        } else {
+            tracing::error!(user_type = %context.name, "user error in {location}: {message}");
+        }
+    }
+    if let Some(backtrace) = backtrace {
+        location.push('\n');
+        location.push_str(&backtrace);
+    }
     context
         .env
         .stats

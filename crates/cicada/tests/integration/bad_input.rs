@@ -260,3 +260,296 @@ fn unknown_hosts_fail_with_a_clear_message() {
         );
     }
 }
+
+#[test]
+fn requests_without_a_response_are_named_by_their_path() {
+    async fn paths(user: &mut User) -> TaskResult {
+        let _ = user.get("/items/7?page=2").send().await;
+        let _ = user.post("/cart").name("/cart (add)").send().await;
+        let _ = user.get("/search").query(&[("q", "x")]).send().await;
+        stop_user()
+    }
+    let host = format!("http://127.0.0.1:{}", closed_port());
+    let test = Cicada::new().user(UserType::<()>::new("Refused").task(paths));
+    let run = run_test(test, &["-H", &host, "-u", "1", "-t", "1s"]);
+    assert_eq!(run.exit_code, 1);
+    assert_eq!(run.failures("GET", "/items/7?page=2"), 1);
+    assert_eq!(run.failures("POST", "/cart (add)"), 1);
+    assert_eq!(
+        run.failures("GET", "/search"),
+        1,
+        "the name leaves the query out"
+    );
+    let groups = run.failure_groups();
+    assert!(groups.iter().all(|g| g.1 != "(invalid URL)"), "{groups:?}");
+}
+
+#[test]
+fn out_of_range_ports_are_usage_errors() {
+    let output = crate::common::run_example(
+        "quickstart",
+        &["--headless", "-H", "http://127.0.0.1:99999", "-t", "1s"],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("port 99999 is out of range"), "{stderr}");
+    assert!(
+        stderr.contains("http://127.0.0.1:8080"),
+        "an example of a valid host: {stderr}"
+    );
+
+    let test = Cicada::new().user(
+        UserType::<()>::new("OwnHost")
+            .host("http://127.0.0.1:70000")
+            .task(root),
+    );
+    assert_eq!(test.run_with_args(["test", "--headless", "-t", "1s"]), 2);
+    let test = Cicada::new().user(UserType::<()>::new("NoHost").task(root));
+    assert_eq!(
+        test.run_with_args(["test", "--headless", "-H", "http://:8080", "-t", "1s"]),
+        2
+    );
+}
+
+/// A server on 127.0.0.1 that reads requests and never answers; counts the requests it read.
+fn silent_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let requests = std::sync::Arc::new(AtomicU64::new(0));
+    let seen = requests.clone();
+    std::thread::spawn(move || {
+        // Bounded: the test's users make a handful of connections.
+        for stream in listener.incoming().take(64) {
+            let Ok(mut stream) = stream else { return };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                    if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        head.clear();
+                    }
+                }
+            });
+        }
+    });
+    (url, requests)
+}
+
+#[test]
+fn requests_cut_off_by_the_stop_are_counted_failures() {
+    let (url, accepted) = silent_server();
+    let test = Cicada::new().user(UserType::<()>::new("Waiting").task(root));
+    let run = run_test(test, &["-H", &url, "-u", "3", "-r", "100", "-t", "2s"]);
+    let accepted = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(accepted, 3, "each user sent one request and waited");
+    assert_eq!(run.exit_code, 1, "requests without a response are failures");
+    assert_eq!(
+        run.report["stats"]["requests_cut_off"].as_u64(),
+        Some(accepted)
+    );
+    assert_eq!(run.failures("GET", "/"), accepted);
+    assert_eq!(run.total_requests(), accepted);
+    let groups = run.failure_groups();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(groups[0].2, cicada::user::CUT_OFF_BY_STOP);
+}
+
+#[derive(Debug)]
+struct Layer {
+    text: &'static str,
+    cause: Option<Box<Layer>>,
+}
+
+impl std::fmt::Display for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.text)
+    }
+}
+
+impl std::error::Error for Layer {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_deref().map(|c| c as _)
+    }
+}
+
+#[test]
+fn exceptions_keep_the_task_and_the_cause_chain() {
+    async fn load_cart(user: &mut User) -> TaskResult {
+        user.get("/fast").send().await?;
+        Err(Layer {
+            text: "loading the cart failed",
+            cause: Some(Box::new(Layer {
+                text: "the cart service said no",
+                cause: Some(Box::new(Layer {
+                    text: "timeout",
+                    cause: None,
+                })),
+            })),
+        })?;
+        Ok(())
+    }
+    let target = DemoTarget::start();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("run");
+    let test = Cicada::new().user(
+        UserType::<()>::new("Cart")
+            .wait_time(constant(0.1))
+            .task(load_cart),
+    );
+    let run = run_test(
+        test,
+        &[
+            "-H",
+            &target.url(),
+            "-u",
+            "1",
+            "-t",
+            "1s",
+            "--csv",
+            prefix.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.exit_code, 1);
+    let chain = "loading the cart failed: the cart service said no: timeout";
+    let errors = &run.report["stats"]["user_errors"];
+    assert_eq!(errors[0]["message"], chain);
+    assert!(
+        errors[0]["traceback"]
+            .as_str()
+            .unwrap()
+            .starts_with("task load_cart"),
+        "{errors}"
+    );
+    assert_eq!(
+        errors[0]["count"].as_u64().unwrap(),
+        target.counters().total(),
+        "one error per task run"
+    );
+    let exceptions = crate::common::read_csv(&dir.path().join("run_exceptions.csv"));
+    assert_eq!(exceptions[1][1], chain, "{exceptions:?}");
+}
+
+#[test]
+fn user_errors_are_logged_at_most_once_a_second_each() {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // A server whose item pages are not JSON: every task of the example raises the same user error.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let served = std::sync::Arc::new(AtomicU64::new(0));
+    let counted = served.clone();
+    runtime.spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_request| {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    async {
+                        Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from_static(b"<html>not an item</html>"),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("run.log");
+    let json = dir.path().join("run.json");
+    let started = std::time::Instant::now();
+    let output = crate::common::run_example(
+        "item_checks",
+        &[
+            "--headless",
+            "--only-summary",
+            "-H",
+            &url,
+            "-u",
+            "5",
+            "-r",
+            "100",
+            "-t",
+            "3s",
+            "--logfile",
+            log.to_str().unwrap(),
+            "--json-file",
+            json.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let elapsed = started.elapsed().as_secs() + 1;
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let errors = report["stats"]["user_errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let message = errors[0]["message"].as_str().unwrap();
+    assert_eq!(
+        message,
+        "the item page did not parse: expected value at line 1 column 1"
+    );
+    let count = errors[0]["count"].as_u64().unwrap();
+    let items = &report["stats"]["entries"][0];
+    assert_eq!(items["name"], "/items/[id]");
+    assert_eq!(
+        items["num_requests"].as_u64(),
+        Some(served.load(Ordering::SeqCst))
+    );
+    let cut_off = report["stats"]["requests_cut_off"].as_u64().unwrap();
+    assert_eq!(
+        count + cut_off,
+        served.load(Ordering::SeqCst),
+        "every answered item page raised the error"
+    );
+    assert!(count >= 5, "each user hit the error at least once: {count}");
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(message)).collect();
+    assert!(!lines.is_empty(), "the error is logged:\n{text}");
+    assert!(
+        lines.len() as u64 <= elapsed,
+        "at most one line a second: {} lines in {elapsed} s\n{text}",
+        lines.len()
+    );
+    let left_out: u64 = lines
+        .iter()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(" (")?;
+            rest.split_once(" more like it")?.0.parse::<u64>().ok()
+        })
+        .sum();
+    assert!(
+        lines.len() as u64 + left_out <= count,
+        "logged and left out occurrences add up to at most the count"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("user error in task view_item")),
+        "{text}"
+    );
+}

@@ -466,3 +466,471 @@ fn tls_with_and_without_certificate_checks() {
         "{groups:?}"
     );
 }
+
+/// A plain HTTP server on 127.0.0.1 (HTTP/1.1 and h2c) that serves the same JSON document gzip-, deflate- or
+/// brotli-encoded by path, and keeps the `Accept-Encoding` of every request.
+struct EncodingTarget {
+    url: String,
+    accept_encodings: Arc<std::sync::Mutex<Vec<String>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+/// The decoded document every encoded path serves.
+fn document() -> Vec<u8> {
+    let words = "compressible text ".repeat(200);
+    serde_json::to_vec(&serde_json::json!({ "words": words })).unwrap()
+}
+
+/// A brotli stream of one uncompressed meta-block (valid brotli that needs no encoder): window bits 16 (a 0 bit),
+/// ISLAST 0, MNIBBLES 4, MLEN-1, ISUNCOMPRESSED 1, padding; the data; then an empty last meta-block.
+fn brotli_stored(data: &[u8]) -> Vec<u8> {
+    assert!(!data.is_empty() && data.len() <= 65_536);
+    let header = ((data.len() as u32 - 1) << 4) | (1 << 20);
+    let mut out = header.to_le_bytes()[..3].to_vec();
+    out.extend_from_slice(data);
+    out.push(0x03);
+    out
+}
+
+fn encoding_target() -> EncodingTarget {
+    use std::io::Write;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let plain = document();
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(&plain).unwrap();
+    let gzip = gzip.finish().unwrap();
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    zlib.write_all(&plain).unwrap();
+    let zlib = zlib.finish().unwrap();
+    let brotli = brotli_stored(&plain);
+    // 4 MiB of zeros in a few KiB: more than any cap below.
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    bomb.write_all(&vec![0u8; 4 << 20]).unwrap();
+    let bomb = bomb.finish().unwrap();
+    let bodies: Arc<Vec<(&'static str, &'static str, Bytes)>> = Arc::new(vec![
+        ("/gzip", "gzip", Bytes::from(gzip)),
+        ("/deflate", "deflate", Bytes::from(zlib)),
+        ("/br", "br", Bytes::from(brotli)),
+        ("/bomb", "gzip", Bytes::from(bomb)),
+    ]);
+    let accept_encodings = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = accept_encodings.clone();
+    runtime.spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let bodies = bodies.clone();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let accept = request
+                        .headers()
+                        .get("accept-encoding")
+                        .map_or("(none)".to_string(), |v| {
+                            v.to_str().unwrap_or("").to_string()
+                        });
+                    seen.lock().unwrap().push(accept);
+                    let found = bodies
+                        .iter()
+                        .find(|(path, _, _)| *path == request.uri().path())
+                        .cloned();
+                    async move {
+                        let response = match found {
+                            Some((_, encoding, body)) => hyper::Response::builder()
+                                .header("content-encoding", encoding)
+                                .header("content-type", "application/json")
+                                .body(Full::new(body))
+                                .unwrap(),
+                            None => hyper::Response::builder()
+                                .status(404)
+                                .body(Full::new(Bytes::new()))
+                                .unwrap(),
+                        };
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                .await;
+            });
+        }
+    });
+    EncodingTarget {
+        url: format!("http://127.0.0.1:{port}"),
+        accept_encodings,
+        _runtime: runtime,
+    }
+}
+
+#[test]
+fn compressed_responses_are_decoded_over_http1_and_http2() {
+    async fn fetch_all(user: &mut User) -> TaskResult {
+        let expected = document();
+        for path in ["/gzip", "/deflate", "/br"] {
+            let response = user.get(path).send().await?;
+            if response.body()[..] != expected[..] {
+                return Err(TaskError::msg(format!("{path}: body not decoded")));
+            }
+            let json: serde_json::Value = response.json()?;
+            if !json["words"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("compressible")
+            {
+                return Err(TaskError::msg(format!("{path}: json() saw {json}")));
+            }
+            if response.content_length() != expected.len() as u64 || response.body_truncated() {
+                return Err(TaskError::msg(format!(
+                    "{path}: size {}",
+                    response.content_length()
+                )));
+            }
+        }
+        // A decompression bomb: only the cap is kept, the decoded size is still counted.
+        let bomb = user.get("/bomb").send().await?;
+        if bomb.body().len() != 64 * 1024
+            || !bomb.body_truncated()
+            || bomb.content_length() != 4 << 20
+        {
+            return Err(TaskError::msg(format!(
+                "bomb: kept {}, counted {}",
+                bomb.body().len(),
+                bomb.content_length()
+            )));
+        }
+        stop_user()
+    }
+    for http in [HttpVersion::Http1, HttpVersion::Http2] {
+        let target = encoding_target();
+        let options = ClientOptions {
+            http,
+            max_body_bytes: 64 * 1024,
+            ..ClientOptions::default()
+        };
+        let test = Cicada::new().user(
+            UserType::<()>::new("Zip")
+                .client_options(options)
+                .task(fetch_all),
+        );
+        let run = run_test(test, &["-H", &target.url, "-u", "1", "-t", "2s"]);
+        assert_eq!(
+            run.exit_code,
+            0,
+            "{http:?}: {:?} {:?}",
+            run.failure_groups(),
+            run.user_errors()
+        );
+        for path in ["/gzip", "/deflate", "/br"] {
+            let entry = run
+                .entry("GET", path)
+                .unwrap_or_else(|| panic!("{path} recorded"));
+            assert_eq!(
+                entry["avg_content_length"].as_f64().unwrap(),
+                document().len() as f64,
+                "{http:?} {path}: the content size is the decoded size"
+            );
+        }
+        let seen = target.accept_encodings.lock().unwrap().clone();
+        assert_eq!(seen.len(), 4);
+        assert!(seen.iter().all(|a| a == "gzip, deflate, br"), "{seen:?}");
+    }
+
+    async fn raw(user: &mut User) -> TaskResult {
+        let response = user.get("/gzip").send().await?;
+        if response.body()[..2] != [0x1f, 0x8b] {
+            return Err(TaskError::msg(
+                "the body was decoded although decoding is off",
+            ));
+        }
+        stop_user()
+    }
+    let target = encoding_target();
+    let options = ClientOptions {
+        decompress: false,
+        ..ClientOptions::default()
+    };
+    let test = Cicada::new().user(UserType::<()>::new("Raw").client_options(options).task(raw));
+    let run = run_test(test, &["-H", &target.url, "-u", "1", "-t", "2s"]);
+    assert_eq!(run.exit_code, 0, "{:?}", run.user_errors());
+    assert!(
+        run.entry("GET", "/gzip").unwrap()["avg_content_length"]
+            .as_f64()
+            .unwrap()
+            < document().len() as f64,
+        "the content size is the encoded size when decoding is off"
+    );
+    assert_eq!(*target.accept_encodings.lock().unwrap(), ["(none)"]);
+}
+
+#[test]
+fn basic_auth_from_the_request_the_user_the_options_and_the_host_url() {
+    async fn authorization(user: &mut User, name: &'static str) -> Result<String, TaskError> {
+        let echo: serde_json::Value = user.get("/echo").name(name).send().await?.json()?;
+        if echo["headers"]["host"].as_str().unwrap_or("").contains('@') {
+            return Err(TaskError::msg("credentials leaked into the Host header"));
+        }
+        Ok(echo["headers"]["authorization"]
+            .as_str()
+            .unwrap_or("(none)")
+            .to_string())
+    }
+    async fn layers(user: &mut User) -> TaskResult {
+        // "Basic " + base64 of "type:default", "user:own", "request:only".
+        let type_default = authorization(user, "type").await?;
+        user.client().set_basic_auth("user", "own");
+        let own = authorization(user, "user").await?;
+        let echo: serde_json::Value = user
+            .get("/echo")
+            .name("request")
+            .basic_auth("request", "only")
+            .send()
+            .await?
+            .json()?;
+        let request = echo["headers"]["authorization"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        user.client().clear_basic_auth();
+        let back = authorization(user, "back").await?;
+        let seen = [type_default, own, request, back];
+        let expected = [
+            "Basic dHlwZTpkZWZhdWx0",
+            "Basic dXNlcjpvd24=",
+            "Basic cmVxdWVzdDpvbmx5",
+            "Basic dHlwZTpkZWZhdWx0",
+        ];
+        if seen != expected {
+            return Err(TaskError::msg(format!("{seen:?}")));
+        }
+        stop_user()
+    }
+    let target = DemoTarget::start();
+    let options = ClientOptions {
+        basic_auth: Some(("type".into(), "default".into())),
+        ..ClientOptions::default()
+    };
+    let test = Cicada::new().user(
+        UserType::<()>::new("Auth")
+            .client_options(options)
+            .task(layers),
+    );
+    let run = run_test(test, &["-H", &target.url(), "-u", "1", "-t", "2s"]);
+    assert_eq!(
+        run.exit_code,
+        0,
+        "{:?} {:?}",
+        run.failure_groups(),
+        run.user_errors()
+    );
+    assert_eq!(target.counters().total(), 4);
+
+    async fn from_url(user: &mut User) -> TaskResult {
+        let header = authorization(user, "url").await?;
+        if header != "Basic YW5uOnMzY3IzdA==" {
+            return Err(TaskError::msg(format!("saw {header}")));
+        }
+        stop_user()
+    }
+    let host = target.url().replace("http://", "http://ann:s3cr3t@");
+    let test = Cicada::new().user(UserType::<()>::new("Url").task(from_url));
+    let run = run_test(test, &["-H", &host, "-u", "1", "-t", "2s"]);
+    assert_eq!(
+        run.exit_code,
+        0,
+        "{:?} {:?}",
+        run.failure_groups(),
+        run.user_errors()
+    );
+    assert_eq!(run.requests("GET", "url"), 1);
+}
+
+#[test]
+fn catch_response_decides_after_the_fact() {
+    async fn decide(user: &mut User) -> TaskResult {
+        let response = user.get("/fast").catch_response().send().await?;
+        let body = response.text().into_owned();
+        cicada::tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        response.failure(format!("a 200 we reject ({})", body.trim()));
+
+        let response = user.get("/status/500").catch_response().send().await?;
+        // Work after the response is not part of its response time.
+        cicada::tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let response = response.success();
+        assert!(!response.is_failure());
+
+        let dropped = user
+            .get("/status/404")
+            .name("/dropped")
+            .catch_response()
+            .send()
+            .await?;
+        assert_eq!(dropped.status(), 404);
+        drop(dropped);
+        stop_user()
+    }
+    let target = DemoTarget::start();
+    let test = Cicada::new().user(UserType::<()>::new("Judge").task(decide));
+    let run = run_test(test, &["-H", &target.url(), "-u", "1", "-t", "2s"]);
+    assert_eq!(run.exit_code, 1, "failures were recorded");
+    assert!(run.user_errors().is_empty(), "{:?}", run.user_errors());
+    assert_eq!(
+        (run.requests("GET", "/fast"), run.failures("GET", "/fast")),
+        (1, 1)
+    );
+    assert_eq!(
+        (
+            run.requests("GET", "/status/500"),
+            run.failures("GET", "/status/500")
+        ),
+        (1, 0),
+        "a 500 marked success counts as success"
+    );
+    assert_eq!(
+        (
+            run.requests("GET", "/dropped"),
+            run.failures("GET", "/dropped")
+        ),
+        (1, 1),
+        "dropped without a verdict: recorded once, by its status"
+    );
+    assert_eq!(target.counters().total(), 3);
+    let groups = run.failure_groups();
+    assert!(
+        groups
+            .iter()
+            .any(|g| g.1 == "/fast" && g.2 == "a 200 we reject (ok)"),
+        "{groups:?}"
+    );
+    assert!(
+        groups
+            .iter()
+            .any(|g| g.1 == "/dropped" && g.2 == "HTTP 404 Not Found"),
+        "{groups:?}"
+    );
+    let max = run.entry("GET", "/status/500").unwrap()["max_ms"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        max < 400.0,
+        "the recorded time is the response time, not the task's later work: {max}"
+    );
+}
+
+/// A TLS server on 127.0.0.1 that closes every connection after one response and counts full and resumed
+/// handshakes.
+struct HandshakeTarget {
+    url: String,
+    full: Arc<AtomicU64>,
+    resumed: Arc<AtomicU64>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn handshake_target() -> HandshakeTarget {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (full, resumed) = (counter(), counter());
+    let (full_seen, resumed_seen) = (full.clone(), resumed.clone());
+    runtime.spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let (full, resumed) = (full_seen.clone(), resumed_seen.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                match tls.get_ref().1.handshake_kind() {
+                    Some(rustls::HandshakeKind::Resumed) => resumed.fetch_add(1, Ordering::Relaxed),
+                    _ => full.fetch_add(1, Ordering::Relaxed),
+                };
+                let service = service_fn(|_request: hyper::Request<hyper::body::Incoming>| async {
+                    Ok::<_, Infallible>(
+                        hyper::Response::builder()
+                            .header("connection", "close")
+                            .body(Full::new(Bytes::from_static(b"ok")))
+                            .unwrap(),
+                    )
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    HandshakeTarget {
+        url: format!("https://localhost:{port}"),
+        full,
+        resumed,
+        _runtime: runtime,
+    }
+}
+
+#[test]
+fn each_user_resumes_only_its_own_tls_sessions_unless_shared() {
+    async fn two_connections(user: &mut User) -> TaskResult {
+        // The server closes the connection after each response: the second request opens a new one.
+        user.get("/").send().await?;
+        user.get("/").send().await?;
+        stop_user()
+    }
+    const USERS: u64 = 4;
+    for share in [false, true] {
+        let target = handshake_target();
+        let options = ClientOptions {
+            insecure_tls: true,
+            share_tls_sessions: share,
+            ..ClientOptions::default()
+        };
+        let test = Cicada::new().user(
+            UserType::<()>::new("Browser")
+                .client_options(options)
+                .task(two_connections),
+        );
+        // Users start a quarter of a second apart, so a shared cache holds the first user's sessions by then.
+        let run = run_test(test, &["-H", &target.url, "-u", "4", "-r", "4", "-t", "2s"]);
+        assert_eq!(run.exit_code, 0, "{:?}", run.failure_groups());
+        assert_eq!(run.total_requests(), 2 * USERS);
+        let (full, resumed) = (
+            target.full.load(Ordering::Relaxed),
+            target.resumed.load(Ordering::Relaxed),
+        );
+        assert_eq!(full + resumed, 2 * USERS);
+        if share {
+            assert!(
+                full <= 2,
+                "shared sessions: about one full handshake, saw {full}"
+            );
+        } else {
+            assert_eq!(
+                (full, resumed),
+                (USERS, USERS),
+                "a new user pays a full handshake, then resumes its own session"
+            );
+        }
+    }
+}
