@@ -169,8 +169,8 @@ pub struct StatsSnapshot {
     pub user_errors: Vec<UserErrorStats>,
     /// What the caps cut off.
     pub overflow: OverflowStats,
-    /// Requests the stop cut short: in flight when their user was stopped, recorded as
-    /// failures (see [`crate::Stats::record_cut_off`]).
+    /// Requests the stop cut short: in flight when their user was stopped; not counted as
+    /// requests or failures (see [`crate::Stats::record_cut_off`]).
     pub requests_cut_off: u64,
 }
 

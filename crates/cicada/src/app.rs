@@ -578,7 +578,11 @@ async fn run(
         eprintln!("error: {error}");
         exit_code = 1;
     }
-    let had_errors = snapshot.total.num_failures > 0 || !snapshot.user_errors.is_empty();
+    // A run whose every request was cut off by the stop got no answer from its target: that is a failed run, though
+    // cut-off requests are not failures (a healthy run stopped mid-request has a few).
+    let target_silent = snapshot.requests_cut_off > 0 && snapshot.total.num_requests == 0;
+    let had_errors =
+        snapshot.total.num_failures > 0 || !snapshot.user_errors.is_empty() || target_silent;
     if guard_report
         .as_ref()
         .is_some_and(|g| g.stopped_test.is_some())

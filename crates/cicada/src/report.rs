@@ -106,9 +106,14 @@ pub(crate) fn write_final(
         if snapshot.requests_cut_off > 0 {
             let _ = writeln!(
                 text,
-                "\n{} requests were cut off before their response arrived (their users were stopped); they are \
-                 counted as failures",
-                snapshot.requests_cut_off
+                "\n{} requests were cut off before their response arrived (their users were stopped): they are not \
+                 counted as requests or failures{}",
+                snapshot.requests_cut_off,
+                if snapshot.total.num_requests == 0 {
+                    ", and no request got a response: the target did not answer"
+                } else {
+                    ""
+                }
             );
         }
         if let Some(guard) = guard {

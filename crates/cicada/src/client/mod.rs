@@ -1202,12 +1202,9 @@ impl<'a> RequestBuilder<'a> {
             (Some(error), _) | (None, Err(error)) => Err(error),
             (None, Ok(uri)) => {
                 // The stats name is the URL as requested, not where redirects led (a clone shares the bytes).
-                let requested = requested.insert(uri.clone());
+                requested = Some(uri.clone());
                 let in_flight = InFlight {
                     context: &shared.context,
-                    method: method.as_str(),
-                    name: stats_name(name.as_deref(), Some(requested)),
-                    started,
                     armed: true,
                 };
                 let outcome = match tokio::time::timeout(
@@ -1296,13 +1293,10 @@ fn stats_name<'n>(name: Option<&'n str>, requested: Option<&'n Uri>) -> &'n str 
 }
 
 /// A request on its way: if the future sending it is dropped before the response arrived (the user was stopped,
-/// or the task dropped it), the drop records it as a failure. It borrows everything it needs, so it costs nothing
-/// on the hot path but a few words on the stack.
+/// or the task dropped it), the drop counts it as cut off. It borrows everything it needs, so it costs nothing on
+/// the hot path but a few words on the stack.
 struct InFlight<'a> {
     context: &'a UserTypeContext,
-    method: &'a str,
-    name: &'a str,
-    started: Instant,
     armed: bool,
 }
 
@@ -1316,7 +1310,7 @@ impl InFlight<'_> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         if self.armed {
-            record_cut_off(self.context, self.method, self.name, self.started.elapsed());
+            record_cut_off(self.context);
         }
     }
 }

@@ -410,45 +410,11 @@ pub(crate) fn record_sample(
     }
 }
 
-/// Error text of a request cut off by the stop: its user was stopped (after `--stop-timeout`) while the test was
-/// stopping, before the response arrived.
-pub const CUT_OFF_BY_STOP: &str = "cut off: the test stopped before a response arrived";
-/// Error text of a request dropped before its response arrived while the test was running: its user was stopped
-/// (fewer users wanted), or the task itself gave up on it (a `select!` or a timeout of its own).
-pub const CUT_OFF_WHILE_RUNNING: &str = "cut off: the request was dropped before a response arrived (its user was stopped, or its task gave up on it)";
-
-/// Record a request whose response never came because the future sending it was dropped (see
-/// [`cicada_stats::Stats::record_cut_off`]).
-pub(crate) fn record_cut_off(
-    context: &UserTypeContext,
-    method: &str,
-    name: &str,
-    response_time: Duration,
-) {
-    let error = match context.env.runner.state() {
-        crate::runner::RunnerState::Spawning | crate::runner::RunnerState::Running => {
-            CUT_OFF_WHILE_RUNNING
-        }
-        _ => CUT_OFF_BY_STOP,
-    };
-    context.env.stats.record_cut_off(&cicada_stats::Sample {
-        method,
-        name,
-        response_time,
-        content_length: 0,
-        error: Some(error),
-        finished_at: Instant::now(),
-    });
-    if context.env.events.has_request_listeners() {
-        context.env.events.fire_request(&RequestEvent {
-            method,
-            name,
-            response_time,
-            content_length: 0,
-            error: Some(error),
-            user_type: &context.name,
-        });
-    }
+/// Count a request whose response never came because the future sending it was dropped (its user was stopped,
+/// or its task gave up on it): see [`cicada_stats::Stats::record_cut_off`]. Not a failure, and no `request`
+/// event: the server did not fail it, the generator stopped waiting.
+pub(crate) fn record_cut_off(context: &UserTypeContext) {
+    context.env.stats.record_cut_off();
 }
 
 /// One kind of simulated visitor.
