@@ -602,11 +602,13 @@ impl Aggregate {
         let mut response_times: Vec<(f64, u64)> = Vec::new();
         if has_requests {
             for bucket in entry.histogram.iter_recorded() {
-                let middle = entry
+                // The bucket's highest value, as the histogram's percentiles report it: a percentile rebuilt from
+                // this distribution is the one cicada reports.
+                let highest = entry
                     .histogram
-                    .median_equivalent(bucket.value_iterated_to())
+                    .highest_equivalent(bucket.value_iterated_to())
                     .clamp(counters.min_micros, counters.max_micros);
-                let ms = micros_to_ms(middle);
+                let ms = micros_to_ms(highest);
                 match response_times.last_mut() {
                     // Clamping can fold the outermost buckets onto the same value.
                     Some((last_ms, count)) if *last_ms == ms => *count += bucket.count_at_value(),

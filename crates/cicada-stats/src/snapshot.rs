@@ -156,8 +156,9 @@ pub struct EntryDetail {
     /// Sum of the response body sizes in bytes.
     pub total_content_length: u64,
     /// The response-time distribution as `(ms, count)`, ascending: one pair per histogram
-    /// bucket holding samples, at the bucket's middle value clamped into `[min_ms, max_ms]`
-    /// (so within the histogram's 1% precision of the recorded values).
+    /// bucket holding samples, at the bucket's highest value (the value the percentiles
+    /// report) clamped into `[min_ms, max_ms]`, so within the histogram's 1% precision of the
+    /// recorded values.
     pub response_times: Vec<(f64, u64)>,
     /// Requests and failures per second, oldest first, only seconds with requests; the
     /// latest [`crate::StatsConfig::per_second_capacity`] such seconds.
