@@ -29,7 +29,7 @@ for users in 0 50; do
     out="$TMP/run-$users.json"
     /usr/bin/time -f "%U %S" -o "$TMP/time-$users" timeout $((DURATION + 30)) \
         "$BIN" --headless --only-summary -u "$users" -r 1000 -t "${DURATION}s" --guard protect --max-cpu 100 \
-        --json-file "$out" >/dev/null 2>"$TMP/err-$users" || true
+        --report-json "$out" >/dev/null 2>"$TMP/err-$users" || true
     python3 - "$out" "$TMP/time-$users" "$users" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))

@@ -347,7 +347,7 @@ tp_command() {
         # --guard warn: a generator driven flat out on one core is saturated by definition; the guard keeps measuring
         # (its cost is in the numbers) but must not shed the 50 users the comparison is about.
         cicada) CMD=(taskset -c 0 "$TARGET_DIR/get_root" --headless --only-summary -H "$URL" -u 50 -r 1000
-            -t "${DURATION}s" --guard warn --json-file "$prefix.json") ;;
+            -t "${DURATION}s" --guard warn --report-json "$prefix.json") ;;
         wrk) CMD=(taskset -c 0 wrk -t1 -c50 "-d${DURATION}s" --latency "$URL/") ;;
         locust-http) CMD=(taskset -c 0 "$LOCUST" -f "$TMP/locust_http.py" --headless -H "$URL" -u 50 -r 50
             -t "${DURATION}s" --only-summary --json) ;;
@@ -548,7 +548,7 @@ run_accuracy() {
             prefix="$out.rep$rep"
             rc=0
             timeout -k 5 $((DURATION + 60)) taskset -c 0 "$TARGET_DIR/slow_page" --headless --only-summary \
-                -H "http://127.0.0.1:$port" -u 20 -r 1000 -t "${DURATION}s" -s 5 --json-file "$prefix.cicada.json" \
+                -H "http://127.0.0.1:$port" -u 20 -r 1000 -t "${DURATION}s" -s 5 --report-json "$prefix.cicada.json" \
                 >"$prefix.cicada.stdout" 2>"$prefix.cicada.stderr" || rc=$?
             # the server prints the count of cicada's run and starts counting afresh (after a pause longer than
             # one delay, so that a request the client abandoned would still be counted in its own window)

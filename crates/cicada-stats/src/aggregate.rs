@@ -1,7 +1,9 @@
 //! The merged statistics of one generation: all-time histograms and counters per entry, the
-//! per-second window ring behind the "current" figures, failure counts, and the conversion of
-//! all that into a [`StatsSnapshot`].
+//! per-second window ring behind the "current" figures, the bounded per-second request counts
+//! of each entry, failure counts, and the conversion of all that into a [`StatsSnapshot`] (or
+//! into [`EntryDetail`]s for Locust's JSON).
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -9,7 +11,9 @@ use hdrhistogram::Histogram;
 use crate::histogram::{self, micros_to_ms, new_histogram, percentiles_ms};
 use crate::keys::{CappedRegistry, FailureKey, PairKey};
 use crate::shard::{Batch, EntryCounters, EntryDelta};
-use crate::snapshot::{EntryStats, FailureStats, OverflowStats, StatsSnapshot};
+use crate::snapshot::{
+    EntryDetail, EntryStats, FailureStats, OverflowStats, SecondCounts, StatsSnapshot,
+};
 use crate::{AGGREGATED_NAME, OTHER_ERRORS, StatsConfig};
 
 /// One second of one entry: the raw material of the current window.
@@ -139,6 +143,62 @@ impl SecondRing {
     }
 }
 
+/// Requests and failures of one entry in one second (12 bytes: the series is long).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SecondCount {
+    second: u32,
+    requests: u32,
+    failures: u32,
+}
+
+/// The latest `capacity` seconds with requests of one entry, oldest first: Locust's
+/// `num_reqs_per_sec` / `num_fail_per_sec`. Past the capacity the oldest second is dropped.
+struct SecondSeries {
+    counts: VecDeque<SecondCount>,
+    capacity: usize,
+}
+
+impl SecondSeries {
+    fn new(capacity: usize) -> Self {
+        SecondSeries {
+            counts: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    fn add(&mut self, second: u64, requests: u64, failures: u64) {
+        if self.capacity == 0 || (requests == 0 && failures == 0) {
+            return;
+        }
+        let narrow = |value: u64| u32::try_from(value).unwrap_or(u32::MAX);
+        let second = narrow(second);
+        // Batches arrive in order but for stragglers of the previous second or two: look
+        // from the back.
+        match self.counts.iter().rposition(|count| count.second <= second) {
+            Some(index) if self.counts[index].second == second => {
+                let count = &mut self.counts[index];
+                count.requests = count.requests.saturating_add(narrow(requests));
+                count.failures = count.failures.saturating_add(narrow(failures));
+            }
+            found => {
+                let index = found.map_or(0, |index| index + 1);
+                self.counts.insert(
+                    index,
+                    SecondCount {
+                        second,
+                        requests: narrow(requests),
+                        failures: narrow(failures),
+                    },
+                );
+                if self.counts.len() > self.capacity {
+                    // Also drops a straggler older than everything kept.
+                    self.counts.pop_front();
+                }
+            }
+        }
+    }
+}
+
 /// Merged statistics of one entry (or the total).
 pub(crate) struct AggEntry {
     method: Box<str>,
@@ -146,24 +206,57 @@ pub(crate) struct AggEntry {
     histogram: Histogram<u64>,
     counters: EntryCounters,
     window: SecondRing,
+    /// Second (since the generation's start) of the first batch that mentioned this entry.
+    first_second: u64,
+    /// Latest finish of a batch that mentioned this entry.
+    last_finished: Option<Instant>,
+    seconds: SecondSeries,
 }
 
 impl AggEntry {
-    fn new(method: &str, name: &str, window_secs: u64) -> Self {
+    fn new(
+        method: &str,
+        name: &str,
+        window_secs: u64,
+        first_second: u64,
+        series_capacity: usize,
+    ) -> Self {
         AggEntry {
             method: method.into(),
             name: name.into(),
             histogram: new_histogram(),
             counters: EntryCounters::default(),
             window: SecondRing::new(window_secs),
+            first_second,
+            last_finished: None,
+            seconds: SecondSeries::new(series_capacity),
         }
     }
 
-    fn merge(&mut self, delta: &EntryDelta, second: u64, oldest_kept: u64) {
+    fn merge(
+        &mut self,
+        delta: &EntryDelta,
+        second: u64,
+        oldest_kept: u64,
+        finished: Option<Instant>,
+    ) {
         histogram::add(&mut self.histogram, &delta.histogram);
         self.counters.merge(&delta.counters);
         self.window.add(second, oldest_kept, delta);
+        self.seconds
+            .add(second, delta.counters.requests, delta.counters.failures);
+        self.first_second = self.first_second.min(second);
+        self.last_finished = self.last_finished.max(finished);
     }
+}
+
+/// One failure group as merged: `(method, name)` by entry id, the error, and when it was seen.
+struct FailureGroup {
+    entry_id: u32,
+    error: Box<str>,
+    occurrences: u64,
+    first_second: u64,
+    last_second: u64,
 }
 
 /// Seconds `[from, to)` of the current window and the run duration, shared by all entries of
@@ -181,11 +274,14 @@ pub(crate) struct Aggregate {
     start: Instant,
     start_unix_ms: u64,
     window_secs: u64,
+    /// Seconds kept per entry in its [`SecondSeries`].
+    per_second_capacity: usize,
     /// Indexed by global entry id; `None` until a batch mentions the id.
     entries: Vec<Option<AggEntry>>,
+    /// Its series is empty: Locust's JSON lists entries only.
     total: AggEntry,
-    /// Indexed by global failure id: `(entry id, error, occurrences)`.
-    failures: Vec<Option<(u32, Box<str>, u64)>>,
+    /// Indexed by global failure id.
+    failures: Vec<Option<FailureGroup>>,
     last_request: Option<Instant>,
     /// Time of the latest collect: "now" for the current window.
     collected_at: Instant,
@@ -204,8 +300,9 @@ impl Aggregate {
             start,
             start_unix_ms,
             window_secs,
+            per_second_capacity: config.per_second_capacity,
             entries: Vec::new(),
-            total: AggEntry::new("", AGGREGATED_NAME, window_secs),
+            total: AggEntry::new("", AGGREGATED_NAME, window_secs, 0, 0),
             failures: Vec::new(),
             last_request: None,
             collected_at: start,
@@ -262,6 +359,8 @@ impl Aggregate {
         debug_assert_eq!(batch.generation, self.generation);
         let oldest_kept = self.oldest_kept_second();
         let window_secs = self.window_secs;
+        let series_capacity = self.per_second_capacity;
+        let second = batch.second;
         for delta in batch.entries.drain(..) {
             let id = delta.entry_id as usize;
             if self.entries.len() <= id {
@@ -271,10 +370,11 @@ impl Aggregate {
                 let (method, name) = names
                     .key(delta.entry_id)
                     .map_or(("", "(unknown)"), |key| (&*key.first, &*key.second));
-                AggEntry::new(method, name, window_secs)
+                AggEntry::new(method, name, window_secs, second, series_capacity)
             });
-            entry.merge(&delta, batch.second, oldest_kept);
-            self.total.merge(&delta, batch.second, oldest_kept);
+            entry.merge(&delta, second, oldest_kept, batch.last_finished_at);
+            self.total
+                .merge(&delta, second, oldest_kept, batch.last_finished_at);
             let mut histogram = delta.histogram;
             histogram.reset();
             emptied.push(histogram);
@@ -286,13 +386,17 @@ impl Aggregate {
             }
             let group = self.failures[id].get_or_insert_with(|| {
                 let key = failure_groups.key(delta.failure_id);
-                (
-                    key.map_or(u32::MAX, |key| key.entry),
-                    key.map_or_else(|| "(unknown)".into(), |key| key.error.clone()),
-                    0,
-                )
+                FailureGroup {
+                    entry_id: key.map_or(u32::MAX, |key| key.entry),
+                    error: key.map_or_else(|| "(unknown)".into(), |key| key.error.clone()),
+                    occurrences: 0,
+                    first_second: second,
+                    last_second: second,
+                }
             });
-            group.2 += delta.occurrences;
+            group.occurrences += delta.occurrences;
+            group.first_second = group.first_second.min(second);
+            group.last_second = group.last_second.max(second);
         }
         if batch.last_finished_at > self.last_request {
             self.last_request = batch.last_finished_at;
@@ -303,6 +407,11 @@ impl Aggregate {
         let since_start = instant.saturating_duration_since(self.start).as_millis();
         self.start_unix_ms
             .saturating_add(u64::try_from(since_start).unwrap_or(u64::MAX))
+    }
+
+    /// Unix second of `second` since the generation's start.
+    fn unix_second(&self, second: u64) -> u64 {
+        (self.start_unix_ms / 1_000).saturating_add(second)
     }
 
     fn timing(&self) -> Timing {
@@ -415,13 +524,15 @@ impl Aggregate {
             .failures
             .iter()
             .flatten()
-            .map(|(entry_id, error, occurrences)| {
-                let (method, name) = entry_key(*entry_id);
+            .map(|group| {
+                let (method, name) = entry_key(group.entry_id);
                 FailureStats {
                     method: method.to_owned(),
                     name: name.to_owned(),
-                    error: error.to_string(),
-                    occurrences: *occurrences,
+                    error: group.error.to_string(),
+                    occurrences: group.occurrences,
+                    first_seen_unix_secs: Some(self.unix_second(group.first_second)),
+                    last_seen_unix_secs: Some(self.unix_second(group.last_second)),
                 }
             })
             .collect();
@@ -434,6 +545,9 @@ impl Aggregate {
                     name: entry.name.to_string(),
                     error: OTHER_ERRORS.to_owned(),
                     occurrences: entry.counters.failures_over_cap,
+                    // Not tracked for failures past the group cap.
+                    first_seen_unix_secs: None,
+                    last_seen_unix_secs: None,
                 });
             }
         }
@@ -467,5 +581,195 @@ impl Aggregate {
             },
             requests_cut_off: 0,
         }
+    }
+
+    /// Locust's per-entry raw data of every entry with requests or failures, sorted by
+    /// `(name, method)` like the snapshot's entries.
+    pub(crate) fn entry_details(&self) -> Vec<EntryDetail> {
+        let mut details: Vec<EntryDetail> = self
+            .entries
+            .iter()
+            .flatten()
+            .filter(|entry| entry.counters.requests > 0 || entry.counters.failures > 0)
+            .map(|entry| self.entry_detail(entry))
+            .collect();
+        details.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.method.cmp(&b.method)));
+        details
+    }
+
+    fn entry_detail(&self, entry: &AggEntry) -> EntryDetail {
+        let counters = &entry.counters;
+        let has_requests = counters.requests > 0;
+        let mut response_times: Vec<(f64, u64)> = Vec::new();
+        if has_requests {
+            for bucket in entry.histogram.iter_recorded() {
+                // The bucket's highest value, as the histogram's percentiles report it: a percentile rebuilt from
+                // this distribution is the one cicada reports.
+                let highest = entry
+                    .histogram
+                    .highest_equivalent(bucket.value_iterated_to())
+                    .clamp(counters.min_micros, counters.max_micros);
+                let ms = micros_to_ms(highest);
+                match response_times.last_mut() {
+                    // Clamping can fold the outermost buckets onto the same value.
+                    Some((last_ms, count)) if *last_ms == ms => *count += bucket.count_at_value(),
+                    _ => response_times.push((ms, bucket.count_at_value())),
+                }
+            }
+        }
+        EntryDetail {
+            method: entry.method.to_string(),
+            name: entry.name.to_string(),
+            first_request_unix_ms: self
+                .start_unix_ms
+                .saturating_add(entry.first_second.saturating_mul(1_000)),
+            last_request_unix_ms: entry.last_finished.map(|last| self.unix_ms(last)),
+            num_requests: counters.requests,
+            num_failures: counters.failures,
+            total_response_ms: micros_to_ms(counters.response_micros_sum),
+            min_ms: has_requests.then(|| micros_to_ms(counters.min_micros)),
+            max_ms: if has_requests {
+                micros_to_ms(counters.max_micros)
+            } else {
+                0.0
+            },
+            total_content_length: counters.content_bytes,
+            response_times,
+            per_second: entry
+                .seconds
+                .counts
+                .iter()
+                .map(|count| SecondCounts {
+                    unix_second: self.unix_second(u64::from(count.second)),
+                    requests: u64::from(count.requests),
+                    failures: u64::from(count.failures),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::{Sample, Stats};
+
+    fn counts(series: &SecondSeries) -> Vec<(u32, u32, u32)> {
+        series
+            .counts
+            .iter()
+            .map(|count| (count.second, count.requests, count.failures))
+            .collect()
+    }
+
+    #[test]
+    fn a_series_merges_seconds_takes_stragglers_and_keeps_the_latest() {
+        let mut series = SecondSeries::new(3);
+        series.add(5, 2, 0);
+        series.add(5, 1, 1);
+        series.add(7, 4, 0);
+        series.add(6, 1, 0); // a straggler of an earlier second
+        series.add(8, 0, 0); // nothing happened: not kept
+        assert_eq!(counts(&series), [(5, 3, 1), (6, 1, 0), (7, 4, 0)]);
+        series.add(9, 1, 0);
+        assert_eq!(counts(&series), [(6, 1, 0), (7, 4, 0), (9, 1, 0)]);
+        series.add(2, 9, 9); // older than everything kept while full: dropped
+        assert_eq!(counts(&series), [(6, 1, 0), (7, 4, 0), (9, 1, 0)]);
+        let mut none = SecondSeries::new(0);
+        none.add(1, 1, 1);
+        assert!(none.counts.is_empty());
+    }
+
+    fn record(stats: &Stats, at: Instant, micros: u64, error: Option<&str>) {
+        stats.record(&Sample {
+            method: "GET",
+            name: "/cart",
+            response_time: Duration::from_micros(micros),
+            content_length: 10,
+            error,
+            finished_at: at,
+        });
+    }
+
+    #[test]
+    fn details_have_the_distribution_and_the_seconds() {
+        let stats = Stats::default();
+        let start = Instant::now();
+        record(&stats, start + Duration::from_millis(100), 1_250, None);
+        record(
+            &stats,
+            start + Duration::from_millis(200),
+            147_000,
+            Some("HTTP 500"),
+        );
+        record(&stats, start + Duration::from_millis(2_100), 3_000, None);
+        Stats::flush_current_thread();
+        stats.collect_at(start + Duration::from_millis(3_000));
+
+        let details = stats.entry_details();
+        assert_eq!(details.len(), 1);
+        let detail = &details[0];
+        assert_eq!((detail.num_requests, detail.num_failures), (3, 1));
+        assert_eq!(detail.total_response_ms, 151.25);
+        assert_eq!((detail.min_ms, detail.max_ms), (Some(1.25), 147.0));
+        assert_eq!(detail.total_content_length, 30);
+        assert_eq!(detail.response_times.iter().map(|(_, n)| n).sum::<u64>(), 3);
+        for (&(ms, _), exact) in detail.response_times.iter().zip([1.25, 3.0, 147.0]) {
+            assert!(
+                (ms - exact).abs() <= exact * 0.01,
+                "{ms} is not within 1% of {exact}"
+            );
+            assert!((1.25..=147.0).contains(&ms), "{ms} lies outside [min, max]");
+        }
+        let seconds: Vec<(u64, u64)> = detail
+            .per_second
+            .iter()
+            .map(|second| (second.requests, second.failures))
+            .collect();
+        assert_eq!(seconds, [(2, 1), (1, 0)]);
+        assert_eq!(
+            detail.per_second[1].unix_second - detail.per_second[0].unix_second,
+            2
+        );
+        let snapshot = stats.snapshot();
+        assert_eq!(
+            detail.first_request_unix_ms / 1_000,
+            snapshot.start_unix_ms / 1_000
+        );
+        assert_eq!(detail.last_request_unix_ms, snapshot.last_request_unix_ms);
+        let failure = &snapshot.failures[0];
+        assert_eq!(
+            failure.first_seen_unix_secs,
+            Some(detail.per_second[0].unix_second)
+        );
+        assert_eq!(failure.last_seen_unix_secs, failure.first_seen_unix_secs);
+    }
+
+    #[test]
+    fn details_keep_the_latest_seconds_and_exact_counts() {
+        let stats = Stats::new(StatsConfig {
+            per_second_capacity: 2,
+            ..StatsConfig::default()
+        });
+        let start = Instant::now();
+        for second in 0..5 {
+            record(
+                &stats,
+                start + Duration::from_millis(100 + 1_000 * second),
+                1_000,
+                None,
+            );
+            Stats::flush_current_thread();
+            stats.collect_at(start + Duration::from_millis(500 + 1_000 * second));
+        }
+        let detail = &stats.entry_details()[0];
+        assert_eq!(detail.num_requests, 5);
+        assert_eq!(detail.per_second.len(), 2);
+        assert_eq!(
+            detail.per_second[1].unix_second - detail.per_second[0].unix_second,
+            1
+        );
     }
 }

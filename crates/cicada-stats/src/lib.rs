@@ -64,6 +64,7 @@
 //! | one histogram | auto-resizing, 2 significant digits: about 4 KiB for sub-millisecond latencies, about 20 KiB when latencies reach minutes | response times are clamped to [`MAX_RESPONSE_TIME`] |
 //! | one key's text | method, name and error: 1 KiB; user-error message and location: 4 KiB | cut at a character boundary before lookup; texts sharing the kept prefix count as one |
 //! | history | [`StatsConfig::history_capacity`] points | the oldest point is dropped |
+//! | per-second request counts of an entry (Locust's `num_reqs_per_sec`, see [`Stats::entry_details`]) | [`StatsConfig::per_second_capacity`] seconds with requests per entry, 12 bytes each (the total keeps none): at the defaults at most about 43 MB with 1 000 names all busy every second for an hour, a few hundred KB for a typical test | the oldest second is dropped; the entry's counters stay exact |
 //! | a mailbox's waiting batches | [`MAX_WAITING_BATCHES`] per shard (when nobody collects) | later flushes are folded into the newest waiting batch: totals stay exact, the folded samples count for that batch's second |
 //! | a mailbox's recycled histograms and batches | `max_names + 1` histograms, 8 batches | extra ones are freed |
 //! | mailboxes | one per live thread that recorded, per `Stats` | a thread's mailbox is removed by the first `collect` after the thread exited and its last batch was merged |
@@ -84,8 +85,8 @@ use std::time::{Duration, Instant};
 pub use histogram::MAX_RESPONSE_TIME;
 pub use shard::MAX_WAITING_BATCHES;
 pub use snapshot::{
-    EntryStats, FailureStats, GeneratorSample, HistoryPoint, OverflowStats, StatsSnapshot,
-    UserErrorStats,
+    EntryDetail, EntryStats, FailureStats, GeneratorSample, HistoryPoint, OverflowStats,
+    SecondCounts, StatsSnapshot, UserErrorStats,
 };
 pub use stats::{ShardSizes, Stats};
 
@@ -131,6 +132,9 @@ pub struct StatsConfig {
     pub max_user_errors: usize,
     /// Points kept by the history ring; default 43 200 (24 h at one point per 2 s).
     pub history_capacity: usize,
+    /// Seconds (with requests) of per-second request and failure counts kept per entry for
+    /// Locust's JSON (`num_reqs_per_sec`); default 3 600, the last hour of each entry.
+    pub per_second_capacity: usize,
     /// Window for the "current" rates and percentiles, counted in whole completed seconds
     /// (rounded down, at least one). Default 10 s, like Locust.
     pub current_window: Duration,
@@ -143,6 +147,7 @@ impl Default for StatsConfig {
             max_errors: 1_000,
             max_user_errors: 1_000,
             history_capacity: 43_200,
+            per_second_capacity: 3_600,
             current_window: Duration::from_secs(10),
         }
     }

@@ -100,6 +100,83 @@ pub struct FailureStats {
     pub error: String,
     /// How many failures fell in this group.
     pub occurrences: u64,
+    /// Unix second of the first failure of this group (resolution: one second), as Locust's
+    /// `first_seen`.
+    pub first_seen_unix_secs: Option<u64>,
+    /// Unix second of the latest failure of this group, as Locust's `last_seen`.
+    pub last_seen_unix_secs: Option<u64>,
+}
+
+/// Everything Locust keeps per entry, for Locust's own JSON (`--json`): the raw sums, the
+/// response-time distribution and the per-second counts. Built by
+/// [`crate::Stats::entry_details`] at the end of a run; not part of the (frequently taken)
+/// [`StatsSnapshot`] because its distribution and series are large.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use cicada_stats::{Sample, Stats};
+///
+/// let stats = Stats::default();
+/// stats.record(&Sample {
+///     method: "GET",
+///     name: "/",
+///     response_time: Duration::from_micros(12_300),
+///     content_length: 100,
+///     error: None,
+///     finished_at: Instant::now(),
+/// });
+/// stats.collect_final(Duration::from_secs(1));
+/// let details = stats.entry_details();
+/// assert_eq!(details[0].num_requests, 1);
+/// assert_eq!(details[0].total_content_length, 100);
+/// assert_eq!(details[0].per_second.iter().map(|s| s.requests).sum::<u64>(), 1);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EntryDetail {
+    /// Request type.
+    pub method: String,
+    /// Stats name.
+    pub name: String,
+    /// Start of the first second in which this entry had a sample, Unix milliseconds.
+    pub first_request_unix_ms: u64,
+    /// When the latest request of this entry finished, Unix milliseconds; exact to within
+    /// the second it finished in (it is the latest finish of that second's hand-over).
+    pub last_request_unix_ms: Option<u64>,
+    /// Requests recorded, failures included.
+    pub num_requests: u64,
+    /// Requests recorded with an error.
+    pub num_failures: u64,
+    /// Sum of all response times, milliseconds (microsecond precision).
+    pub total_response_ms: f64,
+    /// Fastest response time; `None` without requests.
+    pub min_ms: Option<f64>,
+    /// Slowest response time (0 without requests).
+    pub max_ms: f64,
+    /// Sum of the response body sizes in bytes.
+    pub total_content_length: u64,
+    /// The response-time distribution as `(ms, count)`, ascending: one pair per histogram
+    /// bucket holding samples, at the bucket's highest value (the value the percentiles
+    /// report) clamped into `[min_ms, max_ms]`, so within the histogram's 1% precision of the
+    /// recorded values.
+    pub response_times: Vec<(f64, u64)>,
+    /// Requests and failures per second, oldest first, only seconds with requests; the
+    /// latest [`crate::StatsConfig::per_second_capacity`] such seconds.
+    pub per_second: Vec<SecondCounts>,
+}
+
+/// Requests and failures of one entry in one second (Locust's `num_reqs_per_sec` and
+/// `num_fail_per_sec`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SecondCounts {
+    /// The Unix second (the stats count seconds from their start, which is mapped to Unix
+    /// time to the millisecond: a sample may land one second off its wall-clock second).
+    pub unix_second: u64,
+    /// Requests that finished in that second, failures included.
+    pub requests: u64,
+    /// Failures among them.
+    pub failures: u64,
 }
 
 /// One group of user errors (a task returned an error or panicked), keyed by message and

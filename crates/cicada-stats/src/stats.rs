@@ -18,7 +18,7 @@ use crate::keys::{
     CappedRegistry, FailureKey, FailureKeyRef, FrozenIds, PairKey, PairKeyRef, Registration,
 };
 use crate::shard::{self, LocalShard, MAX_SPARE_BATCHES, Mailbox};
-use crate::snapshot::{HistoryPoint, StatsSnapshot};
+use crate::snapshot::{EntryDetail, HistoryPoint, StatsSnapshot};
 use crate::user_errors::UserErrorTable;
 use crate::{OVERFLOW_NAME, Sample, StatsConfig};
 
@@ -477,6 +477,19 @@ impl Stats {
         snapshot.overflow.errors_at_cap = lock(&shared.failure_groups).is_full();
         snapshot.requests_cut_off = shared.cut_off.load(Ordering::Relaxed);
         snapshot
+    }
+
+    /// Locust's raw per-entry data as of the latest collect (distribution, sums and
+    /// per-second counts), for Locust's JSON list; entries sorted like the snapshot's. Heavier
+    /// than [`snapshot`](Self::snapshot): meant for the end of a run.
+    ///
+    /// ```
+    /// use cicada_stats::Stats;
+    ///
+    /// assert!(Stats::default().entry_details().is_empty());
+    /// ```
+    pub fn entry_details(&self) -> Vec<EntryDetail> {
+        lock(&self.shared.aggregate).entry_details()
     }
 
     /// Clears everything (Locust's "reset stats"): entries, failures, user errors, history,

@@ -306,6 +306,16 @@ async fn run(
         }
     };
     let report_reserve = ReportReserve::new();
+    // Every report path is checked before any load is sent: a report that cannot be written is a usage error now,
+    // not a lost report at the end.
+    let mut report_outputs = match report::ReportOutputs::open(&options) {
+        Ok(outputs) => outputs,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return i32::from(EXIT_USAGE);
+        }
+    };
+    let mut history_csv = report_outputs.take_history_csv();
     let stats = Stats::new(StatsConfig {
         max_names: options.max_names,
         max_errors: options.max_errors,
@@ -414,19 +424,6 @@ async fn run(
             runner.start(options.users, options.spawn_rate);
         }
     }
-
-    let mut history_csv = match &options.csv_prefix {
-        Some(prefix) => match report::history_writer(prefix, options.csv_full_history) {
-            Ok(writer) => Some(writer),
-            Err(error) => {
-                eprintln!("error: --csv: {error}");
-                runner.quit();
-                let _ = runner_task.await;
-                return i32::from(EXIT_USAGE);
-            }
-        },
-        None => None,
-    };
 
     let (stop_reason, forced) = {
         let mut collect_tick = tokio::time::interval(Duration::from_secs(1));
@@ -538,8 +535,7 @@ async fn run(
                 if let Some(guard) = &guard {
                     text.push_str(&report::generator_line(guard, held_back));
                 }
-                println!("{text}");
-                let _ = std::io::stdout().flush();
+                report::print_console(&options, &text);
             }
         };
         (reason, signals.exit_on_next(stop_signal))
@@ -574,21 +570,28 @@ async fn run(
         stop_reason,
         started_unix_ms,
     };
-    if let Err(error) = report::write_final(&options, &stats, &final_run) {
-        eprintln!("error: {error}");
-        exit_code = 1;
-    }
+    let reports_failed = report::write_final(
+        &options,
+        &stats,
+        &final_run,
+        report_outputs,
+        history_csv.take(),
+    )
+    .map_err(|error| eprintln!("error: {error}"))
+    .is_err();
     // A run whose every request was cut off by the stop got no answer from its target: that is a failed run, though
     // cut-off requests are not failures (a healthy run stopped mid-request has a few).
     let target_silent = snapshot.requests_cut_off > 0 && snapshot.total.num_requests == 0;
     let had_errors =
         snapshot.total.num_failures > 0 || !snapshot.user_errors.is_empty() || target_silent;
-    if guard_report
+    if reports_failed {
+        exit_code = report::EXIT_REPORT_FAILED;
+    } else if guard_report
         .as_ref()
         .is_some_and(|g| g.stopped_test.is_some())
     {
         exit_code = EXIT_GUARD_STOPPED;
-    } else if exit_code == 0 && had_errors {
+    } else if had_errors {
         exit_code = options.exit_code_on_error;
     }
     events.fire_env("quitting", &events.quitting, &env);

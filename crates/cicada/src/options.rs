@@ -115,13 +115,19 @@ pub struct Options {
     #[arg(long, env = "CICADA_AUTOQUIT", value_name = "SECONDS")]
     pub autoquit: Option<u64>,
 
-    /// Print the final stats as JSON on stdout (instead of the tables).
+    /// Print the final stats on stdout as Locust's JSON list (one object per request name), and nothing else: the
+    /// tables go to stderr.
     #[arg(long, env = "CICADA_JSON")]
     pub json: bool,
 
-    /// Write the final stats as JSON to this file.
-    #[arg(long, env = "CICADA_JSON_FILE", value_name = "FILE")]
+    /// Write the final stats as Locust's JSON list to NAME.json (like Locust, `.json` is appended).
+    #[arg(long, env = "CICADA_JSON_FILE", value_name = "NAME")]
     pub json_file: Option<PathBuf>,
+
+    /// Write cicada's own JSON report to this file: the stats, their history, the resource guard's view of the
+    /// generator and the paced users' schedule.
+    #[arg(long, env = "CICADA_REPORT_JSON", value_name = "FILE")]
+    pub report_json: Option<PathBuf>,
 
     /// Print the stats table every few seconds even when the web UI runs.
     #[arg(long, env = "CICADA_PRINT_STATS")]
@@ -445,6 +451,28 @@ mod tests {
         assert_eq!(options.tags, ["a", "b"]);
         assert_eq!(options.user_types, ["Browser"]);
         assert!(options.headless);
+    }
+
+    #[test]
+    fn report_flags_parse() {
+        let options = Options::parse_args([
+            "test",
+            "--json",
+            "--json-file",
+            "out/locust",
+            "--report-json",
+            "out/cicada.json",
+            "--csv",
+            "out/run",
+            "--html",
+            "out/report.html",
+        ])
+        .unwrap();
+        assert!(options.json);
+        assert_eq!(options.json_file, Some(PathBuf::from("out/locust")));
+        assert_eq!(options.report_json, Some(PathBuf::from("out/cicada.json")));
+        assert_eq!(options.csv_prefix, Some(PathBuf::from("out/run")));
+        assert_eq!(options.html, Some(PathBuf::from("out/report.html")));
     }
 
     #[test]

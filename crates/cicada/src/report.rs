@@ -1,14 +1,18 @@
-//! Reports at the end of a run (console summary, CSV, JSON) and the task-ratio table.
+//! Reports at the end of a run (console summary, CSV, Locust's JSON, cicada's JSON, HTML), the console's
+//! destination, the exit code of a lost report, and the task-ratio table.
 //!
 //! The formats themselves live in `cicada_stats::report`; this module decides which ones a run writes, where, and
-//! with which run metadata.
+//! with which run metadata. [`output`] checks every report path before the test starts and writes each report so
+//! that it is complete or absent. At the end every report is attempted, whatever happened to the others; those
+//! that could not be written are listed together and the run exits with [`EXIT_REPORT_FAILED`].
+
+mod output;
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cicada_stats::report::{console, csv, json};
+use cicada_stats::report::{console, csv, json, locust};
 use cicada_stats::{Stats, StatsSnapshot};
 
 use crate::guard::{Guard, GuardActionKind, GuardReport};
@@ -16,38 +20,52 @@ use crate::options::Options;
 use crate::user::run::UserKind;
 use crate::user::schedule::ScheduleReport;
 
-/// A report could not be written.
-#[derive(Debug, thiserror::Error)]
-pub enum ReportError {
-    /// Writing a file failed.
-    #[error("cannot write {path}: {message}")]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        message: String,
-    },
+pub(crate) use output::{HistoryCsv, ReportOutputs, WriteFailure};
+
+/// Exit code when a report could not be written at the end (disk full, directory removed, stdout closed under
+/// `--json`); the other reports are still written. It wins over [`crate::EXIT_GUARD_STOPPED`] and
+/// `--exit-code-on-error`.
+pub const EXIT_REPORT_FAILED: i32 = 5;
+
+/// Reports that could not be written at the end, each with its flag, path and reason.
+#[derive(Debug)]
+pub(crate) struct ReportsFailed(pub(crate) Vec<WriteFailure>);
+
+impl std::fmt::Display for ReportsFailed {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_slice() {
+            [only] => write!(formatter, "a report could not be written: {only}"),
+            failures => {
+                write!(
+                    formatter,
+                    "{} reports could not be written:",
+                    failures.len()
+                )?;
+                for failure in failures {
+                    write!(formatter, "\n  {failure}")?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
-fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
-    let mut name = prefix.as_os_str().to_os_string();
-    name.push(suffix);
-    PathBuf::from(name)
+impl std::error::Error for ReportsFailed {}
+
+/// Print a table (periodic stats or the final summary): to stdout, or to stderr under `--json`, which keeps stdout
+/// for the JSON alone (Locust prints its tables to stderr in every mode).
+pub(crate) fn print_console(options: &Options, text: &str) {
+    // A closed console is no reason to stop a test; the reports are files.
+    if options.json {
+        let mut out = std::io::stderr().lock();
+        let _ = writeln!(out, "{text}");
+    } else {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
+    }
 }
 
-/// Open `PREFIX_stats_history.csv` for the run.
-pub(crate) fn history_writer(
-    prefix: &Path,
-    full_history: bool,
-) -> Result<csv::HistoryCsvWriter, ReportError> {
-    let path = with_suffix(prefix, "_stats_history.csv");
-    csv::HistoryCsvWriter::create(&path, full_history).map_err(|e| ReportError::Write {
-        path,
-        message: e.to_string(),
-    })
-}
-
-/// Print the summary and write every report the options ask for.
 /// Everything the final reports say about a run.
 pub(crate) struct FinalRun<'a> {
     pub(crate) snapshot: &'a StatsSnapshot,
@@ -59,132 +77,166 @@ pub(crate) struct FinalRun<'a> {
     pub(crate) started_unix_ms: u64,
 }
 
+/// Print the summary and write every report the options ask for into the files checked at the start. Every report
+/// is attempted; the error lists those that failed.
 pub(crate) fn write_final(
     options: &Options,
     stats: &Stats,
     run: &FinalRun<'_>,
-) -> Result<(), ReportError> {
-    let FinalRun {
-        snapshot,
-        guard,
-        schedules,
-        run_time,
-        host,
-        stop_reason,
-        started_unix_ms,
-    } = *run;
-    let run_report = || RunReport {
-        report: json::JsonReport {
-            stats: snapshot.clone(),
-            history: stats.history(),
-        },
-        generator: guard.cloned(),
-        schedule: schedules.to_vec(),
+    outputs: ReportOutputs,
+    history: Option<HistoryCsv>,
+) -> Result<(), ReportsFailed> {
+    let snapshot = run.snapshot;
+    print_console(options, &summary_text(run));
+    let mut failures = Vec::new();
+
+    let locust_entries = if options.json || outputs.locust_json.is_some() {
+        locust::entries(&stats.entry_details())
+    } else {
+        Vec::new()
     };
     if options.json {
         let mut out = std::io::stdout().lock();
-        let _ = serde_json::to_writer_pretty(&mut out, &run_report());
-        let _ = writeln!(out);
-    } else {
-        let mut text = String::new();
-        let _ = writeln!(
-            text,
-            "\nTest finished ({stop_reason}) after {} against {host}\n",
-            humantime::format_duration(Duration::from_secs(run_time.as_secs()))
-        );
-        text.push_str(&console::stats_table(snapshot));
-        text.push('\n');
-        text.push_str(&console::percentiles_table(snapshot));
-        if !snapshot.failures.is_empty() {
-            text.push('\n');
-            text.push_str(&console::failures_table(snapshot));
+        let printed = locust::write_json_to(&mut out, &locust_entries)
+            .map_err(|error| output::reason(&error))
+            .and_then(|()| {
+                writeln!(out)
+                    .and_then(|()| out.flush())
+                    .map_err(|error| error.to_string())
+            });
+        if let Err(reason) = printed {
+            failures.push(WriteFailure {
+                flag: "--json",
+                path: "stdout".into(),
+                reason,
+            });
         }
-        if !snapshot.user_errors.is_empty() {
-            text.push('\n');
-            text.push_str(&console::user_errors_table(snapshot));
-        }
-        if snapshot.requests_cut_off > 0 {
-            let _ = writeln!(
-                text,
-                "\n{} requests were cut off before their response arrived (their users were stopped): they are not \
-                 counted as requests or failures{}",
-                snapshot.requests_cut_off,
-                if snapshot.total.num_requests == 0 {
-                    ", and no request got a response: the target did not answer"
-                } else {
-                    ""
-                }
-            );
-        }
-        if let Some(guard) = guard {
-            text.push('\n');
-            text.push_str(&guard_summary(guard));
-        }
-        for schedule in schedules.iter().filter(|s| s.task_starts > 0) {
-            let _ = writeln!(
-                text,
-                "Paced user type {}: {} of {} task starts were late against the {:.0} ms pacing (p50 {:.1} ms, \
-                 p99 {:.1} ms, worst {:.1} ms late){}",
-                schedule.user_type,
-                schedule.late_starts,
-                schedule.task_starts,
-                schedule.period_ms,
-                schedule.p50_late_ms,
-                schedule.p99_late_ms,
-                schedule.max_late_ms,
-                if schedule.late_starts > 0 {
-                    ": the promised rate was not kept, and requests that should have been sent were not measured"
-                } else {
-                    ""
-                }
-            );
-        }
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(text.as_bytes());
-        let _ = out.flush();
     }
-    let fail = |path: PathBuf| {
-        move |e: cicada_stats::report::ReportError| ReportError::Write {
-            path: path.clone(),
-            message: e.to_string(),
-        }
-    };
-    if let Some(prefix) = &options.csv_prefix {
-        let path = with_suffix(prefix, "_stats.csv");
-        csv::write_stats(&path, snapshot).map_err(fail(path.clone()))?;
-        let path = with_suffix(prefix, "_failures.csv");
-        csv::write_failures(&path, snapshot).map_err(fail(path.clone()))?;
-        let path = with_suffix(prefix, "_exceptions.csv");
-        csv::write_exceptions(&path, snapshot).map_err(fail(path.clone()))?;
+    let mut attempt =
+        |file: &output::OutputFile,
+         contents: &dyn Fn(&mut dyn std::io::Write) -> Result<(), String>| {
+            if let Err(failure) = file.write(|out| contents(out)) {
+                failures.push(failure);
+            }
+        };
+    let from_stats = |error: cicada_stats::report::ReportError| output::reason(&error);
+    if let Some(files) = &outputs.csv {
+        attempt(&files.stats, &|out| {
+            csv::write_stats_to(out, snapshot).map_err(from_stats)
+        });
+        attempt(&files.failures, &|out| {
+            csv::write_failures_to(out, snapshot).map_err(from_stats)
+        });
+        attempt(&files.exceptions, &|out| {
+            csv::write_exceptions_to(out, snapshot).map_err(from_stats)
+        });
     }
-    if let Some(path) = &options.html {
+    if let Some(file) = &outputs.html {
         let data = report_data(&ReportInputs {
             snapshot,
             history: crate::web::downsample(stats.history(), 2_000),
-            guard,
-            schedules,
-            host,
-            started_unix_ms,
-            duration: run_time,
+            guard: run.guard,
+            schedules: run.schedules,
+            host: run.host,
+            started_unix_ms: run.started_unix_ms,
+            duration: run.run_time,
             flags: &options.summary(),
         });
-        std::fs::write(path, html_report(&data)).map_err(|e| ReportError::Write {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let html = html_report(&data);
+        attempt(file, &|out| {
+            out.write_all(html.as_bytes())
+                .map_err(|error| error.to_string())
+        });
     }
-    if let Some(path) = &options.json_file {
-        let write = || -> std::io::Result<()> {
-            let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
-            serde_json::to_writer_pretty(&mut file, &run_report())?;
-            file.flush()
+    if let Some(file) = &outputs.locust_json {
+        attempt(file, &|out| {
+            locust::write_json_to(out, &locust_entries).map_err(from_stats)
+        });
+    }
+    if let Some(file) = &outputs.report_json {
+        let report = RunReport {
+            report: json::JsonReport {
+                stats: snapshot.clone(),
+                history: stats.history(),
+            },
+            generator: run.guard.cloned(),
+            schedule: run.schedules.to_vec(),
         };
-        write().map_err(|e| ReportError::Write {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        attempt(file, &|out| {
+            serde_json::to_writer_pretty(out, &report).map_err(|error| error.to_string())
+        });
     }
-    Ok(())
+    if let Some(history) = history
+        && let Err(failure) = history.finish()
+    {
+        failures.push(failure);
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(ReportsFailed(failures))
+    }
+}
+
+/// The final summary: how the test ended, Locust's tables, the guard's verdict and the paced users' lateness.
+fn summary_text(run: &FinalRun<'_>) -> String {
+    let snapshot = run.snapshot;
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "\nTest finished ({}) after {} against {}\n",
+        run.stop_reason,
+        humantime::format_duration(Duration::from_secs(run.run_time.as_secs())),
+        run.host
+    );
+    text.push_str(&console::stats_table(snapshot));
+    text.push('\n');
+    text.push_str(&console::percentiles_table(snapshot));
+    if !snapshot.failures.is_empty() {
+        text.push('\n');
+        text.push_str(&console::failures_table(snapshot));
+    }
+    if !snapshot.user_errors.is_empty() {
+        text.push('\n');
+        text.push_str(&console::user_errors_table(snapshot));
+    }
+    if snapshot.requests_cut_off > 0 {
+        let _ = writeln!(
+            text,
+            "\n{} requests were cut off before their response arrived (their users were stopped): they are not \
+             counted as requests or failures{}",
+            snapshot.requests_cut_off,
+            if snapshot.total.num_requests == 0 {
+                ", and no request got a response: the target did not answer"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(guard) = run.guard {
+        text.push('\n');
+        text.push_str(&guard_summary(guard));
+    }
+    for schedule in run.schedules.iter().filter(|s| s.task_starts > 0) {
+        let _ = writeln!(
+            text,
+            "Paced user type {}: {} of {} task starts were late against the {:.0} ms pacing (p50 {:.1} ms, \
+             p99 {:.1} ms, worst {:.1} ms late){}",
+            schedule.user_type,
+            schedule.late_starts,
+            schedule.task_starts,
+            schedule.period_ms,
+            schedule.p50_late_ms,
+            schedule.p99_late_ms,
+            schedule.max_late_ms,
+            if schedule.late_starts > 0 {
+                ": the promised rate was not kept, and requests that should have been sent were not measured"
+            } else {
+                ""
+            }
+        );
+    }
+    text
 }
 
 /// What the HTML report (and `/report.json`) is made from.

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! taskset -c 0 target/release/get_root --headless --only-summary -H http://127.0.0.1:PORT -u 50 -r 1000 -t 10s \
-//!     --json-file out.json
+//!     --report-json out.json
 //! ```
 //!
 //! Per-name stats and percentiles stay on (the default), as in a real test.

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! target/release/slow_page --headless --only-summary -H http://127.0.0.1:PORT -u 20 -r 1000 -t 10s -s 5 \
-//!     --json-file out.json
+//!     --report-json out.json
 //! ```
 
 use cicada::prelude::*;

@@ -262,6 +262,7 @@ fn percentile_row(entry: &EntryStats, name_width: usize) -> String {
 ///     name: "/cart".into(),
 ///     error: "HTTP 500".into(),
 ///     occurrences: 3,
+///     ..FailureStats::default()
 /// });
 /// assert!(console::failures_table(&snapshot).contains("GET /cart: HTTP 500"));
 /// ```

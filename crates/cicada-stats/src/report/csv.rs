@@ -1,15 +1,24 @@
 //! The CSV files of Locust's `--csv PREFIX`: `PREFIX_stats.csv` ([`write_stats`]),
 //! `PREFIX_failures.csv` ([`write_failures`]), `PREFIX_exceptions.csv`
 //! ([`write_exceptions`]) and `PREFIX_stats_history.csv` ([`HistoryCsvWriter`]), with Locust's
-//! headers and value conventions:
+//! headers and value conventions (`StatsCSV` / `StatsCSVFileWriter` in Locust's
+//! `locust/stats.py`), so that tools written for Locust's files parse these:
 //!
-//! * percentile columns read `N/A` for a row without requests;
+//! * counts, percentiles and the median are integers: whole milliseconds, rounded the way
+//!   Locust rounds its response-time histogram ([`bucket_response_time`]); like Locust, the
+//!   median is clamped into `[min, max]`, where it takes the min or max value as it is;
+//! * averages, rates, min and max are floats written as Python writes them (`12.0`,
+//!   `0.213`): Locust's min and max are the raw float response times; cicada's carry
+//!   microsecond precision;
+//! * a row without requests has Locust's zeros: `0` for median, min, max and average
+//!   content size, `0.0` for average and rates, and `N/A` in every percentile column;
 //! * the Aggregated row comes last, with an empty `Type` and the name `Aggregated`;
 //! * history rates carry six decimals (Locust formats them with `:2f`);
 //! * in the history, percentiles are whole-run values unless `full_history` is on, in which
 //!   case every row shows current-window values (Locust's behaviour);
-//! * response times are milliseconds; as cicada measures microseconds they may carry up to
-//!   three decimals, where Locust writes whole numbers.
+//! * the failures file has Locust's `First Seen` / `Last Seen` columns (UTC, whole seconds);
+//! * the history has the load generator's own state in columns after Locust's
+//!   ([`GENERATOR_HEADER`]).
 //!
 //! ```
 //! use cicada_stats::report::csv::write_stats_to;
@@ -19,14 +28,15 @@
 //! write_stats_to(&mut out, &StatsSnapshot::default()).unwrap();
 //! let text = String::from_utf8(out).unwrap();
 //! assert!(text.starts_with("Type,Name,Request Count,Failure Count,"));
-//! assert!(text.ends_with(",Aggregated,0,0,0,0,0,0,0,0,0,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A\n"));
+//! assert!(text.ends_with(",Aggregated,0,0,0,0.0,0,0,0,0.0,0.0,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A\n"));
 //! ```
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::format::{csv_float, csv_ms};
+use super::format::{python_float, utc_timestamp};
+use super::locust::bucket_response_time;
 use super::{ReportError, WRITER_PATH};
 use crate::PERCENTILES;
 use crate::snapshot::{EntryStats, GeneratorSample, StatsSnapshot};
@@ -57,8 +67,16 @@ pub const STATS_HEADER: [&str; 22] = [
     "100%",
 ];
 
-/// Header of `_failures.csv`.
-pub const FAILURES_HEADER: [&str; 4] = ["Method", "Name", "Error", "Occurrences"];
+/// Header of `_failures.csv` (Locust 2.44 added `First Seen` and `Last Seen`; readers of the
+/// older four columns find them first, in the same order).
+pub const FAILURES_HEADER: [&str; 6] = [
+    "Method",
+    "Name",
+    "Error",
+    "Occurrences",
+    "First Seen",
+    "Last Seen",
+];
 
 /// Header of `_exceptions.csv`.
 pub const EXCEPTIONS_HEADER: [&str; 4] = ["Count", "Message", "Traceback", "Nodes"];
@@ -128,7 +146,8 @@ fn finish<W: Write>(mut writer: ::csv::Writer<W>, path: &Path) -> Result<(), Rep
     })
 }
 
-/// `(quantile → ms)` cells, `N/A` when the row has no requests.
+/// `(quantile → ms)` cells as Locust's integers, `N/A` when the row has no requests (a
+/// quantile missing from `values`, as a current window without requests, reads 0).
 fn percentile_cells(entry: &EntryStats, values: &[(f64, f64)]) -> Vec<String> {
     if entry.num_requests == 0 {
         return vec![NOT_AVAILABLE.to_owned(); PERCENTILES.len()];
@@ -140,9 +159,45 @@ fn percentile_cells(entry: &EntryStats, values: &[(f64, f64)]) -> Vec<String> {
                 .iter()
                 .find(|(q, _)| (q - quantile).abs() < 1e-9)
                 .map_or(0.0, |&(_, ms)| ms);
-            csv_ms(ms)
+            bucket_response_time(ms).to_string()
         })
         .collect()
+}
+
+/// Median, average, min, max and average content size, typed as Locust types them.
+fn response_time_cells(entry: &EntryStats) -> [String; 5] {
+    if entry.num_requests == 0 {
+        // Locust's values of an entry without requests: ints but for the float average.
+        return [
+            "0".to_owned(),
+            python_float(0.0),
+            "0".to_owned(),
+            "0".to_owned(),
+            "0".to_owned(),
+        ];
+    }
+    // Locust's median is a key of its rounded histogram, clamped into the raw [min, max].
+    let median_key = bucket_response_time(entry.median_ms);
+    let median = if median_key as f64 > entry.max_ms {
+        python_float(entry.max_ms)
+    } else if (median_key as f64) < entry.min_ms {
+        python_float(entry.min_ms)
+    } else {
+        median_key.to_string()
+    };
+    // Locust writes `min_response_time or 0`: a zero minimum is the integer 0.
+    let min = if entry.min_ms == 0.0 {
+        "0".to_owned()
+    } else {
+        python_float(entry.min_ms)
+    };
+    [
+        median,
+        python_float(entry.avg_ms),
+        min,
+        python_float(entry.max_ms),
+        python_float(entry.avg_content_length),
+    ]
 }
 
 fn stats_rows(snapshot: &StatsSnapshot) -> impl Iterator<Item = Vec<String>> + '_ {
@@ -151,19 +206,18 @@ fn stats_rows(snapshot: &StatsSnapshot) -> impl Iterator<Item = Vec<String>> + '
         .iter()
         .chain(std::iter::once(&snapshot.total))
         .map(|entry| {
-            let mut row = vec![
+            let mut row = Vec::with_capacity(STATS_HEADER.len());
+            row.extend([
                 entry.method.clone(),
                 entry.name.clone(),
                 entry.num_requests.to_string(),
                 entry.num_failures.to_string(),
-                csv_ms(entry.median_ms),
-                csv_ms(entry.avg_ms),
-                csv_ms(entry.min_ms),
-                csv_ms(entry.max_ms),
-                csv_float(entry.avg_content_length),
-                csv_float(entry.total_rps),
-                csv_float(entry.total_fail_per_s),
-            ];
+            ]);
+            row.extend(response_time_cells(entry));
+            row.extend([
+                python_float(entry.total_rps),
+                python_float(entry.total_fail_per_s),
+            ]);
             row.extend(percentile_cells(entry, &entry.percentiles));
             row
         })
@@ -218,7 +272,7 @@ fn write_stats_csv<W: Write>(
     write_table(writer, path, &STATS_HEADER, stats_rows(snapshot))
 }
 
-/// Writes `_failures.csv`: one row per failure group.
+/// Writes `_failures.csv`: one row per failure group, most frequent first.
 ///
 /// ```no_run
 /// # fn main() -> Result<(), cicada_stats::report::ReportError> {
@@ -245,12 +299,15 @@ fn write_failures_csv<W: Write>(
     path: &Path,
     snapshot: &StatsSnapshot,
 ) -> Result<(), ReportError> {
+    let seen = |unix_secs: Option<u64>| unix_secs.map_or_else(String::new, utc_timestamp);
     let rows = snapshot.failures.iter().map(|failure| {
         [
             failure.method.clone(),
             failure.name.clone(),
             failure.error.clone(),
             failure.occurrences.to_string(),
+            seen(failure.first_seen_unix_secs),
+            seen(failure.last_seen_unix_secs),
         ]
     });
     write_table(writer, path, &FAILURES_HEADER, rows)
@@ -302,7 +359,8 @@ fn write_exceptions_csv<W: Write>(
 
 /// Appends rows to `_stats_history.csv` as the test runs: one Aggregated row per
 /// [`append`](Self::append), preceded by a row per entry with `full_history`. Flushes after
-/// each append so the file can be tailed.
+/// each append so the file can be tailed. An append that fails is remembered:
+/// [`finish`](Self::finish) reports the file as incomplete.
 ///
 /// ```
 /// use cicada_stats::report::csv::HistoryCsvWriter;
@@ -320,6 +378,11 @@ pub struct HistoryCsvWriter {
     writer: ::csv::Writer<File>,
     path: PathBuf,
     full_history: bool,
+    /// Appends that wrote all their rows.
+    appends: u64,
+    /// Appends that failed, and the first failure's text.
+    failed_appends: u64,
+    first_failure: Option<String>,
 }
 
 impl std::fmt::Debug for HistoryCsvWriter {
@@ -328,6 +391,8 @@ impl std::fmt::Debug for HistoryCsvWriter {
             .debug_struct("HistoryCsvWriter")
             .field("path", &self.path)
             .field("full_history", &self.full_history)
+            .field("appends", &self.appends)
+            .field("failed_appends", &self.failed_appends)
             .finish_non_exhaustive()
     }
 }
@@ -344,6 +409,9 @@ impl HistoryCsvWriter {
             writer,
             path: path.to_owned(),
             full_history,
+            appends: 0,
+            failed_appends: 0,
+            first_failure: None,
         };
         history.flush()?;
         Ok(history)
@@ -361,6 +429,24 @@ impl HistoryCsvWriter {
 
     /// Like [`append`](Self::append), with the generator's own state in the trailing columns.
     pub fn append_with_generator(
+        &mut self,
+        snapshot: &StatsSnapshot,
+        user_count: u64,
+        unix_secs: u64,
+        generator: Option<&GeneratorSample>,
+    ) -> Result<(), ReportError> {
+        let appended = self.write_rows(snapshot, user_count, unix_secs, generator);
+        match &appended {
+            Ok(()) => self.appends += 1,
+            Err(error) => {
+                self.failed_appends += 1;
+                self.first_failure.get_or_insert_with(|| error.to_string());
+            }
+        }
+        appended
+    }
+
+    fn write_rows(
         &mut self,
         snapshot: &StatsSnapshot,
         user_count: u64,
@@ -393,12 +479,8 @@ impl HistoryCsvWriter {
             row.extend([
                 entry.num_requests.to_string(),
                 entry.num_failures.to_string(),
-                csv_ms(entry.median_ms),
-                csv_ms(entry.avg_ms),
-                csv_ms(entry.min_ms),
-                csv_ms(entry.max_ms),
-                csv_float(entry.avg_content_length),
             ]);
+            row.extend(response_time_cells(entry));
             row.extend(generator_cells.iter().cloned());
             self.writer
                 .write_record(&row)
@@ -417,6 +499,42 @@ impl HistoryCsvWriter {
     /// The file being written.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Appends that wrote all their rows so far.
+    pub fn appends(&self) -> u64 {
+        self.appends
+    }
+
+    /// Flushes and hands back the file, or says that the history is incomplete: the flush
+    /// failed, or some append did (its rows are missing).
+    ///
+    /// ```
+    /// use cicada_stats::report::csv::HistoryCsvWriter;
+    /// use cicada_stats::Stats;
+    ///
+    /// let path = std::env::temp_dir().join(format!("cicada-finish-{}_stats_history.csv", std::process::id()));
+    /// let mut history = HistoryCsvWriter::create(&path, false).unwrap();
+    /// history.append(&Stats::default().snapshot(), 1, 1_700_000_000).unwrap();
+    /// assert_eq!(history.appends(), 1);
+    /// let file = history.finish().unwrap();
+    /// assert!(file.metadata().unwrap().len() > 0);
+    /// # std::fs::remove_file(&path).unwrap();
+    /// ```
+    pub fn finish(mut self) -> Result<File, ReportError> {
+        self.flush()?;
+        if let Some(first_failure) = self.first_failure.take() {
+            return Err(ReportError::Incomplete {
+                path: self.path,
+                failed: self.failed_appends,
+                first_failure,
+            });
+        }
+        let path = self.path;
+        self.writer.into_inner().map_err(|error| ReportError::Io {
+            path,
+            source: std::io::Error::other(error.to_string()),
+        })
     }
 }
 
@@ -460,6 +578,8 @@ mod tests {
                 name: "/cart".into(),
                 error: "HTTP 500, \"oops\"".into(),
                 occurrences: 7,
+                first_seen_unix_secs: Some(1_709_993_100),
+                last_seen_unix_secs: Some(1_709_993_160),
             }],
             user_errors: vec![UserErrorStats {
                 count: 3,
@@ -512,18 +632,66 @@ mod tests {
                 "/item/[id], \"quoted\"",
                 "10",
                 "2",
-                "0.9",
-                "1.235",
+                "1",
+                "1.2345",
                 "0.101",
                 "5.5",
-                "512",
+                "512.0",
                 "2.5",
                 "0.5"
             ]
         );
-        assert_eq!(rows[0][11], "2.75");
-        assert_eq!(rows[0][21], "5.5");
+        // Percentiles are Locust's bucket keys: 2.75 → 3, and 5.5 → 6 (half to even).
+        assert_eq!(rows[0][11], "3");
+        assert_eq!(rows[0][21], "6");
         assert_eq!(rows[1][..2], ["", "Aggregated"]);
+    }
+
+    #[test]
+    fn the_median_is_clamped_like_locusts() {
+        // 147 ms rounds to the key 150, above the slowest request: Locust reports the max.
+        let slow = EntryStats {
+            num_requests: 1,
+            min_ms: 147.25,
+            max_ms: 147.25,
+            avg_ms: 147.25,
+            median_ms: 147.25,
+            ..EntryStats::default()
+        };
+        assert_eq!(response_time_cells(&slow)[0], "147.25");
+        // 0.4 ms rounds to the key 0, below the fastest request: Locust reports the min.
+        let fast = EntryStats {
+            num_requests: 1,
+            min_ms: 0.4,
+            max_ms: 0.4,
+            median_ms: 0.4,
+            ..EntryStats::default()
+        };
+        assert_eq!(response_time_cells(&fast)[0], "0.4");
+    }
+
+    #[test]
+    fn a_row_without_requests_has_locusts_zeros() {
+        let mut out = Vec::new();
+        write_stats_to(&mut out, &StatsSnapshot::default()).unwrap();
+        let (_, rows) = parse(&out);
+        assert_eq!(
+            rows[0][..11],
+            [
+                "",
+                "Aggregated",
+                "0",
+                "0",
+                "0",
+                "0.0",
+                "0",
+                "0",
+                "0",
+                "0.0",
+                "0.0"
+            ]
+        );
+        assert!(rows[0][11..].iter().all(|cell| cell == "N/A"));
     }
 
     #[test]
@@ -532,7 +700,17 @@ mod tests {
         write_failures_to(&mut out, &snapshot()).unwrap();
         let (header, rows) = parse(&out);
         assert_eq!(header, FAILURES_HEADER);
-        assert_eq!(rows, [["GET", "/cart", "HTTP 500, \"oops\"", "7"]]);
+        assert_eq!(
+            rows,
+            [[
+                "GET",
+                "/cart",
+                "HTTP 500, \"oops\"",
+                "7",
+                "2024-03-09T14:05:00Z",
+                "2024-03-09T14:06:00Z"
+            ]]
+        );
 
         let mut out = Vec::new();
         write_exceptions_to(&mut out, &snapshot()).unwrap();
@@ -557,11 +735,11 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(
             rows[1][..7],
-            ["102", "5", "", "Aggregated", "0.333333", "0.000000", "2.75"]
+            ["102", "5", "", "Aggregated", "0.333333", "0.000000", "3"]
         );
         assert_eq!(
             rows[1][17..24],
-            ["10", "2", "0.9", "1.235", "0.101", "5.5", "512"]
+            ["10", "2", "1", "1.2345", "0.101", "5.5", "512.0"]
         );
         assert_eq!(
             rows[1][24..],
@@ -600,8 +778,9 @@ mod tests {
         let (_, rows) = parse(&std::fs::read(&path).unwrap());
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0][2..4], ["GET", "/item/[id], \"quoted\""]);
-        // Current-window percentiles with full history.
-        assert_eq!(rows[0][6], "0.5");
+        // Current-window percentiles with full history (0.5 ms rounds half to even: 0).
+        assert_eq!(rows[0][6], "0");
+        assert_eq!(rows[0][15], "1");
         std::fs::remove_dir_all(&directory).unwrap();
     }
 

@@ -10,17 +10,60 @@ pub(crate) fn console_ms(ms: f64) -> String {
     }
 }
 
-/// A response time for CSV: microsecond precision, shortest form (`12`, `0.213`).
-pub(crate) fn csv_ms(ms: f64) -> String {
-    let rounded = (ms * 1_000.0).round() / 1_000.0;
-    // `Display` of f64 prints the shortest text that reads back as the same value, so a value
-    // rounded to three decimals prints at most three.
-    format!("{rounded}")
+/// A float as Python's `str` writes it, which is what Locust's CSV files hold: the shortest
+/// text that reads back as the same value, always with a decimal point (`12.0`, `0.213`,
+/// `1234.5`). Python switches to exponents below 1e-4 and from 1e16 up (`5e-05`); this keeps
+/// plain decimals there, which every CSV reader parses as the same float.
+pub(crate) fn python_float(value: f64) -> String {
+    if !value.is_finite() {
+        // Python writes `nan` / `inf`; no statistic here is ever one, but stay readable.
+        return if value.is_nan() {
+            "nan".to_owned()
+        } else if value > 0.0 {
+            "inf".to_owned()
+        } else {
+            "-inf".to_owned()
+        };
+    }
+    let mut text = format!("{value}");
+    if !text.contains('.') {
+        text.push_str(".0");
+    }
+    text
 }
 
-/// A rate or average for CSV: full precision, like Python's `repr` of a float.
-pub(crate) fn csv_float(value: f64) -> String {
-    format!("{value}")
+/// A Unix second as Locust writes timestamps into its failures CSV (`format_utc_timestamp`):
+/// `2024-03-09T14:05:00Z`.
+pub(crate) fn utc_timestamp(unix_secs: u64) -> String {
+    let days = unix_secs / 86_400;
+    let of_day = unix_secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        of_day / 3_600,
+        of_day % 3_600 / 60,
+        of_day % 60
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's
+/// `civil_from_days`, for non-negative days).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let shifted = days + 719_468;
+    let era = shifted / 146_097;
+    let day_of_era = shifted % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 fn trim_decimals(mut text: String) -> String {
@@ -86,10 +129,23 @@ mod tests {
     }
 
     #[test]
-    fn csv_response_times() {
-        assert_eq!(csv_ms(12.0), "12");
-        assert_eq!(csv_ms(0.2134), "0.213");
-        assert_eq!(csv_ms(1.0 / 3.0), "0.333");
+    fn floats_read_like_python() {
+        assert_eq!(python_float(12.0), "12.0");
+        assert_eq!(python_float(0.0), "0.0");
+        assert_eq!(python_float(0.213), "0.213");
+        assert_eq!(python_float(1.0 / 3.0), "0.3333333333333333");
+        assert_eq!(python_float(1234.5), "1234.5");
+        assert_eq!(python_float(1e20), "100000000000000000000.0");
+        assert_eq!(python_float(f64::NAN), "nan");
+    }
+
+    #[test]
+    fn utc_timestamps_match_python() {
+        // datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_timestamp(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_timestamp(1_709_993_100), "2024-03-09T14:05:00Z");
+        assert_eq!(utc_timestamp(4_102_444_799), "2099-12-31T23:59:59Z");
     }
 
     #[test]

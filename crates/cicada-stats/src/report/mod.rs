@@ -1,13 +1,16 @@
 //! Locust-compatible reports of a [`StatsSnapshot`](crate::StatsSnapshot): console tables
-//! ([`console`]), the CSV files Locust writes with `--csv` ([`csv`]) and a JSON document with
-//! the same content ([`json`]). Tools that read Locust's output read these.
+//! ([`console`]), the CSV files Locust writes with `--csv` ([`csv`]), Locust's JSON list of
+//! `--json` ([`locust`]), and cicada's own JSON document with everything, history included
+//! ([`json`]). Tools that read Locust's output read the first three.
 //!
-//! Response times are milliseconds. Unlike Locust, which stores whole milliseconds, cicada
-//! measures microseconds, so values below 100 ms keep decimals.
+//! Response times are milliseconds. cicada measures microseconds: the console and cicada's
+//! own JSON keep decimals; the CSV files and Locust's JSON use Locust's number types
+//! (whole, bucket-rounded milliseconds where Locust writes integers).
 
 pub mod console;
 pub mod csv;
 pub mod json;
+pub mod locust;
 
 mod format;
 
@@ -44,6 +47,16 @@ pub enum ReportError {
         #[source]
         source: serde_json::Error,
     },
+    /// A file written piece by piece (the history CSV) missed pieces.
+    #[error("{} is incomplete: {failed} appends failed, the first with: {first_failure}", path.display())]
+    Incomplete {
+        /// The file.
+        path: PathBuf,
+        /// How many appends failed.
+        failed: u64,
+        /// Why the first one failed.
+        first_failure: String,
+    },
 }
 
 impl ReportError {
@@ -60,7 +73,8 @@ impl ReportError {
         match self {
             ReportError::Io { path, .. }
             | ReportError::Csv { path, .. }
-            | ReportError::Json { path, .. } => path,
+            | ReportError::Json { path, .. }
+            | ReportError::Incomplete { path, .. } => path,
         }
     }
 }

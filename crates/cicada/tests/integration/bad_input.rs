@@ -235,7 +235,7 @@ fn unknown_hosts_fail_with_a_clear_message() {
     let json = dir.path().join("out.json");
     let example = crate::common::example("quickstart");
     let script = format!(
-        "ip link set lo up; exec {} --headless --only-summary -H http://no-such-host.invalid -u 1 -t 2s --json-file {}",
+        "ip link set lo up; exec {} --headless --only-summary -H http://no-such-host.invalid -u 1 -t 2s --report-json {}",
         example.display(),
         json.display()
     );
@@ -491,7 +491,7 @@ fn user_errors_are_logged_at_most_once_a_second_each() {
             "3s",
             "--logfile",
             log.to_str().unwrap(),
-            "--json-file",
+            "--report-json",
             json.to_str().unwrap(),
         ],
         &[],

@@ -121,13 +121,13 @@ impl Run {
     }
 }
 
-/// Run a test in this process with `args` (no program name), adding `--headless --only-summary --json-file`.
+/// Run a test in this process with `args` (no program name), adding `--headless --only-summary --report-json`.
 pub(crate) fn run_test(test: Cicada, args: &[&str]) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let mut full: Vec<String> = vec!["test".into(), "--headless".into(), "--only-summary".into()];
     full.extend(args.iter().map(|a| a.to_string()));
-    full.push("--json-file".into());
+    full.push("--report-json".into());
     full.push(json.to_string_lossy().into_owned());
     let started = Instant::now();
     let exit_code = test.run_with_args(full);

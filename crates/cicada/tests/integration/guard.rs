@@ -35,7 +35,7 @@ impl Reports {
         vec![
             "--csv".into(),
             self.path("run").display().to_string(),
-            "--json-file".into(),
+            "--report-json".into(),
             self.path("report.json").display().to_string(),
             "--html".into(),
             self.path("report.html").display().to_string(),
