@@ -872,19 +872,18 @@ fn report_paths_that_cannot_be_written_are_usage_errors_before_any_load() {
     let mut permissions = std::fs::metadata(&read_only).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o555);
     std::fs::set_permissions(&read_only, permissions).unwrap();
-    if std::fs::write(read_only.join("probe"), "").is_ok() {
-        eprintln!(
-            "SKIPPED the read-only directory case: this user writes into read-only directories"
-        );
+    // Root writes into read-only directories: it is refused files in /proc instead.
+    let report = if std::fs::write(read_only.join("probe"), "").is_ok() {
+        "/proc/cicada-report.html".to_string()
     } else {
-        let report = path("read-only/report.html");
-        refused_before_any_load(
-            &["--html", &report],
-            "--html",
-            &report,
-            "cannot create files in",
-        );
-    }
+        path("read-only/report.html")
+    };
+    refused_before_any_load(
+        &["--html", &report],
+        "--html",
+        &report,
+        "cannot create files in",
+    );
 }
 
 /// Spawn quickstart; once it has passed its start-up checks (its history CSV exists), call `mid_run`; return its

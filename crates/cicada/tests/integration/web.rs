@@ -683,13 +683,50 @@ fn autostart_runs_and_writes_the_html_report() {
     );
 }
 
+/// GET `path` over HTTPS from `address`, trusting only `cert` (a certificate for `localhost`), with `Host:
+/// localhost:PORT`; returns the response body.
+fn https_get(
+    address: &std::net::SocketAddr,
+    cert: &rcgen::CertifiedKey<rcgen::KeyPair>,
+    path: &str,
+) -> String {
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connection =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into().unwrap())
+            .unwrap();
+    let socket = std::net::TcpStream::connect(address).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, socket);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+        address.port()
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    // A peer that closes without close_notify ends the read with UnexpectedEof; what came before is the response.
+    if let Err(error) = tls.read_to_end(&mut response) {
+        assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof, "{error}");
+    }
+    let text = String::from_utf8(response).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
+
 #[test]
 fn tls_serves_the_ui_over_https() {
-    let Ok(curl) = Command::new("curl").arg("--version").output() else {
-        eprintln!("SKIPPED tls_serves_the_ui_over_https: curl is not installed");
-        return;
-    };
-    assert!(curl.status.success());
     let dir = tempfile::tempdir().unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert_path = dir.path().join("cert.pem");
@@ -705,31 +742,24 @@ fn tls_serves_the_ui_over_https() {
         "--tls-key",
         key_path.to_str().unwrap(),
     ]);
-    let output = Command::new("curl")
-        .args([
-            "-sk",
-            "--max-time",
-            "10",
-            &format!("https://{}/config", ui.address),
-        ])
-        .output()
-        .unwrap();
-    let config: Value = serde_json::from_slice(&output.stdout).expect("JSON over HTTPS");
+    let address: std::net::SocketAddr = ui.address.parse().unwrap();
+    let body = https_get(&address, &cert, "/config");
+    let config: Value = serde_json::from_str(&body).expect("JSON over HTTPS");
     assert_eq!(config["user_types"][0], "Visitor");
 }
 
 #[test]
+#[ignore = "needs Debian's Chromium (apt-get install chromium) and the web UI built with npm; run: cargo test -p cicada --test integration -- --ignored web::the_browser"]
 fn the_browser_drives_a_test_end_to_end() {
     let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web");
-    let skip = |why: &str| eprintln!("SKIPPED the_browser_drives_a_test_end_to_end: {why}");
-    if !std::path::Path::new("/usr/bin/chromium").exists() {
-        return skip("Chromium is not installed (apt-get install chromium)");
-    }
-    if !web.join("node_modules/playwright-core").exists() || !web.join("e2e/ui.mjs").exists() {
-        return skip(
-            "the web UI's npm dependencies are not installed (cargo build runs npm ci in web/)",
-        );
-    }
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "Chromium is not installed: apt-get install chromium"
+    );
+    assert!(
+        web.join("node_modules/playwright-core").exists() && web.join("e2e/ui.mjs").exists(),
+        "the web UI's npm dependencies are not installed (cargo build runs npm ci in web/, unless CICADA_SKIP_WEB_BUILD is set)"
+    );
     let target = DemoTarget::start();
     let ui = UiProcess::start(&["-H", &target.url()]);
     let artifacts =
