@@ -115,7 +115,7 @@ async function main() {
 
     await step('open the UI and start 5 users at 5/s', 15000, async () => {
       await page.goto(`${base}/`, { timeout: 10000 });
-      const state = await waitInPage(page, 'no snapshot reached the page (#state has no data-state)', () => document.querySelector('#state')?.dataset.state || false, null, 8000);
+      const state = await waitInPage(page, 'no snapshot reached the page (#state has no data-state)', () => { const state = document.querySelector('#state')?.dataset.state; return state && state !== 'connecting' ? state : false; }, null, 8000);
       expect(['ready', 'stopped'].includes(state), `the UI must be fresh (state ready), but the runner is "${state}"`);
       if (state === 'stopped') await page.click('#new-test-button');
       await page.waitForSelector('#start-form', { state: 'visible', timeout: 5000 });
