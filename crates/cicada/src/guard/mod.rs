@@ -312,10 +312,10 @@ struct Shared {
     done: std::sync::atomic::AtomicBool,
 }
 
-/// Ends the guard's thread when the run's last handle goes.
-struct Owner(Arc<Shared>);
+/// Ends the guard's thread when dropped: the run keeps it until the reports are written.
+pub(crate) struct GuardThreadOwner(Arc<Shared>);
 
-impl Drop for Owner {
+impl Drop for GuardThreadOwner {
     fn drop(&mut self) {
         self.0
             .done
@@ -383,8 +383,8 @@ impl Guard {
     }
 
     /// A handle that stops the guard's thread when dropped (the run keeps it until the reports are written).
-    pub(crate) fn owner(&self) -> impl Drop + use<> {
-        Owner(self.shared.clone())
+    pub(crate) fn owner(&self) -> GuardThreadOwner {
+        GuardThreadOwner(self.shared.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, GuardState> {

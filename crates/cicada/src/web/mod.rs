@@ -16,7 +16,7 @@ pub(crate) use api::downsample;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -70,24 +70,6 @@ pub(crate) struct WebSettings {
     pub(crate) tls: Option<(PathBuf, PathBuf)>,
 }
 
-/// When the current test should stop (from `--run-time` or the start form).
-#[derive(Default)]
-pub(crate) struct TestClock {
-    deadline: Mutex<Option<tokio::time::Instant>>,
-}
-
-impl TestClock {
-    pub(crate) fn set(&self, run_time: Option<Duration>) {
-        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) =
-            run_time.map(|d| tokio::time::Instant::now() + d);
-    }
-
-    /// When the current test should stop, if it has a run time.
-    pub(crate) fn deadline(&self) -> Option<tokio::time::Instant> {
-        *self.deadline.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 /// What the handlers share.
 pub(crate) struct WebContext {
     pub(crate) env: Arc<Environment>,
@@ -97,7 +79,7 @@ pub(crate) struct WebContext {
     /// [`schema::TaskShares`].
     pub(crate) tasks: serde_json::Value,
     pub(crate) type_names: Vec<String>,
-    pub(crate) clock: TestClock,
+    pub(crate) clock: crate::app::RunClock,
 }
 
 /// Start serving; returns the bound address.

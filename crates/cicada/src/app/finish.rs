@@ -1,0 +1,88 @@
+//! The end of a run: the last history point while users still run, every user stopped (with `--stop-timeout`),
+//! the final stats, the reserve given back, every report written, and the exit code decided (a report that could
+//! not be written beats the guard's stop, which beats failed requests; `on_quitting` has the last word).
+
+use std::time::Duration;
+
+use super::EXIT_GUARD_STOPPED;
+use super::collector::Collector;
+use super::driver::StopReason;
+use super::setup::{RunSetup, unix_now};
+use crate::guard::Guard;
+use crate::report;
+
+/// Finish the run; returns the exit code.
+pub(super) async fn finish(setup: RunSetup, mut collector: Collector, reason: StopReason) -> i32 {
+    collector.last_running_point(&setup);
+    let RunSetup {
+        options,
+        events,
+        reserve,
+        report_outputs,
+        stats,
+        demo,
+        host,
+        env,
+        runner,
+        runner_task,
+        guard,
+        _guard_thread,
+        started,
+        started_unix_ms,
+        ..
+    } = setup;
+    runner.quit();
+    let _ = runner_task.await;
+    if !stats.collect_final(Duration::from_secs(3)) {
+        tracing::warn!("some samples were still in flight when the final stats were taken");
+    }
+    stats.push_history(0);
+    let mut history_csv = collector.take_history_csv();
+    if let Some(writer) = history_csv.as_mut() {
+        let _ = writer.append(&stats.snapshot(), 0, unix_now());
+    }
+    // Memory that was kept aside goes back now, for the reports.
+    drop(reserve);
+    let snapshot = stats.snapshot();
+    let guard_report = guard.as_ref().map(Guard::report);
+    let schedules = env.schedule_reports();
+    let final_run = report::FinalRun {
+        snapshot: &snapshot,
+        guard: guard_report.as_ref(),
+        schedules: &schedules,
+        run_time: started.elapsed(),
+        host: &host,
+        stop_reason: reason.as_str(),
+        started_unix_ms,
+    };
+    let reports_failed =
+        report::write_final(&options, &stats, &final_run, report_outputs, history_csv)
+            .map_err(|error| eprintln!("error: {error}"))
+            .is_err();
+    // A run whose every request was cut off by the stop got no answer from its target: that is a failed run, though
+    // cut-off requests are not failures (a healthy run stopped mid-request has a few).
+    let target_silent = snapshot.requests_cut_off > 0 && snapshot.total.num_requests == 0;
+    let had_errors =
+        snapshot.total.num_failures > 0 || !snapshot.user_errors.is_empty() || target_silent;
+    let mut exit_code = if reports_failed {
+        report::EXIT_REPORT_FAILED
+    } else if guard_report
+        .as_ref()
+        .is_some_and(|g| g.stopped_test.is_some())
+    {
+        EXIT_GUARD_STOPPED
+    } else if had_errors {
+        options.exit_code_on_error
+    } else {
+        0
+    };
+    events.fire_env("quitting", &events.quitting, &env);
+    if let Some(code) = env.exit_code_override() {
+        exit_code = code;
+    }
+    events.fire_quit(exit_code);
+    if let Some(demo) = demo {
+        demo.shutdown().await;
+    }
+    exit_code
+}

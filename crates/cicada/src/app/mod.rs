@@ -1,0 +1,339 @@
+//! The entry point of a test binary: register user types, shapes and event listeners, then run.
+//!
+//! [`Cicada::run`] reads the options, sets up logging and a multi-threaded tokio runtime that uses every core, and
+//! runs the test in its mode. A run is four jobs, each in its own module: [`setup`] (report paths, the demo target,
+//! the environment, the runner, the guard, the web UI), [`driver`] (what ends or reshapes the test: run time, load
+//! shape, signals, autoquit), [`collector`] (once a second: stats, history, the live CSV and console) and [`finish`]
+//! (the final reports and the exit code: 0 when all went well, 1 (or `--exit-code-on-error`) when a request failed
+//! or a task raised an error, 2 for bad usage, 4 when the resource guard had to stop the test, 5 when a report could
+//! not be written). [`RunMode`] says which of them a process uses.
+
+mod collector;
+mod driver;
+mod finish;
+mod setup;
+
+pub(crate) use driver::RunClock;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use cicada_stats::Stats;
+
+use crate::environment::Environment;
+use crate::events::{Events, RequestEvent, UserErrorEvent};
+use crate::options::{Options, OptionsError};
+use crate::report;
+use crate::shape::LoadShape;
+use crate::user::UserType;
+use crate::user::run::UserKind;
+use crate::user::task::TagFilter;
+
+/// Exit code for bad usage or configuration.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code when the resource guard stopped the test because the generator ran out of CPU or memory.
+pub const EXIT_GUARD_STOPPED: i32 = 4;
+
+/// A load test: user types, an optional load shape and event listeners.
+///
+/// ```no_run
+/// use cicada::prelude::*;
+///
+/// async fn index(user: &mut User) -> TaskResult {
+///     user.get("/").send().await?;
+///     Ok(())
+/// }
+///
+/// fn main() -> std::process::ExitCode {
+///     Cicada::new()
+///         .user(UserType::<()>::new("Visitor").wait_time(between(0.5, 1.5)).task(index))
+///         .run()
+/// }
+/// ```
+#[derive(Default)]
+pub struct Cicada {
+    types: Vec<Box<dyn UserKind>>,
+    shape: Option<Box<dyn LoadShape>>,
+    events: Events,
+}
+
+impl Cicada {
+    /// An empty test.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register a user type.
+    pub fn user<S: Send + 'static>(mut self, user_type: UserType<S>) -> Self {
+        self.types.push(Box::new(user_type));
+        self
+    }
+
+    /// Drive the user count with a load shape instead of `-u` / `-r`.
+    pub fn shape(mut self, shape: impl LoadShape) -> Self {
+        self.shape = Some(Box::new(shape));
+        self
+    }
+
+    /// Runs once, before anything starts.
+    pub fn on_init(mut self, listener: impl Fn(&Environment) + Send + Sync + 'static) -> Self {
+        self.events.init.push(Box::new(listener));
+        self
+    }
+
+    /// Runs when a test starts (also when a stopped test is started again).
+    pub fn on_test_start(
+        mut self,
+        listener: impl Fn(&Environment) + Send + Sync + 'static,
+    ) -> Self {
+        self.events.test_start.push(Box::new(listener));
+        self
+    }
+
+    /// Runs when a test begins to stop, before users are stopped.
+    pub fn on_test_stopping(
+        mut self,
+        listener: impl Fn(&Environment) + Send + Sync + 'static,
+    ) -> Self {
+        self.events.test_stopping.push(Box::new(listener));
+        self
+    }
+
+    /// Runs when every user has stopped.
+    pub fn on_test_stop(mut self, listener: impl Fn(&Environment) + Send + Sync + 'static) -> Self {
+        self.events.test_stop.push(Box::new(listener));
+        self
+    }
+
+    /// Runs when the target user count is reached, with that count.
+    pub fn on_spawning_complete(
+        mut self,
+        listener: impl Fn(&Environment, u64) + Send + Sync + 'static,
+    ) -> Self {
+        self.events.spawning_complete.push(Box::new(listener));
+        self
+    }
+
+    /// Runs after every request (HTTP or custom). Keep it cheap: it is on the hot path.
+    pub fn on_request(
+        mut self,
+        listener: impl Fn(&RequestEvent<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.events.request.push(Box::new(listener));
+        self
+    }
+
+    /// Runs when a task returns an error or panics.
+    pub fn on_user_error(
+        mut self,
+        listener: impl Fn(&UserErrorEvent<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.events.user_error.push(Box::new(listener));
+        self
+    }
+
+    /// Runs once a second with the generator's own usage (CPU, memory, container limits, scheduler lag).
+    pub fn on_usage_monitor(
+        mut self,
+        listener: impl Fn(&Environment, &cicada_monitor::Usage) + Send + Sync + 'static,
+    ) -> Self {
+        self.events.usage_monitor.push(Box::new(listener));
+        self
+    }
+
+    /// Runs when the generator's CPU goes over `--max-cpu`, with the CPU share in percent.
+    pub fn on_cpu_warning(
+        mut self,
+        listener: impl Fn(&Environment, f64) + Send + Sync + 'static,
+    ) -> Self {
+        self.events.cpu_warning.push(Box::new(listener));
+        self
+    }
+
+    /// Runs on every action of the resource guard (pause, shed, resume, stop) and limit crossing.
+    pub fn on_guard_action(
+        mut self,
+        listener: impl Fn(&Environment, &crate::guard::GuardAction) + Send + Sync + 'static,
+    ) -> Self {
+        self.events.guard_action.push(Box::new(listener));
+        self
+    }
+
+    /// Runs when the stats are reset.
+    pub fn on_reset_stats(
+        mut self,
+        listener: impl Fn(&Environment) + Send + Sync + 'static,
+    ) -> Self {
+        self.events.reset_stats.push(Box::new(listener));
+        self
+    }
+
+    /// Runs after the test, before the exit code is final: call [`Environment::set_exit_code`] to change it.
+    pub fn on_quitting(mut self, listener: impl Fn(&Environment) + Send + Sync + 'static) -> Self {
+        self.events.quitting.push(Box::new(listener));
+        self
+    }
+
+    /// Runs last, with the exit code.
+    pub fn on_quit(mut self, listener: impl Fn(i32) + Send + Sync + 'static) -> Self {
+        self.events.quit.push(Box::new(listener));
+        self
+    }
+
+    /// Run with the process's arguments and return its exit code.
+    pub fn run(self) -> ExitCode {
+        ExitCode::from(self.run_with_args(std::env::args_os()).clamp(0, 255) as u8)
+    }
+
+    /// Run with these arguments (the first is the program name) and return the exit code.
+    pub fn run_with_args<I, T>(mut self, args: I) -> i32
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let options = match Options::parse_args(args) {
+            Ok(options) => options,
+            Err(OptionsError::Cli(error)) => {
+                let code = error.exit_code();
+                let _ = error.print();
+                return code;
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                return i32::from(EXIT_USAGE);
+            }
+        };
+        if let Err(error) = crate::logging::init(options.loglevel, options.logfile.as_deref()) {
+            eprintln!("error: --logfile: {error}");
+            return i32::from(EXIT_USAGE);
+        }
+        match self.prepare(&options) {
+            Ok(Prepared::Done) => 0,
+            Ok(Prepared::Run(types)) => {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .on_thread_park(Stats::flush_current_thread)
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        eprintln!("error: cannot start the async runtime: {error}");
+                        return 1;
+                    }
+                };
+                let events = Arc::new(self.events);
+                runtime.block_on(run(types, self.shape, events, Arc::new(options)))
+            }
+            Err(message) => {
+                eprintln!("error: {message}");
+                i32::from(EXIT_USAGE)
+            }
+        }
+    }
+
+    /// Validate user types against the options; answer `--list` and `--show-task-ratio`.
+    fn prepare(&mut self, options: &Options) -> Result<Prepared, String> {
+        if self.types.is_empty() {
+            return Err("no user types: register at least one with Cicada::user".to_string());
+        }
+        for name in &options.user_types {
+            if !self.types.iter().any(|t| t.name() == name) {
+                let known: Vec<_> = self.types.iter().map(|t| t.name().to_string()).collect();
+                return Err(format!(
+                    "unknown user type `{name}` (this test has: {})",
+                    known.join(", ")
+                ));
+            }
+        }
+        let mut types = std::mem::take(&mut self.types);
+        if !options.user_types.is_empty() {
+            types.retain(|t| options.user_types.iter().any(|n| n == t.name()));
+        }
+        let filter = TagFilter {
+            include: options.tags.clone(),
+            exclude: options.exclude_tags.clone(),
+        };
+        types.retain_mut(|t| {
+            let keep = t.filter_tags(&filter);
+            if !keep {
+                tracing::warn!(
+                    "user type {} has no task left after tag filtering",
+                    t.name()
+                );
+            }
+            keep
+        });
+        if types.is_empty() {
+            return Err(
+                "no task is left to run after --tags / --exclude-tags filtering".to_string(),
+            );
+        }
+        if options.list {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "Available user types:");
+            for t in &types {
+                let _ = writeln!(out, "    {}", t.name());
+            }
+            return Ok(Prepared::Done);
+        }
+        if options.show_task_ratio {
+            print!("{}", report::task_ratio_table(&types));
+            return Ok(Prepared::Done);
+        }
+        Ok(Prepared::Run(types))
+    }
+}
+
+enum Prepared {
+    Done,
+    Run(Vec<Box<dyn UserKind>>),
+}
+
+/// Which jobs a process does. Only local runs exist today; a cluster's master and workers are next, and each mode
+/// is a short function composed of the same pieces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunMode {
+    /// One process: it runs the users, collects their stats and writes the reports.
+    Local,
+}
+
+impl RunMode {
+    fn of(_options: &Options) -> RunMode {
+        RunMode::Local
+    }
+}
+
+/// Run the test in its mode; returns the exit code.
+async fn run(
+    types: Vec<Box<dyn UserKind>>,
+    shape: Option<Box<dyn LoadShape>>,
+    events: Arc<Events>,
+    options: Arc<Options>,
+) -> i32 {
+    match RunMode::of(&options) {
+        RunMode::Local => run_local(types, shape, events, options).await,
+    }
+}
+
+/// A local run: set up, drive until something ends the test, collect every second, finish with the reports.
+async fn run_local(
+    types: Vec<Box<dyn UserKind>>,
+    shape: Option<Box<dyn LoadShape>>,
+    events: Arc<Events>,
+    options: Arc<Options>,
+) -> i32 {
+    let (mut setup, mut signals) = match setup::RunSetup::build(types, events, options).await {
+        Ok(built) => built,
+        Err(code) => return code,
+    };
+    let mut collector = collector::Collector::new(&mut setup);
+    let reason = driver::Driver::new(&setup, shape)
+        .drive(&mut signals, &mut collector)
+        .await;
+    // While users stop and reports are written, a further signal ends the process at once.
+    let forced_exit = signals.exit_on_next(reason.signal());
+    let code = finish::finish(setup, collector, reason).await;
+    forced_exit.abort();
+    code
+}

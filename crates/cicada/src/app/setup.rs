@@ -1,0 +1,215 @@
+//! Setting a run up, in the order that keeps its promises: signal handlers and the report reserve first (before any
+//! load, so that a SIGTERM or a full memory never finds them missing), every report path checked (a bad one is a
+//! usage error before anything is sent), then the stats, the demo target when no host is given, the environment,
+//! the user types, the runner, the resource guard and the web UI.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cicada_stats::{Stats, StatsConfig};
+
+use super::{EXIT_USAGE, RunClock};
+use crate::environment::Environment;
+use crate::events::Events;
+use crate::guard::{Guard, GuardThreadOwner};
+use crate::options::Options;
+use crate::report::{self, HistoryCsv as HistoryCsvWriter, ReportOutputs};
+use crate::runner::{self, RunnableType, RunnerHandle};
+use crate::signals::StopSignals;
+use crate::user::run::UserKind;
+use crate::web::{WebContext, WebSettings};
+
+/// Everything a run set up, for the driver, the collector and the finish.
+pub(super) struct RunSetup {
+    pub(super) options: Arc<Options>,
+    pub(super) events: Arc<Events>,
+    pub(super) reserve: ReportReserve,
+    pub(super) report_outputs: ReportOutputs,
+    /// The live history CSV, taken by the collector, which appends to it every second.
+    pub(super) history_csv: Option<HistoryCsvWriter>,
+    pub(super) stats: Stats,
+    pub(super) demo: Option<cicada_demo::DemoServer>,
+    pub(super) host: String,
+    pub(super) env: Arc<Environment>,
+    pub(super) runner: RunnerHandle,
+    pub(super) runner_task: tokio::task::JoinHandle<()>,
+    pub(super) guard: Option<Guard>,
+    /// Ends the guard's thread when the run is over (after the reports).
+    pub(super) _guard_thread: Option<GuardThreadOwner>,
+    pub(super) web: Arc<WebContext>,
+    pub(super) started: Instant,
+    pub(super) started_unix_ms: u64,
+}
+
+impl RunSetup {
+    /// Set everything up; on failure, the exit code (the error was printed). The signal handlers come back beside
+    /// the setup, for the driver to listen to.
+    pub(super) async fn build(
+        types: Vec<Box<dyn UserKind>>,
+        events: Arc<Events>,
+        options: Arc<Options>,
+    ) -> Result<(RunSetup, StopSignals), i32> {
+        let usage = i32::from(EXIT_USAGE);
+        let signals = StopSignals::install().map_err(|error| {
+            eprintln!("error: cannot install the SIGINT/SIGTERM handlers: {error}");
+            1
+        })?;
+        let reserve = ReportReserve::new();
+        // A report that cannot be written is a usage error now, not a lost report at the end.
+        let mut report_outputs = ReportOutputs::open(&options).map_err(|error| {
+            eprintln!("error: {error}");
+            usage
+        })?;
+        let history_csv = report_outputs.take_history_csv();
+        let stats = Stats::new(StatsConfig {
+            max_names: options.max_names,
+            max_errors: options.max_errors,
+            max_user_errors: options.max_errors,
+            ..StatsConfig::default()
+        });
+        let demo = start_demo_if_needed(&types, &options).await?;
+        let host = options
+            .host
+            .clone()
+            .or_else(|| demo.as_ref().map(cicada_demo::DemoServer::url))
+            // Every type sets its own host: name the first one in reports.
+            .or_else(|| types.iter().find_map(|t| t.host().map(str::to_string)))
+            .unwrap_or_default();
+        let names: Vec<String> = types.iter().map(|t| t.name().to_string()).collect();
+        let parts = runner::channel(names);
+        let env = Arc::new(Environment::new(
+            stats.clone(),
+            parts.handle.clone(),
+            events.clone(),
+            options.clone(),
+            host.clone(),
+        ));
+        let tasks = report::tasks_json(&types);
+        let mut runnable = Vec::with_capacity(types.len());
+        for kind in types {
+            let name = kind.name().to_string();
+            let weight = kind.weight();
+            let fixed_count = kind.fixed_count();
+            match kind.activate(env.clone(), &host) {
+                Ok(spawner) => runnable.push(RunnableType {
+                    name,
+                    weight,
+                    fixed_count,
+                    spawner,
+                }),
+                Err(error) => {
+                    eprintln!("error: user type {name}: {error}");
+                    return Err(usage);
+                }
+            }
+        }
+        events.fire_env("init", &events.init, &env);
+
+        let spawners: Vec<_> = runnable.iter().map(|t| t.spawner.clone()).collect();
+        let type_names: Vec<String> = runnable.iter().map(|t| t.name.clone()).collect();
+        let runner = env.runner.clone();
+        let runner_task = runner::start(parts, runnable, env.clone(), options.stop_timeout);
+        let guard = Guard::start(&options.guard_settings(), env.clone());
+        let guard_thread = guard.as_ref().map(Guard::owner);
+        let web = Arc::new(WebContext {
+            env: env.clone(),
+            guard: guard.clone(),
+            spawners,
+            tasks,
+            type_names,
+            clock: RunClock::default(),
+        });
+        let setup = RunSetup {
+            options,
+            events,
+            reserve,
+            report_outputs,
+            history_csv,
+            stats,
+            demo,
+            host,
+            env,
+            runner,
+            runner_task,
+            guard,
+            _guard_thread: guard_thread,
+            web,
+            started: Instant::now(),
+            started_unix_ms: unix_now() * 1000,
+        };
+        if !setup.options.headless {
+            setup.start_web_ui().await?;
+        }
+        Ok((setup, signals))
+    }
+
+    async fn start_web_ui(&self) -> Result<(), i32> {
+        let options = &self.options;
+        let settings = WebSettings {
+            address: std::net::SocketAddr::new(options.web_host, options.web_port),
+            login: options.web_login.clone(),
+            tls: options.tls_cert.clone().zip(options.tls_key.clone()),
+        };
+        match crate::web::start(&settings, self.web.clone()).await {
+            Ok(address) => {
+                let scheme = if settings.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                tracing::info!("web UI: {scheme}://{address}");
+                Ok(())
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                self.runner.quit();
+                Err(i32::from(EXIT_USAGE))
+            }
+        }
+    }
+}
+
+async fn start_demo_if_needed(
+    types: &[Box<dyn UserKind>],
+    options: &Options,
+) -> Result<Option<cicada_demo::DemoServer>, i32> {
+    let needs_host = types.iter().any(|t| t.host().is_none()) && options.host.is_none();
+    if !needs_host {
+        return Ok(None);
+    }
+    match cicada_demo::DemoServer::start(([127, 0, 0, 1], 0).into()).await {
+        Ok(demo) => {
+            tracing::info!(
+                "no --host given: running against the built-in demo target at {}",
+                demo.url()
+            );
+            Ok(Some(demo))
+        }
+        Err(error) => {
+            eprintln!("error: no --host given and the demo target could not start: {error}");
+            Err(i32::from(EXIT_USAGE))
+        }
+    }
+}
+
+/// Memory set aside at the start of a run and given back just before the final reports are written, so that a
+/// generator that ran right up to its memory limit (the guard stopped it there) can still build its reports. The
+/// pages are written so that they are really resident; the block is above glibc's mmap threshold, so freeing it
+/// returns it to the kernel (and to the container's budget) at once.
+pub(super) struct ReportReserve(#[allow(dead_code)] Vec<u8>);
+
+impl ReportReserve {
+    /// 8 MiB: a snapshot, the JSON and CSV of a run with the default caps fit in a few MiB; a long run with many
+    /// names needs more, which the guard's emergency stop frees by aborting the users.
+    const BYTES: usize = 8 << 20;
+
+    fn new() -> Self {
+        ReportReserve(vec![0xA5; Self::BYTES])
+    }
+}
+
+pub(super) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
