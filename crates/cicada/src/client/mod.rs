@@ -5,8 +5,8 @@
 //! status of 400 or more, or one that fails its [`RequestBuilder::check`], is a failure with a reason; a transport
 //! problem (refused, unresolvable host, timeout, TLS, malformed URL) is a failure too and comes back as a
 //! [`RequestError`] that a task can propagate with `?` without it being counted twice. A request cut off before
-//! its response arrived (its user was stopped, or the task dropped it) is recorded as a failure too, when it is
-//! dropped.
+//! its response arrived (its user was stopped, or the task dropped it) is not a request or a failure (the generator
+//! stopped waiting, the server did not fail it); it is counted as cut off when it is dropped.
 //!
 //! Responses are decoded (gzip, deflate, brotli) as they are read, unless [`ClientOptions::decompress`] is off;
 //! credentials come from [`RequestBuilder::basic_auth`], the user, the type's options or the host URL, in that
@@ -1161,7 +1161,8 @@ impl<'a> RequestBuilder<'a> {
     ///
     /// Returns the response for any HTTP status (check [`Response::is_failure`]); returns a [`RequestError`] when
     /// no response arrived. Either way the request is already counted. A request still waiting for its response
-    /// when the future is dropped (its user stopped, or the task gave up on it) is recorded then, as a failure.
+    /// when the future is dropped (its user stopped, or the task gave up on it) is counted then as cut off (see
+    /// [`cicada_stats::StatsSnapshot::requests_cut_off`]), not as a failure.
     pub async fn send(self) -> Result<Response, RequestError> {
         self.send_recording(Recording::Now)
             .await
