@@ -2,10 +2,13 @@
 //!
 //! One task owns every running user. Everything else (the headless driver, a load shape, the web UI, a task that
 //! stops the test) talks to it through a cheap, cloneable [`RunnerHandle`] that sends commands and reads published
-//! counters. Users are spawned along a fixed sequence ([`distribution`]) and ramp-down stops the newest first, at
-//! the spawn rate in both directions. Stopped users get `--stop-timeout` to finish their task before they are killed.
+//! counters. What to start or stop next is decided by a pure [`plan`] along a fixed sequence ([`distribution`]);
+//! ramp-down stops the newest first, at the spawn rate in both directions. Stopped users get `--stop-timeout` to
+//! finish their task before they are killed. The command loop never waits for users: a stop is begun, and finished
+//! by the housekeeping tick once the last user is gone, while commands keep being read.
 
 pub(crate) mod distribution;
+pub(crate) mod plan;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::environment::Environment;
 use crate::user::run::{SpawnUser, StopLevel, UserControl};
-use distribution::Distribution;
+use plan::{SpawnPlan, Step};
 
 /// The state of a run, as Locust names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -285,6 +288,20 @@ struct StoppingUser {
 const ON_STOP_GRACE: Duration = Duration::from_secs(5);
 /// Spawns done in one go before yielding to the rest of the runtime.
 const SPAWN_BATCH: u64 = 2_000;
+/// How often stopping users are checked: every 250 ms while running, every 20 ms while a stop is under way.
+const HOUSEKEEPING: Duration = Duration::from_millis(250);
+const STOP_POLL: Duration = Duration::from_millis(20);
+
+/// A stop of every user that is under way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Winding {
+    /// No stop under way.
+    No,
+    /// Every user was told to stop; the test is over once they are gone.
+    Stop,
+    /// The same, then the run ends.
+    Quit,
+}
 
 /// The task that owns every user.
 pub(crate) struct Runner {
@@ -293,20 +310,17 @@ pub(crate) struct Runner {
     stop_timeout: Duration,
     users: Vec<RunningUser>,
     stopping: Vec<StoppingUser>,
-    alive: Vec<u64>,
-    /// Users that stopped themselves since the last start; they count toward the target so they are not respawned.
-    retired: Vec<u64>,
+    plan: SpawnPlan,
     target: Target,
-    distribution: Distribution,
-    desired: Vec<u64>,
-    /// Walk along the spawn sequence: position and per-type count so far.
-    cursor: (u64, Vec<u64>),
     phase_start: Instant,
     done_in_phase: u64,
     announced_complete: bool,
     next_id: u64,
     /// The resource guard's cap on users.
     cap: Option<u64>,
+    winding: Winding,
+    /// A start that arrived while a stop was under way: applied once it is done.
+    start_after_stop: Option<Target>,
 }
 
 impl Runner {
@@ -316,28 +330,25 @@ impl Runner {
         stop_timeout: Duration,
     ) -> Self {
         let type_count = types.len();
-        let distribution = Distribution::new(&[], &[]);
         Runner {
             types,
             env,
             stop_timeout,
             users: Vec::new(),
             stopping: Vec::new(),
-            alive: vec![0; type_count],
-            retired: vec![0; type_count],
+            plan: SpawnPlan::new(type_count),
             target: Target {
                 users: 0,
                 spawn_rate: 1.0,
                 user_types: None,
             },
-            distribution,
-            desired: vec![0; type_count],
-            cursor: (0, vec![0; type_count]),
             phase_start: Instant::now(),
             done_in_phase: 0,
             announced_complete: true,
             next_id: 1,
             cap: None,
+            winding: Winding::No,
+            start_after_stop: None,
         }
     }
 
@@ -358,16 +369,17 @@ impl Runner {
             .counts_by_type
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone_from(&self.alive);
+            .clone_from(&self.plan.alive().to_vec());
     }
 
     /// Run until a quit command; every user is stopped on the way out.
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
-        let mut housekeeping = tokio::time::interval(Duration::from_millis(250));
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shared = self.handle().shared.clone();
         loop {
             let next_step = self.next_step_at();
+            let winding = self.winding != Winding::No;
             tokio::select! {
                 biased;
                 _ = shared.emergency_signal.notified() => {
@@ -376,17 +388,18 @@ impl Runner {
                     return;
                 }
                 command = commands.recv() => match command {
+                    Some(Command::Start(target)) if winding => self.start_after_stop = Some(target),
                     Some(Command::Start(target)) => self.retarget(target),
-                    Some(Command::Stop) => self.stop_all().await,
+                    Some(Command::Stop) => self.begin_stop_all(Winding::Stop),
                     Some(Command::Guard(cap)) => self.apply_guard(cap),
-                    Some(Command::Quit) | None => {
-                        self.stop_all().await;
-                        self.set_state(RunnerState::Quitting);
-                        return;
-                    }
+                    Some(Command::Quit) | None => self.begin_stop_all(Winding::Quit),
                 },
-                _ = sleep_until_opt(next_step) => self.step().await,
-                _ = housekeeping.tick() => self.housekeeping(),
+                _ = sleep_until_opt(next_step), if !winding => self.step().await,
+                _ = housekeeping.tick(), if !winding => self.housekeeping(),
+                _ = tokio::time::sleep(STOP_POLL), if winding => self.housekeeping(),
+            }
+            if self.winding != Winding::No && self.stopping.is_empty() && self.finish_stop() {
+                return;
             }
         }
     }
@@ -397,7 +410,7 @@ impl Runner {
             self.env
                 .events
                 .fire_env("test_start", &self.env.events.test_start, &self.env);
-            self.retired.iter_mut().for_each(|r| *r = 0);
+            self.plan.forget_retired();
         }
         let allowed: Vec<bool> = self
             .types
@@ -414,20 +427,19 @@ impl Runner {
             .iter()
             .map(|t| (t.weight, t.fixed_count))
             .collect();
-        self.distribution = Distribution::new(&specs, &allowed);
+        let capacity = self.plan.set_types(&specs, &allowed);
         let mut target = target;
-        if target.users > self.distribution.capacity() {
+        if target.users > capacity {
             tracing::warn!(
-                "only {} users can run: every selected user type has a fixed count",
-                self.distribution.capacity()
+                "only {capacity} users can run: every selected user type has a fixed count"
             );
-            target.users = self.distribution.capacity();
+            target.users = capacity;
         }
         if target.spawn_rate.is_nan() || target.spawn_rate <= 0.0 {
             target.spawn_rate = 1.0;
         }
         self.target = target;
-        self.recompute_desired();
+        self.plan.want(self.effective_users());
         let shared = &self.handle().shared;
         shared
             .target_users
@@ -444,7 +456,6 @@ impl Runner {
                 None => String::new(),
             }
         );
-        self.reset_cursor();
         self.phase_start = Instant::now();
         self.done_in_phase = 0;
         self.announced_complete = false;
@@ -455,12 +466,6 @@ impl Runner {
     fn effective_users(&self) -> u64 {
         self.cap
             .map_or(self.target.users, |cap| cap.min(self.target.users))
-    }
-
-    fn recompute_desired(&mut self) {
-        self.desired = self
-            .distribution
-            .counts(self.effective_users(), self.types.len());
     }
 
     fn apply_guard(&mut self, request: GuardCap) {
@@ -480,8 +485,7 @@ impl Runner {
             .shared
             .guard_cap
             .store(self.cap.unwrap_or(u64::MAX), Ordering::Relaxed);
-        self.recompute_desired();
-        self.reset_cursor();
+        self.plan.want(self.effective_users());
         if let GuardCap::Shed(_) = request {
             // Shedding does not wait for the spawn rate: the generator is in trouble now.
             while self.users.len() as u64 > self.effective_users() && self.act_once() {}
@@ -490,24 +494,9 @@ impl Runner {
         self.phase_start = Instant::now();
         self.done_in_phase = 0;
         self.announced_complete = false;
-        if !self.reconciled() {
+        if !self.plan.reconciled() {
             self.set_state(RunnerState::Spawning);
         }
-    }
-
-    fn reset_cursor(&mut self) {
-        self.cursor = (0, vec![0; self.types.len()]);
-    }
-
-    fn counted(&self, type_index: usize) -> u64 {
-        self.alive[type_index] + self.retired[type_index]
-    }
-
-    fn reconciled(&self) -> bool {
-        (0..self.types.len()).all(|t| {
-            self.counted(t) == self.desired[t]
-                || (self.counted(t) > self.desired[t] && self.alive[t] == 0)
-        })
     }
 
     fn next_step_at(&self) -> Option<Instant> {
@@ -537,7 +526,7 @@ impl Runner {
             self.done_in_phase += 1;
         }
         self.publish_counts();
-        if self.reconciled() && !self.announced_complete {
+        if self.plan.reconciled() && !self.announced_complete {
             self.announced_complete = true;
             self.set_state(RunnerState::Running);
             let count = self.users.len() as u64;
@@ -554,42 +543,30 @@ impl Runner {
         }
     }
 
-    /// Stop one surplus user or spawn one missing user. False when nothing is left to do.
+    /// Carry out the plan's next step. False when nothing is left to do.
     fn act_once(&mut self) -> bool {
-        let surplus = |runner: &Runner, t: usize| {
-            runner.alive[t] > 0 && runner.counted(t) > runner.desired[t]
-        };
-        if (0..self.types.len()).any(|t| surplus(self, t))
-            && let Some(index) = self.users.iter().rposition(|u| surplus(self, u.type_index))
-        {
-            let user = self.users.remove(index);
-            self.alive[user.type_index] -= 1;
-            self.begin_stop(user.control, user.handle);
-            self.reset_cursor();
-            return true;
-        }
-        if self.handle().shared.spawn_hold.load(Ordering::Relaxed) {
-            return false;
-        }
-        let Some(type_index) = self.next_type_to_spawn() else {
-            return false;
-        };
-        self.spawn_one(type_index);
-        true
-    }
-
-    fn next_type_to_spawn(&mut self) -> Option<usize> {
-        let limit = self.effective_users();
-        let (position, walked) = &mut self.cursor;
-        while *position < limit {
-            let type_index = self.distribution.type_at(*position)?;
-            *position += 1;
-            walked[type_index] += 1;
-            if walked[type_index] > self.alive[type_index] + self.retired[type_index] {
-                return Some(type_index);
+        let spawning_allowed = !self.handle().shared.spawn_hold.load(Ordering::Relaxed);
+        match self.plan.next_step(spawning_allowed) {
+            Some(Step::StopSurplus) => {
+                let plan = &self.plan;
+                let Some(index) = self
+                    .users
+                    .iter()
+                    .rposition(|u| plan.has_surplus(u.type_index))
+                else {
+                    return false;
+                };
+                let user = self.users.remove(index);
+                self.plan.stopped(user.type_index);
+                self.begin_stop(user.control, user.handle);
+                true
             }
+            Some(Step::Spawn(type_index)) => {
+                self.spawn_one(type_index);
+                true
+            }
+            None => false,
         }
-        None
     }
 
     fn spawn_one(&mut self, type_index: usize) {
@@ -605,7 +582,7 @@ impl Runner {
             control,
             handle,
         });
-        self.alive[type_index] += 1;
+        self.plan.spawned(type_index);
     }
 
     fn begin_stop(&mut self, control: Arc<UserControl>, handle: JoinHandle<()>) {
@@ -627,6 +604,10 @@ impl Runner {
     /// Forget finished users, kill users past their stop timeout, abort users stuck in `on_stop`.
     fn housekeeping(&mut self) {
         let now = Instant::now();
+        if self.handle().emergency_requested() {
+            self.abort_all();
+            return;
+        }
         self.stopping.retain(|user| {
             if user.handle.is_finished() {
                 return false;
@@ -641,69 +622,79 @@ impl Runner {
             true
         });
         let before = self.users.len();
-        let mut retired_now = vec![0u64; self.types.len()];
+        let mut retired_now = Vec::new();
         self.users.retain(|user| {
             let finished = user.handle.is_finished();
             if finished {
-                retired_now[user.type_index] += 1;
+                retired_now.push(user.type_index);
             }
             !finished
         });
         if self.users.len() != before {
-            for (t, count) in retired_now.iter().enumerate() {
-                self.alive[t] -= count;
-                self.retired[t] += count;
+            for type_index in retired_now {
+                self.plan.retired(type_index);
             }
             self.publish_counts();
         }
     }
 
-    /// Stop every user: let them finish within the stop timeout, then kill, then abort.
-    async fn stop_all(&mut self) {
+    /// Begin stopping every user: they get the stop timeout to finish, then are killed, then aborted. The command
+    /// loop goes on meanwhile; [`finish_stop`](Self::finish_stop) completes the stop once the last one is gone.
+    fn begin_stop_all(&mut self, winding: Winding) {
         let state = self.handle().state();
-        if matches!(state, RunnerState::Ready | RunnerState::Stopped) {
-            return;
-        }
-        self.set_state(RunnerState::Stopping);
-        self.env
-            .events
-            .fire_env("test_stopping", &self.env.events.test_stopping, &self.env);
-        let users = std::mem::take(&mut self.users);
-        tracing::info!("stopping {} users", users.len());
-        for user in users {
-            self.begin_stop(user.control, user.handle);
-        }
-        self.alive.iter_mut().for_each(|a| *a = 0);
-        self.publish_counts();
-        while !self.stopping.is_empty() {
-            if self.handle().emergency_requested() {
-                self.abort_all();
-                break;
+        if self.winding == Winding::No {
+            if matches!(state, RunnerState::Ready | RunnerState::Stopped) {
+                self.winding = winding;
+                return;
             }
-            self.housekeeping();
-            if self.stopping.is_empty() {
-                break;
+            self.set_state(RunnerState::Stopping);
+            self.env
+                .events
+                .fire_env("test_stopping", &self.env.events.test_stopping, &self.env);
+            let users = std::mem::take(&mut self.users);
+            tracing::info!("stopping {} users", users.len());
+            for user in users {
+                self.begin_stop(user.control, user.handle);
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.plan.all_stopped();
+            self.publish_counts();
         }
-        self.announced_complete = true;
-        self.target.users = 0;
-        // The guard's hold belongs to the test that stopped; the next one starts without it.
-        self.cap = None;
-        let shared = &self.handle().shared;
-        shared.target_users.store(0, Ordering::Relaxed);
-        shared.guard_cap.store(u64::MAX, Ordering::Relaxed);
-        if !shared.emergency.load(Ordering::Relaxed) {
-            shared.spawn_hold.store(false, Ordering::Relaxed);
+        // A quit while a stop is under way turns it into a quit; a stop while quitting changes nothing.
+        if winding == Winding::Quit || self.winding == Winding::No {
+            self.winding = winding;
         }
-        self.set_state(RunnerState::Stopped);
-        self.env
-            .events
-            .fire_env("test_stop", &self.env.events.test_stop, &self.env);
     }
-}
 
-impl Runner {
+    /// Every user is gone: the test is stopped (and, for a quit, the run is over: returns true).
+    fn finish_stop(&mut self) -> bool {
+        let winding = std::mem::replace(&mut self.winding, Winding::No);
+        let state = self.handle().state();
+        if !matches!(state, RunnerState::Ready | RunnerState::Stopped) {
+            self.announced_complete = true;
+            self.target.users = 0;
+            // The guard's hold belongs to the test that stopped; the next one starts without it.
+            self.cap = None;
+            let shared = &self.handle().shared;
+            shared.target_users.store(0, Ordering::Relaxed);
+            shared.guard_cap.store(u64::MAX, Ordering::Relaxed);
+            if !shared.emergency.load(Ordering::Relaxed) {
+                shared.spawn_hold.store(false, Ordering::Relaxed);
+            }
+            self.set_state(RunnerState::Stopped);
+            self.env
+                .events
+                .fire_env("test_stop", &self.env.events.test_stop, &self.env);
+        }
+        if winding == Winding::Quit {
+            self.set_state(RunnerState::Quitting);
+            return true;
+        }
+        if let Some(target) = self.start_after_stop.take() {
+            self.retarget(target);
+        }
+        false
+    }
+
     /// The emergency stop: abort every user's task now (dropping its state), running or stopping.
     fn abort_all(&mut self) {
         let state = self.handle().state();
@@ -720,7 +711,7 @@ impl Runner {
         for user in self.stopping.drain(..) {
             user.handle.abort();
         }
-        self.alive.iter_mut().for_each(|a| *a = 0);
+        self.plan.all_stopped();
         self.publish_counts();
         tracing::warn!("emergency stop: {count} users aborted");
         self.announced_complete = true;
