@@ -38,12 +38,14 @@
 #![deny(missing_docs)]
 
 mod app;
+mod assets;
 pub mod client;
 mod environment;
 pub mod events;
 pub mod guard;
 mod logging;
 pub mod options;
+mod recording;
 pub mod report;
 pub mod runner;
 pub mod shape;

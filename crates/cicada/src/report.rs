@@ -134,7 +134,7 @@ pub(crate) fn write_final(
     if let Some(file) = &outputs.html {
         let data = report_data(&ReportInputs {
             snapshot,
-            history: crate::web::downsample(stats.history(), 2_000),
+            history: downsample(stats.history(), 2_000),
             guard: run.guard,
             schedules: run.schedules,
             host: run.host,
@@ -280,7 +280,7 @@ pub(crate) fn html_report(data: &serde_json::Value) -> String {
     let json = serde_json::to_string(data)
         .unwrap_or_else(|_| "{}".to_string())
         .replace('<', "\\u003c");
-    crate::web::assets::REPORT_HTML.replacen(crate::web::assets::REPORT_PLACEHOLDER, &json, 1)
+    crate::assets::REPORT_HTML.replacen(crate::assets::REPORT_PLACEHOLDER, &json, 1)
 }
 
 /// The JSON report: the stats, their history and what the resource guard saw and did.
@@ -438,4 +438,61 @@ pub(crate) fn task_ratio_table(types: &[Box<dyn UserKind>]) -> String {
         }
     }
     text
+}
+
+/// History for charts (the web UI and the HTML report): at most `max` points.
+/// Keep at most `max` points of `points`: the last of each bucket, saturated if any point in it was.
+pub(crate) fn downsample(
+    points: Vec<cicada_stats::HistoryPoint>,
+    max: usize,
+) -> Vec<cicada_stats::HistoryPoint> {
+    let max = max.max(2);
+    if points.len() <= max {
+        return points;
+    }
+    let bucket = points.len().div_ceil(max);
+    points
+        .chunks(bucket)
+        .map(|chunk| {
+            let mut last = chunk[chunk.len() - 1].clone();
+            let saturated = chunk
+                .iter()
+                .any(|p| p.generator.is_some_and(|g| g.saturated));
+            if let Some(generator) = last.generator.as_mut() {
+                generator.saturated = saturated;
+            }
+            last
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod downsample_tests {
+    use cicada_stats::{GeneratorSample, HistoryPoint};
+
+    use super::downsample;
+
+    #[test]
+    fn downsampling_keeps_saturation_and_the_bound() {
+        let points: Vec<HistoryPoint> = (0..10_000)
+            .map(|i| {
+                let mut point = HistoryPoint::default();
+                point.unix_ms = i;
+                point.generator = Some(GeneratorSample {
+                    saturated: i == 4_321,
+                    ..GeneratorSample::default()
+                });
+                point
+            })
+            .collect();
+        let kept = downsample(points, 2_000);
+        assert!(kept.len() <= 2_000);
+        assert_eq!(kept.last().unwrap().unix_ms, 9_999);
+        assert_eq!(
+            kept.iter()
+                .filter(|p| p.generator.unwrap().saturated)
+                .count(),
+            1
+        );
+    }
 }

@@ -15,7 +15,7 @@ use std::time::Instant;
 use http::Method;
 
 use super::{Recording, RequestBuilder, RequestError, Response};
-use crate::user::{UserTypeContext, record_sample};
+use crate::recording::Recorder;
 
 /// A request whose outcome the task decides after reading the response. Finish it with [`send`](Self::send).
 #[must_use = "a request does nothing until it is sent with .send().await"]
@@ -40,7 +40,7 @@ impl<'a> CatchResponse<'a> {
 
 /// What recording a caught response later takes (owned: the response outlives the request builder's borrows).
 pub(super) struct Pending {
-    pub(super) context: Arc<UserTypeContext>,
+    pub(super) recorder: Arc<Recorder>,
     pub(super) method: Method,
     pub(super) name: String,
 }
@@ -89,8 +89,7 @@ impl CaughtResponse {
 
     fn record(&mut self) {
         if let Some(pending) = self.pending.take() {
-            record_sample(
-                &pending.context,
+            pending.recorder.sample(
                 pending.method.as_str(),
                 &pending.name,
                 self.response.elapsed,

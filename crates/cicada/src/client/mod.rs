@@ -29,7 +29,7 @@ use http::{Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt;
 use http_body_util::Full;
 
-use crate::user::{UserTypeContext, record_cut_off, record_sample};
+use crate::recording::Recorder;
 pub use catch::{CatchResponse, CaughtResponse};
 use conn::{Conn, Connector, Origin, Pool, RequestBody};
 use decode::{BodyOut, Decoder, Encoding};
@@ -249,7 +249,7 @@ pub(crate) struct ClientShared {
     accept_encoding: Option<HeaderValue>,
     /// Basic auth from [`ClientOptions::basic_auth`].
     default_auth: Option<HeaderValue>,
-    pub(crate) context: Arc<UserTypeContext>,
+    pub(crate) recorder: Arc<Recorder>,
     shared_pool: Option<Mutex<Pool>>,
 }
 
@@ -263,7 +263,7 @@ impl ClientShared {
         host: &str,
         own_host: bool,
         options: &ClientOptions,
-        context: Arc<UserTypeContext>,
+        recorder: Arc<Recorder>,
     ) -> Result<Arc<Self>, ClientError> {
         let base = BaseUrl::parse(host)?;
         // Built even for plain-HTTP hosts: a redirect may lead to https.
@@ -297,7 +297,7 @@ impl ClientShared {
                 .map(|(user, password)| basic_auth_value(user, password)),
             options: options.clone(),
             user_agent,
-            context,
+            recorder,
         }))
     }
 
@@ -1205,7 +1205,7 @@ impl<'a> RequestBuilder<'a> {
                 // The stats name is the URL as requested, not where redirects led (a clone shares the bytes).
                 requested = Some(uri.clone());
                 let in_flight = InFlight {
-                    context: &shared.context,
+                    recorder: &shared.recorder,
                     armed: true,
                 };
                 let outcome = match tokio::time::timeout(
@@ -1226,7 +1226,7 @@ impl<'a> RequestBuilder<'a> {
         };
         let finished = Instant::now();
         let elapsed = finished.duration_since(started);
-        let context = &shared.context;
+        let recorder = &shared.recorder;
         // A request without its own name is counted under its path, response or not (as Locust does).
         let name = stats_name(name.as_deref(), requested.as_ref());
         match outcome {
@@ -1243,14 +1243,13 @@ impl<'a> RequestBuilder<'a> {
                 };
                 if recording == Recording::Later {
                     let pending = catch::Pending {
-                        context: context.clone(),
+                        recorder: recorder.clone(),
                         method,
                         name: name.to_string(),
                     };
                     return Ok((response, Some(pending)));
                 }
-                record_sample(
-                    context,
+                recorder.sample(
                     method.as_str(),
                     name,
                     elapsed,
@@ -1261,8 +1260,7 @@ impl<'a> RequestBuilder<'a> {
                 Ok((response, None))
             }
             Err(error) => {
-                record_sample(
-                    context,
+                recorder.sample(
                     method.as_str(),
                     name,
                     elapsed,
@@ -1297,7 +1295,7 @@ fn stats_name<'n>(name: Option<&'n str>, requested: Option<&'n Uri>) -> &'n str 
 /// or the task dropped it), the drop counts it as cut off. It borrows everything it needs, so it costs nothing on
 /// the hot path but a few words on the stack.
 struct InFlight<'a> {
-    context: &'a UserTypeContext,
+    recorder: &'a Recorder,
     armed: bool,
 }
 
@@ -1311,7 +1309,7 @@ impl InFlight<'_> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         if self.armed {
-            record_cut_off(self.context);
+            self.recorder.cut_off();
         }
     }
 }

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use crate::client::{ClientOptions, HttpClient, RequestBuilder, RequestError};
 use crate::environment::Environment;
-use crate::events::RequestEvent;
 
 pub use task::{AsyncUserFn, IntoEntry, Order, RatioRow, TagFilter, Task, TaskFn, TaskSet};
 pub use wait::{
@@ -181,6 +180,8 @@ pub fn reschedule() -> TaskResult {
 pub(crate) struct UserTypeContext {
     pub(crate) name: Arc<str>,
     pub(crate) env: Arc<Environment>,
+    /// Where this type's samples go (shared with its HTTP client).
+    pub(crate) recorder: Arc<crate::recording::Recorder>,
     /// Lateness of paced task starts (only for types with a pacing wait time).
     pub(crate) schedule: Option<Arc<schedule::ScheduleLag>>,
     /// Which user errors get a log line (at most one a second for each distinct one).
@@ -317,8 +318,7 @@ impl<S> User<S> {
         content_length: u64,
         error: Option<&str>,
     ) {
-        record_sample(
-            &self.context,
+        self.context.recorder.sample(
             request_type,
             name,
             response_time,
@@ -357,8 +357,7 @@ impl<S> User<S> {
         let finished = Instant::now();
         let elapsed = finished.duration_since(started);
         match &outcome {
-            Ok(value) => record_sample(
-                &self.context,
+            Ok(value) => self.context.recorder.sample(
                 request_type,
                 name,
                 elapsed,
@@ -366,8 +365,7 @@ impl<S> User<S> {
                 None,
                 finished,
             ),
-            Err(error) => record_sample(
-                &self.context,
+            Err(error) => self.context.recorder.sample(
                 request_type,
                 name,
                 elapsed,
@@ -378,43 +376,6 @@ impl<S> User<S> {
         }
         outcome
     }
-}
-
-/// The one place a sample enters the stats (and the `request` event), for HTTP and custom clients alike.
-pub(crate) fn record_sample(
-    context: &UserTypeContext,
-    method: &str,
-    name: &str,
-    response_time: Duration,
-    content_length: u64,
-    error: Option<&str>,
-    finished_at: Instant,
-) {
-    context.env.stats.record(&cicada_stats::Sample {
-        method,
-        name,
-        response_time,
-        content_length,
-        error,
-        finished_at,
-    });
-    if context.env.events.has_request_listeners() {
-        context.env.events.fire_request(&RequestEvent {
-            method,
-            name,
-            response_time,
-            content_length,
-            error,
-            user_type: &context.name,
-        });
-    }
-}
-
-/// Count a request whose response never came because the future sending it was dropped (its user was stopped,
-/// or its task gave up on it): see [`cicada_stats::Stats::record_cut_off`]. Not a failure, and no `request`
-/// event: the server did not fail it, the generator stopped waiting.
-pub(crate) fn record_cut_off(context: &UserTypeContext) {
-    context.env.stats.record_cut_off();
 }
 
 /// One kind of simulated visitor.

@@ -134,13 +134,19 @@ impl<S: Send + 'static> UserKind for UserType<S> {
             env.register_schedule(lag.clone());
             lag
         });
+        let name: Arc<str> = Arc::from(self.name.as_str());
+        let recorder = Arc::new(crate::recording::Recorder {
+            name: name.clone(),
+            env: env.clone(),
+        });
         let context = Arc::new(UserTypeContext {
-            name: Arc::from(self.name.as_str()),
+            name,
             env,
+            recorder: recorder.clone(),
             schedule,
             error_log: ErrorLog::new(),
         });
-        let client = ClientShared::new(&host, own_host, &self.client, context.clone())?;
+        let client = ClientShared::new(&host, own_host, &self.client, recorder)?;
         Ok(Arc::new(ActiveUserType {
             definition: *self,
             context,

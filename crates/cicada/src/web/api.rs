@@ -12,16 +12,16 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
+use cicada_stats::StatsSnapshot;
 use cicada_stats::report::csv;
-use cicada_stats::{HistoryPoint, StatsSnapshot};
 
+use super::WebContext;
 use super::schema::{
     API_VERSION, Answer, ConfigReport, ExceptionsReport, GeneratorView, HistoryReport, LiveExtras,
     LocustException, LogsReport, RequestsReport, TaskShares, TasksReport,
 };
-use super::{WebContext, assets};
 use crate::options::parse_duration;
-use crate::report;
+use crate::report::{self, downsample};
 use crate::runner::{RunnerState, Target};
 
 /// History points sent at most (downsampled beyond).
@@ -95,15 +95,15 @@ async fn post_only(uri: Uri) -> Response {
 }
 
 async fn index() -> Response {
-    typed("text/html; charset=utf-8", assets::INDEX_HTML)
+    typed("text/html; charset=utf-8", crate::assets::INDEX_HTML)
 }
 
 async fn app_js() -> Response {
-    typed("text/javascript; charset=utf-8", assets::APP_JS)
+    typed("text/javascript; charset=utf-8", crate::assets::APP_JS)
 }
 
 async fn app_css() -> Response {
-    typed("text/css; charset=utf-8", assets::APP_CSS)
+    typed("text/css; charset=utf-8", crate::assets::APP_CSS)
 }
 
 async fn config(State(context): Shared) -> Json<ConfigReport> {
@@ -206,28 +206,6 @@ async fn events(
         Some((Ok(event), (context, false)))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
-}
-
-/// Keep at most `max` points: the last of each bucket, saturated if any point in it was.
-pub(crate) fn downsample(points: Vec<HistoryPoint>, max: usize) -> Vec<HistoryPoint> {
-    let max = max.max(2);
-    if points.len() <= max {
-        return points;
-    }
-    let bucket = points.len().div_ceil(max);
-    points
-        .chunks(bucket)
-        .map(|chunk| {
-            let mut last = chunk[chunk.len() - 1].clone();
-            let saturated = chunk
-                .iter()
-                .any(|p| p.generator.is_some_and(|g| g.saturated));
-            if let Some(generator) = last.generator.as_mut() {
-                generator.saturated = saturated;
-            }
-            last
-        })
-        .collect()
 }
 
 async fn history(
@@ -549,7 +527,6 @@ mod tests {
     use super::*;
     use crate::prelude::*;
     use crate::user::run::UserKind;
-    use cicada_stats::GeneratorSample;
 
     async fn index(_user: &mut User) -> TaskResult {
         Ok(())
@@ -577,30 +554,6 @@ mod tests {
         assert!(
             json["per_class"]["Visitor"]["tasks"]["browse"]["tasks"].is_object(),
             "{json:#}"
-        );
-    }
-
-    #[test]
-    fn downsampling_keeps_saturation_and_the_bound() {
-        let points: Vec<HistoryPoint> = (0..10_000)
-            .map(|i| {
-                let mut point = HistoryPoint::default();
-                point.unix_ms = i;
-                point.generator = Some(GeneratorSample {
-                    saturated: i == 4_321,
-                    ..GeneratorSample::default()
-                });
-                point
-            })
-            .collect();
-        let kept = downsample(points, 2_000);
-        assert!(kept.len() <= 2_000);
-        assert_eq!(kept.last().unwrap().unix_ms, 9_999);
-        assert_eq!(
-            kept.iter()
-                .filter(|p| p.generator.unwrap().saturated)
-                .count(),
-            1
         );
     }
 }

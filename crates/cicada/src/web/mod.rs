@@ -12,8 +12,6 @@ mod access;
 mod api;
 pub(crate) mod schema;
 
-pub(crate) use api::downsample;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,16 +26,6 @@ use axum::response::{IntoResponse, Response};
 use crate::environment::Environment;
 use crate::guard::Guard;
 use crate::user::run::SpawnUser;
-
-/// Embedded UI files (see build.rs).
-pub(crate) mod assets {
-    pub(crate) const INDEX_HTML: &str = include_str!(concat!(env!("OUT_DIR"), "/index.html"));
-    pub(crate) const APP_JS: &str = include_str!(concat!(env!("OUT_DIR"), "/app.js"));
-    pub(crate) const APP_CSS: &str = include_str!(concat!(env!("OUT_DIR"), "/app.css"));
-    pub(crate) const REPORT_HTML: &str = include_str!(concat!(env!("OUT_DIR"), "/report.html"));
-    /// The placeholder in `REPORT_HTML` that the report's data replaces.
-    pub(crate) const REPORT_PLACEHOLDER: &str = "__CICADA_REPORT_DATA__";
-}
 
 /// Why the web UI could not start.
 #[derive(Debug, thiserror::Error)]
