@@ -190,6 +190,53 @@ pub struct Options {
     #[arg(long, env = "CICADA_MAX_LAG", default_value = "100ms", value_parser = parse_duration)]
     pub max_lag: Duration,
 
+    /// Run as the master of a cluster: serve the web UI (or run headless), hand users to workers, merge their
+    /// statistics and write the reports; no user runs in this process.
+    #[arg(long, env = "CICADA_MASTER", conflicts_with = "worker")]
+    pub master: bool,
+
+    /// Run as a worker of a cluster: take users from the master at --master-host and send it statistics.
+    #[arg(long, env = "CICADA_WORKER")]
+    pub worker: bool,
+
+    /// Where a worker finds its master.
+    #[arg(long, env = "CICADA_MASTER_HOST", default_value = "127.0.0.1")]
+    pub master_host: String,
+
+    /// The master's port, for a worker.
+    #[arg(long, env = "CICADA_MASTER_PORT", default_value_t = 5557)]
+    pub master_port: u16,
+
+    /// The address a master listens on for workers (loopback by default; any other address needs a
+    /// --cluster-token).
+    #[arg(long, env = "CICADA_MASTER_BIND_HOST", default_value = "127.0.0.1")]
+    pub master_bind_host: std::net::IpAddr,
+
+    /// The port a master listens on for workers (0 picks a free one; the log says which).
+    #[arg(long, env = "CICADA_MASTER_BIND_PORT", default_value_t = 5557)]
+    pub master_bind_port: u16,
+
+    /// A headless master waits for this many workers before it starts the test.
+    #[arg(long, env = "CICADA_EXPECT_WORKERS", default_value_t = 1)]
+    pub expect_workers: u64,
+
+    /// How long a headless master waits for --expect-workers (default: as long as it takes).
+    #[arg(long, env = "CICADA_EXPECT_WORKERS_MAX_WAIT", value_parser = parse_duration)]
+    pub expect_workers_max_wait: Option<Duration>,
+
+    /// Start this many worker processes of this same binary on this machine (-1: one per core), with a master
+    /// unless --worker is given.
+    #[arg(long, env = "CICADA_PROCESSES", allow_negative_numbers = true)]
+    pub processes: Option<i64>,
+
+    /// A secret shared by the master and its workers; required when the master binds a non-loopback address.
+    #[arg(long, env = "CICADA_CLUSTER_TOKEN", hide_env_values = true)]
+    pub cluster_token: Option<String>,
+
+    /// How long a worker keeps its users and buffers its statistics without a master before it stops and exits.
+    #[arg(long, env = "CICADA_MASTER_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub master_timeout: Duration,
+
     /// User types to run (default: all).
     #[arg(value_name = "USER_TYPE")]
     pub user_types: Vec<String>,

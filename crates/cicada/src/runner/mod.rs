@@ -79,6 +79,8 @@ pub struct Target {
 
 enum Command {
     Start(Target),
+    /// A cluster worker's share: users per type (registration order) and its spawn rate.
+    StartShare(Vec<u64>, f64),
     Stop,
     Quit,
     Guard(GuardCap),
@@ -141,6 +143,15 @@ impl RunnerHandle {
     /// Start or change the target, including which user types run.
     pub fn start_target(&self, target: Target) {
         let _ = self.shared.commands.send(Command::Start(target));
+    }
+
+    /// Run exactly these users per type (registration order), reached at `spawn_rate`: a cluster worker's share of
+    /// the master's target.
+    pub(crate) fn start_share(&self, users_by_type: Vec<u64>, spawn_rate: f64) {
+        let _ = self
+            .shared
+            .commands
+            .send(Command::StartShare(users_by_type, spawn_rate));
     }
 
     /// Stop every user; the run can be started again.
@@ -320,7 +331,15 @@ pub(crate) struct Runner {
     cap: Option<u64>,
     winding: Winding,
     /// A start that arrived while a stop was under way: applied once it is done.
-    start_after_stop: Option<Target>,
+    start_after_stop: Option<Pending>,
+    /// A cluster worker's share per type, when the master set one (instead of a total split by the sequence).
+    share: Option<Vec<u64>>,
+}
+
+/// A start to apply once a stop is done.
+enum Pending {
+    Target(Target),
+    Share(Vec<u64>, f64),
 }
 
 impl Runner {
@@ -349,6 +368,7 @@ impl Runner {
             cap: None,
             winding: Winding::No,
             start_after_stop: None,
+            share: None,
         }
     }
 
@@ -388,8 +408,14 @@ impl Runner {
                     return;
                 }
                 command = commands.recv() => match command {
-                    Some(Command::Start(target)) if winding => self.start_after_stop = Some(target),
+                    Some(Command::Start(target)) if winding => {
+                        self.start_after_stop = Some(Pending::Target(target));
+                    }
                     Some(Command::Start(target)) => self.retarget(target),
+                    Some(Command::StartShare(counts, rate)) if winding => {
+                        self.start_after_stop = Some(Pending::Share(counts, rate));
+                    }
+                    Some(Command::StartShare(counts, rate)) => self.retarget_share(counts, rate),
                     Some(Command::Stop) => self.begin_stop_all(Winding::Stop),
                     Some(Command::Guard(cap)) => self.apply_guard(cap),
                     Some(Command::Quit) | None => self.begin_stop_all(Winding::Quit),
@@ -439,7 +465,60 @@ impl Runner {
             target.spawn_rate = 1.0;
         }
         self.target = target;
-        self.plan.want(self.effective_users());
+        self.share = None;
+        self.replan();
+        self.publish_target_and_announce();
+    }
+
+    /// Run a cluster worker's share: exactly these users per type.
+    fn retarget_share(&mut self, mut counts: Vec<u64>, spawn_rate: f64) {
+        let state = self.handle().state();
+        if matches!(state, RunnerState::Ready | RunnerState::Stopped) {
+            self.env
+                .events
+                .fire_env("test_start", &self.env.events.test_start, &self.env);
+            self.plan.forget_retired();
+        }
+        counts.resize(self.types.len(), 0);
+        let specs: Vec<(u32, Option<u64>)> = self
+            .types
+            .iter()
+            .map(|t| (t.weight, t.fixed_count))
+            .collect();
+        self.plan.set_types(&specs, &vec![true; self.types.len()]);
+        self.target = Target {
+            users: counts.iter().sum(),
+            spawn_rate: if spawn_rate.is_finite() && spawn_rate > 0.0 {
+                spawn_rate
+            } else {
+                1.0
+            },
+            user_types: None,
+        };
+        self.share = Some(counts);
+        self.replan();
+        self.publish_target_and_announce();
+    }
+
+    /// Tell the plan what is wanted now: the share or the target, under the guard's cap.
+    fn replan(&mut self) {
+        match &self.share {
+            Some(counts) if self.cap.is_none() => self.plan.want_counts(counts),
+            Some(counts) => {
+                // Under the guard's cap, each type keeps its part of the share.
+                let total: u64 = counts.iter().sum::<u64>().max(1);
+                let cap = self.effective_users();
+                let scaled: Vec<u64> = counts
+                    .iter()
+                    .map(|&c| (u128::from(c) * u128::from(cap) / u128::from(total)) as u64)
+                    .collect();
+                self.plan.want_counts(&scaled);
+            }
+            None => self.plan.want(self.effective_users()),
+        }
+    }
+
+    fn publish_target_and_announce(&mut self) {
         let shared = &self.handle().shared;
         shared
             .target_users
@@ -485,7 +564,7 @@ impl Runner {
             .shared
             .guard_cap
             .store(self.cap.unwrap_or(u64::MAX), Ordering::Relaxed);
-        self.plan.want(self.effective_users());
+        self.replan();
         if let GuardCap::Shed(_) = request {
             // Shedding does not wait for the spawn rate: the generator is in trouble now.
             while self.users.len() as u64 > self.effective_users() && self.act_once() {}
@@ -689,8 +768,10 @@ impl Runner {
             self.set_state(RunnerState::Quitting);
             return true;
         }
-        if let Some(target) = self.start_after_stop.take() {
-            self.retarget(target);
+        match self.start_after_stop.take() {
+            Some(Pending::Target(target)) => self.retarget(target),
+            Some(Pending::Share(counts, rate)) => self.retarget_share(counts, rate),
+            None => {}
         }
         false
     }

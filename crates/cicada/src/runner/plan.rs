@@ -5,6 +5,10 @@
 
 use super::distribution::Distribution;
 
+/// How far past twice the wanted total the spawn sequence is walked before a short type gets its users directly
+/// (one longest period of the sequence).
+const WALK_SLACK: u64 = 100_000;
+
 /// What to do next to move toward the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Step {
@@ -62,6 +66,14 @@ impl SpawnPlan {
         self.reset_cursor();
     }
 
+    /// Want exactly these users per type (a cluster worker's share).
+    pub(crate) fn want_counts(&mut self, counts: &[u64]) {
+        let mut desired = counts.to_vec();
+        desired.resize(self.type_count(), 0);
+        self.desired = desired;
+        self.reset_cursor();
+    }
+
     fn reset_cursor(&mut self) {
         self.cursor = (0, vec![0; self.type_count()]);
     }
@@ -97,17 +109,26 @@ impl SpawnPlan {
         if !spawning_allowed {
             return None;
         }
-        let limit: u64 = self.desired.iter().sum::<u64>();
+        // Along the spawn sequence, each type's next user is the next one of its kind in the sequence. A share set
+        // by a cluster master need not be a prefix of the sequence (its mix may differ by a user or two), so the
+        // walk may go past the total, within a bound, and a type still short after it gets its users directly.
+        let wanted: u64 = self.desired.iter().sum();
+        let bound = wanted.saturating_mul(2).saturating_add(WALK_SLACK);
         let (position, walked) = &mut self.cursor;
-        while *position < limit {
-            let type_index = self.distribution.type_at(*position)?;
+        while *position < bound {
+            let Some(type_index) = self.distribution.type_at(*position) else {
+                break;
+            };
             *position += 1;
             walked[type_index] += 1;
-            if walked[type_index] > self.alive[type_index] + self.retired[type_index] {
+            let counted = self.alive[type_index] + self.retired[type_index];
+            if walked[type_index] > counted && counted < self.desired[type_index] {
                 return Some(Step::Spawn(type_index));
             }
         }
-        None
+        (0..self.type_count())
+            .find(|&t| self.counted(t) < self.desired[t])
+            .map(Step::Spawn)
     }
 
     /// A user of this type was started.
@@ -269,6 +290,21 @@ mod tests {
         plan.forget_retired();
         plan.want(3);
         assert_eq!(drive(&mut plan, true), [Step::Spawn(0)]);
+    }
+
+    #[test]
+    fn a_share_that_is_not_a_prefix_of_the_sequence_is_reached_and_stays() {
+        let mut plan = SpawnPlan::new(2);
+        plan.set_types(&[(3, None), (1, None)], &[true, true]);
+        // 25 users of a 3:1 mix as a master may split them: 19 and 6 (the sequence's prefix has 19 and 6 or 18
+        // and 7, depending on where it stops).
+        for counts in [[19, 6], [18, 7], [20, 5], [0, 4]] {
+            plan.want_counts(&counts);
+            drive(&mut plan, true);
+            assert_eq!(plan.alive(), counts);
+            assert!(plan.reconciled());
+            assert_eq!(plan.next_step(true), None, "nothing flips back and forth");
+        }
     }
 
     #[test]
