@@ -40,6 +40,7 @@
 mod app;
 mod assets;
 pub mod client;
+mod cluster;
 mod environment;
 pub mod events;
 pub mod guard;

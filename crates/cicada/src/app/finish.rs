@@ -27,12 +27,16 @@ pub(super) async fn finish(setup: RunSetup, mut collector: Collector, reason: St
         runner_task,
         guard,
         _guard_thread,
+        cluster,
         started,
         started_unix_ms,
         ..
     } = setup;
     runner.quit();
     let _ = runner_task.await;
+    if let Some(master) = cluster {
+        master.shutdown().await;
+    }
     if !stats.collect_final(Duration::from_secs(3)) {
         tracing::warn!("some samples were still in flight when the final stats were taken");
     }

@@ -290,17 +290,26 @@ enum Prepared {
     Run(Vec<Box<dyn UserKind>>),
 }
 
-/// Which jobs a process does. Only local runs exist today; a cluster's master and workers are next, and each mode
-/// is a short function composed of the same pieces.
+/// Which jobs a process does; each mode is a short function composed of the same pieces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RunMode {
     /// One process: it runs the users, collects their stats and writes the reports.
     Local,
+    /// A cluster's master: the driver, the collector and the reports, with the users on workers.
+    Master,
+    /// A cluster's worker: the users, taken from the master, whose stats go to the master.
+    Worker,
 }
 
 impl RunMode {
-    fn of(_options: &Options) -> RunMode {
-        RunMode::Local
+    fn of(options: &Options) -> RunMode {
+        if options.worker {
+            RunMode::Worker
+        } else if options.master || options.processes.is_some() {
+            RunMode::Master
+        } else {
+            RunMode::Local
+        }
     }
 }
 
@@ -312,21 +321,50 @@ async fn run(
     options: Arc<Options>,
 ) -> i32 {
     match RunMode::of(&options) {
-        RunMode::Local => run_local(types, shape, events, options).await,
+        RunMode::Worker if options.processes.is_some() => {
+            run_local_workers(&options).await
+        }
+        RunMode::Worker => run_worker(types, events, options).await,
+        mode => run_driven(types, shape, events, options, mode).await,
     }
 }
 
-/// A local run: set up, drive until something ends the test, collect every second, finish with the reports.
-async fn run_local(
+/// A local run or a master: set up, drive until something ends the test, collect every second, finish with the
+/// reports. A master with `--processes` also starts its workers.
+async fn run_driven(
     types: Vec<Box<dyn UserKind>>,
     shape: Option<Box<dyn LoadShape>>,
     events: Arc<Events>,
     options: Arc<Options>,
+    mode: RunMode,
 ) -> i32 {
-    let (mut setup, mut signals) = match setup::RunSetup::build(types, events, options).await {
+    let (mut setup, mut signals) = match setup::RunSetup::build(types, events, options, mode).await {
         Ok(built) => built,
         Err(code) => return code,
     };
+    let mut local_workers = None;
+    if let (Some(requested), Some(master)) = (setup.options.processes, setup.cluster.as_ref()) {
+        let started = crate::cluster::processes::count(requested).and_then(|count| {
+            crate::cluster::processes::LocalWorkers::start(
+                count,
+                "127.0.0.1",
+                master.local_addr().port(),
+            )
+        });
+        match started {
+            Ok(workers) => local_workers = Some(workers),
+            Err(error) => {
+                eprintln!("error: {error}");
+                setup.runner.quit();
+                return i32::from(EXIT_USAGE);
+            }
+        }
+    }
+    if mode == RunMode::Master
+        && let Err(code) = setup.wait_for_workers(&mut signals).await
+    {
+        return code;
+    }
     let mut collector = collector::Collector::new(&mut setup);
     let reason = driver::Driver::new(&setup, shape)
         .drive(&mut signals, &mut collector)
@@ -335,5 +373,79 @@ async fn run_local(
     let forced_exit = signals.exit_on_next(reason.signal());
     let code = finish::finish(setup, collector, reason).await;
     forced_exit.abort();
+    if let Some(mut workers) = local_workers {
+        // They quit when the master does; give them a moment before they are ended by pid.
+        workers.wait(std::time::Duration::from_secs(10));
+    }
     code
+}
+
+/// A worker: the users, driven by the master; no web UI, no reports.
+async fn run_worker(
+    types: Vec<Box<dyn UserKind>>,
+    events: Arc<Events>,
+    options: Arc<Options>,
+) -> i32 {
+    let identity = crate::cluster::test_identity(&types);
+    let (handle, cluster_events) = match crate::cluster::worker::connect(&options, identity) {
+        Ok(session) => session,
+        Err(error) => {
+            eprintln!("error: --worker: {error}");
+            return i32::from(EXIT_USAGE);
+        }
+    };
+    let (setup, mut signals) =
+        match setup::RunSetup::build(types, events, options, RunMode::Worker).await {
+            Ok(built) => built,
+            Err(code) => return code,
+        };
+    let code = crate::cluster::worker::WorkerRun {
+        env: &setup.env,
+        spawners: &setup.web.spawners,
+        guard: setup.guard.as_ref(),
+        signals: &mut signals,
+        handle,
+        events: cluster_events,
+    }
+    .run()
+    .await;
+    let _ = setup.runner_task.await;
+    code
+}
+
+/// `--worker --processes N`: N workers of this binary, and this process only waits for them.
+async fn run_local_workers(options: &Options) -> i32 {
+    let count = match crate::cluster::processes::count(options.processes.unwrap_or(1)) {
+        Ok(count) => count,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return i32::from(EXIT_USAGE);
+        }
+    };
+    let mut workers = match crate::cluster::processes::LocalWorkers::start(
+        count,
+        &options.master_host,
+        options.master_port,
+    ) {
+        Ok(workers) => workers,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return i32::from(EXIT_USAGE);
+        }
+    };
+    let mut signals = match crate::signals::StopSignals::install() {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return 1;
+        }
+    };
+    let waiter = tokio::task::spawn_blocking(move || {
+        workers.wait(std::time::Duration::from_secs(u64::MAX >> 2));
+        workers
+    });
+    tokio::select! {
+        _ = signals.next() => 0,
+        _ = waiter => 0,
+    }
 }

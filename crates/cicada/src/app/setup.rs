@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use cicada_stats::{Stats, StatsConfig};
 
-use super::{EXIT_USAGE, RunClock};
+use super::{EXIT_USAGE, RunClock, RunMode};
 use crate::environment::Environment;
 use crate::events::Events;
 use crate::guard::{Guard, GuardThreadOwner};
@@ -37,6 +37,8 @@ pub(super) struct RunSetup {
     /// Ends the guard's thread when the run is over (after the reports).
     pub(super) _guard_thread: Option<GuardThreadOwner>,
     pub(super) web: Arc<WebContext>,
+    /// A master's cluster port.
+    pub(super) cluster: Option<cicada_cluster::MasterHandle>,
     pub(super) started: Instant,
     pub(super) started_unix_ms: u64,
 }
@@ -48,8 +50,22 @@ impl RunSetup {
         types: Vec<Box<dyn UserKind>>,
         events: Arc<Events>,
         options: Arc<Options>,
+        mode: RunMode,
     ) -> Result<(RunSetup, StopSignals), i32> {
         let usage = i32::from(EXIT_USAGE);
+        // A worker writes no report and serves no UI: the master does.
+        let options = if mode == RunMode::Worker {
+            let mut worker = (*options).clone();
+            worker.headless = true;
+            worker.json = false;
+            worker.csv_prefix = None;
+            worker.html = None;
+            worker.json_file = None;
+            worker.report_json = None;
+            Arc::new(worker)
+        } else {
+            options
+        };
         let signals = StopSignals::install().map_err(|error| {
             eprintln!("error: cannot install the SIGINT/SIGTERM handlers: {error}");
             1
@@ -67,7 +83,17 @@ impl RunSetup {
             max_user_errors: options.max_errors,
             ..StatsConfig::default()
         });
-        let demo = start_demo_if_needed(&types, &options).await?;
+        // A worker tests the host its master sends.
+        let demo = if mode == RunMode::Worker {
+            None
+        } else {
+            start_demo_if_needed(&types, &options).await?
+        };
+        let identity = crate::cluster::test_identity(&types);
+        let specs: Vec<(u32, Option<u64>)> = types
+            .iter()
+            .map(|t| (t.weight(), t.fixed_count()))
+            .collect();
         let host = options
             .host
             .clone()
@@ -108,7 +134,28 @@ impl RunSetup {
         let spawners: Vec<_> = runnable.iter().map(|t| t.spawner.clone()).collect();
         let type_names: Vec<String> = runnable.iter().map(|t| t.name.clone()).collect();
         let runner = env.runner.clone();
-        let runner_task = runner::start(parts, runnable, env.clone(), options.stop_timeout);
+        let (runner_task, cluster) = if mode == RunMode::Master {
+            let (master, cluster_events) =
+                crate::cluster::master::start_server(&options, identity)
+                    .await
+                    .map_err(|error| {
+                        eprintln!("error: cannot start the master: {error}");
+                        usage
+                    })?;
+            let dispatcher = crate::cluster::master::Dispatcher::new(
+                env.clone(),
+                master.clone(),
+                specs,
+                options.stop_timeout,
+            );
+            let task = tokio::spawn(dispatcher.run(parts.into_commands(), cluster_events));
+            (task, Some(master))
+        } else {
+            (
+                runner::start(parts, runnable, env.clone(), options.stop_timeout),
+                None,
+            )
+        };
         let guard = Guard::start(&options.guard_settings(), env.clone());
         let guard_thread = guard.as_ref().map(Guard::owner);
         let web = Arc::new(WebContext {
@@ -134,6 +181,7 @@ impl RunSetup {
             guard,
             _guard_thread: guard_thread,
             web,
+            cluster,
             started: Instant::now(),
             started_unix_ms: unix_now() * 1000,
         };
@@ -141,6 +189,53 @@ impl RunSetup {
             setup.start_web_ui().await?;
         }
         Ok((setup, signals))
+    }
+
+    /// A master started headless (or with `--autostart`) waits for `--expect-workers` before the test starts,
+    /// at most `--expect-workers-max-wait`.
+    pub(super) async fn wait_for_workers(&self, signals: &mut StopSignals) -> Result<(), i32> {
+        let options = &self.options;
+        let Some(master) = &self.cluster else {
+            return Ok(());
+        };
+        if !(options.headless || options.autostart) {
+            return Ok(());
+        }
+        let expected = options.expect_workers.max(1);
+        let started = Instant::now();
+        let mut logged = Instant::now();
+        loop {
+            let connected = master
+                .workers()
+                .iter()
+                .filter(|w| w.presence == cicada_cluster::Presence::Connected)
+                .count() as u64;
+            if connected >= expected {
+                tracing::info!("cluster: {connected} workers connected, starting the test");
+                return Ok(());
+            }
+            if let Some(limit) = options.expect_workers_max_wait
+                && started.elapsed() >= limit
+            {
+                eprintln!(
+                    "error: only {connected} of the {expected} workers (--expect-workers) connected within {}",
+                    humantime::format_duration(limit)
+                );
+                self.runner.quit();
+                return Err(1);
+            }
+            if logged.elapsed() >= std::time::Duration::from_secs(5) {
+                logged = Instant::now();
+                tracing::info!("cluster: waiting for workers ({connected} of {expected} connected)");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                _ = signals.next() => {
+                    self.runner.quit();
+                    return Err(0);
+                }
+            }
+        }
     }
 
     async fn start_web_ui(&self) -> Result<(), i32> {

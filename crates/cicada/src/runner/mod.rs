@@ -77,12 +77,17 @@ pub struct Target {
     pub user_types: Option<Vec<String>>,
 }
 
-enum Command {
+/// What the runner is asked to do (read by the runner's actor, or by a cluster master's dispatcher in its place).
+pub(crate) enum Command {
+    /// Start, or change the target.
     Start(Target),
     /// A cluster worker's share: users per type (registration order) and its spawn rate.
     StartShare(Vec<u64>, f64),
+    /// Stop every user.
     Stop,
+    /// Stop every user and end the run.
     Quit,
+    /// The resource guard's cap.
     Guard(GuardCap),
 }
 
@@ -192,6 +197,34 @@ impl RunnerHandle {
         }
     }
 
+    /// Publish the run's state (a cluster master's dispatcher, standing in for the runner's actor).
+    pub(crate) fn publish_state(&self, state: RunnerState) {
+        self.shared.state.send_replace(state as u8);
+    }
+
+    /// Publish the users running, in all and per type (registration order).
+    pub(crate) fn publish_users(&self, total: u64, by_type: &[u64]) {
+        self.shared.user_count.store(total, Ordering::Relaxed);
+        self.shared
+            .counts_by_type
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone_from(&by_type.to_vec());
+    }
+
+    /// Publish the target and the spawn rate.
+    pub(crate) fn publish_target(&self, users: u64, spawn_rate: f64) {
+        self.shared.target_users.store(users, Ordering::Relaxed);
+        self.shared
+            .spawn_rate_bits
+            .store(spawn_rate.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The user types' names, in registration order.
+    pub(crate) fn type_names(&self) -> &[String] {
+        &self.shared.type_names
+    }
+
     /// The current state.
     pub fn state(&self) -> RunnerState {
         RunnerState::from_u8(*self.shared.state.borrow())
@@ -247,6 +280,13 @@ impl RunnerHandle {
 pub(crate) struct RunnerParts {
     pub(crate) handle: RunnerHandle,
     commands: mpsc::UnboundedReceiver<Command>,
+}
+
+impl RunnerParts {
+    /// The commands, for a cluster master's dispatcher that stands in for the runner's actor.
+    pub(crate) fn into_commands(self) -> mpsc::UnboundedReceiver<Command> {
+        self.commands
+    }
 }
 
 /// Create the handle before the environment exists (the environment holds it).

@@ -6,6 +6,7 @@ mod common;
 mod bad_input;
 mod cli;
 mod client;
+mod cluster;
 mod engine;
 mod guard;
 mod web;

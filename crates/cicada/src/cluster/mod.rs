@@ -1,0 +1,101 @@
+//! The engine's side of a cluster: a master that hands users to workers and merges their statistics
+//! ([`master`]), a worker that runs its share and reports back ([`worker`]), and `--processes`, which starts
+//! workers of this same binary on this machine ([`processes`]). The transport, the sessions and their failure rules
+//! live in the `cicada-cluster` crate; this module decides what travels (a worker's share of the target, the
+//! statistics epoch, the statistics as [`cicada_stats::StatsDelta`]) and what the run does with it.
+
+pub(crate) mod master;
+pub(crate) mod processes;
+pub(crate) mod worker;
+
+use cicada_cluster::TestIdentity;
+use serde::{Deserialize, Serialize};
+
+use crate::user::run::UserKind;
+
+/// The version a master and its workers must share.
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Exit code of a worker that lost its master for longer than `--master-timeout` (its users were stopped).
+pub const EXIT_MASTER_LOST: i32 = 3;
+
+/// What travels with a spawn command beside the users: the master's statistics epoch, so that a worker whose
+/// counts belong to an earlier test (the master reset its statistics) starts afresh at the master's epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SpawnSettings {
+    /// The master's [`cicada_stats::Stats::epoch`].
+    pub(crate) epoch: u64,
+}
+
+impl SpawnSettings {
+    pub(crate) fn encode(self) -> bytes::Bytes {
+        bytes::Bytes::from(serde_json::to_vec(&self).unwrap_or_default())
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> SpawnSettings {
+        serde_json::from_slice(bytes).unwrap_or_default()
+    }
+}
+
+/// Encode a statistics delta for the wire (postcard: compact, and the delta's histograms are already packed).
+pub(crate) fn encode_delta(delta: &cicada_stats::StatsDelta) -> Option<bytes::Bytes> {
+    match postcard::to_allocvec(delta) {
+        Ok(bytes) => Some(bytes.into()),
+        Err(error) => {
+            tracing::error!("cannot encode a statistics delta: {error}");
+            None
+        }
+    }
+}
+
+/// Decode a statistics delta from the wire.
+pub(crate) fn decode_delta(bytes: &[u8]) -> Result<cicada_stats::StatsDelta, postcard::Error> {
+    postcard::from_bytes(bytes)
+}
+
+/// The test a process runs, as the master compares it with its workers': one line per user type and task (name,
+/// weight or fixed count, tasks and their shares), and a digest of those lines. A worker built from other code, or
+/// run with other `--tags`, is refused with the lines that differ.
+pub(crate) fn test_identity(types: &[Box<dyn UserKind>]) -> TestIdentity {
+    let mut summary = String::new();
+    for kind in types {
+        let count = match kind.fixed_count() {
+            Some(count) => format!("fixed count {count}"),
+            None => format!("weight {}", kind.weight()),
+        };
+        summary.push_str(&format!("user type {} ({count})\n", kind.name()));
+        for row in kind.ratio_rows() {
+            summary.push_str(&format!(
+                "  {}{} {:.4}\n",
+                "  ".repeat(row.depth),
+                row.name,
+                row.share
+            ));
+        }
+    }
+    TestIdentity::new(format!("{:016x}", fnv1a(summary.as_bytes())), summary)
+}
+
+/// FNV-1a, 64 bits: a stable digest (the same in every process and build), which is all a fingerprint needs.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_is_stable_and_settings_round_trip() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let settings = SpawnSettings { epoch: 7 };
+        assert_eq!(SpawnSettings::decode(&settings.encode()), settings);
+        assert_eq!(SpawnSettings::decode(b"garbage"), SpawnSettings::default());
+    }
+}

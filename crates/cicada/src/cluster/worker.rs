@@ -1,0 +1,178 @@
+//! A worker's run: the runner takes its share of the users from the master's spawn commands, every second the
+//! statistics recorded since the last second go to the master as a delta (with a heartbeat that carries the
+//! runner's state, the process's CPU and memory, and the guard's state), and a stop or quit from the master stops
+//! the users and flushes the last delta before saying so. Without a master the worker keeps its users and its
+//! deltas (the session reconnects, bounded buffer), and after `--master-timeout` it stops and exits with
+//! [`super::EXIT_MASTER_LOST`]. A worker writes no report: the master does.
+
+use std::time::Duration;
+
+use cicada_cluster::{
+    Command as ClusterCommand, WorkerConfig, WorkerEvent, WorkerHandle, WorkerState, WorkerStatus,
+};
+
+use super::{EXIT_MASTER_LOST, SpawnSettings, encode_delta};
+use crate::app::EXIT_USAGE;
+use crate::runner::RunnerState;
+
+/// How long a quitting worker waits for the master to take its last delta.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Start the worker's session with its master.
+pub(crate) fn connect(
+    options: &crate::options::Options,
+    identity: cicada_cluster::TestIdentity,
+) -> Result<(WorkerHandle, tokio::sync::mpsc::Receiver<WorkerEvent>), String> {
+    let config = WorkerConfig {
+        master_host: options.master_host.clone(),
+        master_port: options.master_port,
+        version: super::VERSION.to_string(),
+        test: identity,
+        token: options
+            .cluster_token
+            .as_deref()
+            .and_then(cicada_cluster::Token::new),
+        master_lost_after: options.master_timeout,
+        ..WorkerConfig::default()
+    };
+    cicada_cluster::WorkerClient::start(config).map_err(|error| error.to_string())
+}
+
+/// What the worker's loop needs from the run.
+pub(crate) struct WorkerRun<'a> {
+    pub(crate) env: &'a std::sync::Arc<crate::environment::Environment>,
+    pub(crate) spawners: &'a [std::sync::Arc<dyn crate::user::run::SpawnUser>],
+    pub(crate) guard: Option<&'a crate::guard::Guard>,
+    pub(crate) signals: &'a mut crate::signals::StopSignals,
+    pub(crate) handle: WorkerHandle,
+    pub(crate) events: tokio::sync::mpsc::Receiver<WorkerEvent>,
+}
+
+impl WorkerRun<'_> {
+    /// Serve the master until it says quit (exit code 0), refuses this worker (2), or is lost (3), or a signal
+    /// asks this worker to leave (its users stop, its last delta is sent).
+    pub(crate) async fn run(mut self) -> i32 {
+        let runner = self.env.runner.clone();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stop_pending = false;
+        let mut host = String::new();
+        let code = loop {
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    Some(WorkerEvent::Command { command, .. }) => match command {
+                        ClusterCommand::Spawn(spawn) => {
+                            let settings = SpawnSettings::decode(&spawn.settings);
+                            if self.env.stats.epoch() != settings.epoch {
+                                // A new test on the master: this worker's counts start afresh, at its epoch.
+                                self.send_delta();
+                                self.env.stats.reset_to_epoch(settings.epoch);
+                            }
+                            if let Some(new_host) = spawn.host.filter(|h| *h != host) {
+                                for spawner in self.spawners {
+                                    if let Err(error) = spawner.set_host(&new_host) {
+                                        tracing::error!("worker: the master's host {new_host:?}: {error}");
+                                    }
+                                }
+                                host = new_host;
+                            }
+                            let counts: Vec<u64> = runner
+                                .type_names()
+                                .iter()
+                                .map(|name| spawn.users_by_type.get(name).copied().unwrap_or(0))
+                                .collect();
+                            runner.start_share(counts, spawn.spawn_rate);
+                        }
+                        ClusterCommand::Stop => {
+                            runner.stop();
+                            stop_pending = true;
+                        }
+                        ClusterCommand::Quit => break 0,
+                    },
+                    Some(WorkerEvent::Connected { master_id, resumed, .. }) => {
+                        tracing::info!("worker: attached to master {master_id}{}", if resumed { " (resumed)" } else { "" });
+                    }
+                    Some(WorkerEvent::Disconnected { reason }) => {
+                        tracing::warn!("worker: lost the master ({reason}); keeping the users and reconnecting");
+                    }
+                    Some(WorkerEvent::Custom { .. }) => {}
+                    Some(WorkerEvent::Refused(refusal)) => {
+                        eprintln!("error: the master refused this worker: {refusal}");
+                        break i32::from(EXIT_USAGE);
+                    }
+                    Some(WorkerEvent::MasterLost { without_master_for }) => {
+                        eprintln!(
+                            "error: no master for {}: stopping the users and exiting (--master-timeout)",
+                            humantime::format_duration(Duration::from_secs(without_master_for.as_secs()))
+                        );
+                        break EXIT_MASTER_LOST;
+                    }
+                    None => break EXIT_MASTER_LOST,
+                },
+                signal = self.signals.next() => {
+                    tracing::info!("{}: the worker stops its users and leaves", signal.stop_reason());
+                    break 0;
+                }
+                _ = tick.tick() => {
+                    self.send_delta();
+                    self.send_status();
+                    if stop_pending && matches!(runner.state(), RunnerState::Stopped | RunnerState::Ready) {
+                        stop_pending = false;
+                        self.send_delta();
+                        self.handle.stopped();
+                    }
+                }
+            }
+        };
+        runner.quit();
+        let _ = runner
+            .wait_for_state(Duration::from_secs(3_600), |s| s == RunnerState::Quitting)
+            .await;
+        self.env.stats.collect_final(Duration::from_secs(3));
+        self.send_delta();
+        self.handle.stopped();
+        let report = self.handle.shutdown(FLUSH_TIMEOUT).await;
+        if !report.flushed && code == 0 {
+            tracing::warn!(
+                "worker: {} statistics deltas did not reach the master before the worker left",
+                report.unacknowledged
+            );
+        }
+        code
+    }
+
+    fn send_delta(&self) {
+        let delta = self.env.stats.take_delta();
+        if delta.is_empty() {
+            return;
+        }
+        if let Some(bytes) = encode_delta(&delta)
+            && let Err(error) = self.handle.send_delta(bytes)
+        {
+            tracing::warn!("worker: a statistics delta could not be queued: {error}");
+        }
+    }
+
+    fn send_status(&self) {
+        let runner = &self.env.runner;
+        let state = match runner.state() {
+            RunnerState::Ready => WorkerState::Ready,
+            RunnerState::Spawning => WorkerState::Spawning,
+            RunnerState::Running => WorkerState::Running,
+            RunnerState::Stopping => WorkerState::Stopping,
+            RunnerState::Stopped | RunnerState::Quitting => WorkerState::Stopped,
+        };
+        let usage = self.guard.and_then(crate::guard::Guard::latest);
+        let guard_state = self
+            .guard
+            .map(|g| serde_json::to_vec(&g.report_with_actions(0).status).unwrap_or_default())
+            .unwrap_or_default();
+        self.handle.set_status(WorkerStatus {
+            state,
+            user_count: runner.user_count(),
+            cpu_percent: usage.as_ref().map_or(0.0, |u| u.cpu_percent_of_core as f32),
+            memory_bytes: usage.as_ref().map_or(0, |u| u.rss_bytes),
+            guard_state: guard_state.into(),
+        });
+    }
+}
