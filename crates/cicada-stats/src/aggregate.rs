@@ -2,19 +2,106 @@
 //! per-second window ring behind the "current" figures, the bounded per-second request counts
 //! of each entry, failure counts, and the conversion of all that into a [`StatsSnapshot`] (or
 //! into [`EntryDetail`]s for Locust's JSON).
+//!
+//! Two kinds of input arrive here through one path ([`EntryUpdate`]): the batches of this
+//! process's shards, and [`StatsDelta`]s of other processes. When delta tracking is on, every
+//! update also goes to the [`DeltaBook`], from which [`crate::Stats::take_delta`] takes.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::histogram::{self, micros_to_ms, new_histogram, percentiles_ms};
-use crate::keys::{CappedRegistry, FailureKey, PairKey};
-use crate::shard::{Batch, EntryCounters, EntryDelta};
+use crate::delta::book::DeltaBook;
+use crate::delta::{DeltaEntry, StatsDelta};
+use crate::histogram::{Samples, micros_to_ms, new_histogram, percentiles_ms};
+use crate::keys::{
+    CappedRegistry, FailureKey, FailureKeyRef, MAX_KEY_TEXT, PairKey, PairKeyRef, Registration,
+    clip,
+};
+use crate::shard::{Batch, EntryCounters, OVERFLOW_ENTRY_ID};
 use crate::snapshot::{
     EntryDetail, EntryStats, FailureStats, OverflowStats, SecondCounts, StatsSnapshot,
 };
 use crate::{AGGREGATED_NAME, OTHER_ERRORS, StatsConfig};
+
+/// One second of one entry's samples, as applied to the aggregate and the delta book.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SecondPart<'a> {
+    /// Second since the generation's start.
+    pub(crate) second: u64,
+    pub(crate) requests: u64,
+    pub(crate) failures: u64,
+    pub(crate) response_micros_sum: u64,
+    pub(crate) min_micros: u64,
+    pub(crate) max_micros: u64,
+    /// The second's response times; `None` when they travel in [`EntryUpdate::earlier`]
+    /// instead (a second too old for any current window): then the second counts for the
+    /// per-second series but not for the window.
+    pub(crate) samples: Option<Samples<'a>>,
+}
+
+/// What one entry gained: a shard batch's entry, or an entry of a received delta.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EntryUpdate<'a> {
+    /// All-time counters of the update (every second together).
+    pub(crate) counters: EntryCounters,
+    /// Earliest second of the update.
+    pub(crate) first_second: u64,
+    /// Response times of the seconds whose part carries no samples.
+    pub(crate) earlier: Option<Samples<'a>>,
+    pub(crate) seconds: &'a [SecondPart<'a>],
+}
+
+/// The mapping between seconds / instants of one generation and Unix time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TimeBase {
+    start: Instant,
+    start_unix_ms: u64,
+}
+
+impl TimeBase {
+    /// Unix second of `second` since the start.
+    pub(crate) fn unix_second(self, second: u64) -> u64 {
+        (self.start_unix_ms / 1_000).saturating_add(second)
+    }
+
+    /// Second since the start of `unix_second`; a second before the start counts as second 0,
+    /// as a sample finished before the start does.
+    pub(crate) fn second_of_unix(self, unix_second: u64) -> u64 {
+        unix_second.saturating_sub(self.start_unix_ms / 1_000)
+    }
+
+    pub(crate) fn unix_ms(self, instant: Instant) -> u64 {
+        let since_start = instant.saturating_duration_since(self.start).as_millis();
+        self.start_unix_ms
+            .saturating_add(u64::try_from(since_start).unwrap_or(u64::MAX))
+    }
+
+    /// Unix nanoseconds of `instant` (saturating in the year 2554).
+    pub(crate) fn unix_nanos(self, instant: Instant) -> u64 {
+        let since_start = instant.saturating_duration_since(self.start).as_nanos();
+        self.start_unix_ms
+            .saturating_mul(1_000_000)
+            .saturating_add(u64::try_from(since_start).unwrap_or(u64::MAX))
+    }
+
+    /// The instant of `unix_nanos` (the start for earlier times); `None` if it cannot be
+    /// represented.
+    pub(crate) fn instant_of_unix_nanos(self, unix_nanos: u64) -> Option<Instant> {
+        let since_start = unix_nanos.saturating_sub(self.start_unix_ms.saturating_mul(1_000_000));
+        self.start.checked_add(Duration::from_nanos(since_start))
+    }
+}
+
+/// What merging a delta could not fit under this process's caps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DeltaOverflow {
+    /// A name went to the overflow entry.
+    pub(crate) names: bool,
+    /// A failure went to its entry's "(other errors)" group.
+    pub(crate) failures: bool,
+}
 
 /// One second of one entry: the raw material of the current window.
 struct SecondSlot {
@@ -58,8 +145,9 @@ impl SecondRing {
         self.slots.len() as u64
     }
 
-    /// Adds a delta of `second`, if that second can still be part of a window.
-    fn add(&mut self, second: u64, oldest_kept: u64, delta: &EntryDelta) {
+    /// Adds one second of an entry, if that second can still be part of a window.
+    fn add(&mut self, oldest_kept: u64, part: &SecondPart<'_>, samples: Samples<'_>) {
+        let second = part.second;
         let newest_kept = oldest_kept + self.len() - 1;
         if !(oldest_kept..=newest_kept).contains(&second) {
             return;
@@ -91,15 +179,14 @@ impl SecondRing {
             max_micros: 0,
             histogram: None,
         });
-        slot.requests += delta.counters.requests;
-        slot.failures += delta.counters.failures;
+        slot.requests = slot.requests.saturating_add(part.requests);
+        slot.failures = slot.failures.saturating_add(part.failures);
         slot.response_micros_sum = slot
             .response_micros_sum
-            .saturating_add(delta.counters.response_micros_sum);
-        slot.min_micros = slot.min_micros.min(delta.counters.min_micros);
-        slot.max_micros = slot.max_micros.max(delta.counters.max_micros);
-        let histogram = slot.histogram.get_or_insert_with(new_histogram);
-        histogram::add(histogram, &delta.histogram);
+            .saturating_add(part.response_micros_sum);
+        slot.min_micros = slot.min_micros.min(part.min_micros);
+        slot.max_micros = slot.max_micros.max(part.max_micros);
+        samples.add_to(slot.histogram.get_or_insert_with(new_histogram));
     }
 
     /// Frees slots of seconds before `oldest_kept`.
@@ -124,14 +211,16 @@ impl SecondRing {
         };
         for slot in self.slots.iter().flatten() {
             if (from..to).contains(&slot.second) {
-                sums.requests += slot.requests;
-                sums.failures += slot.failures;
-                sums.response_micros_sum += slot.response_micros_sum;
+                sums.requests = sums.requests.saturating_add(slot.requests);
+                sums.failures = sums.failures.saturating_add(slot.failures);
+                sums.response_micros_sum = sums
+                    .response_micros_sum
+                    .saturating_add(slot.response_micros_sum);
                 sums.min_micros = sums.min_micros.min(slot.min_micros);
                 sums.max_micros = sums.max_micros.max(slot.max_micros);
                 if let Some(histogram) = &slot.histogram {
-                    let merged = sums.histogram.get_or_insert_with(new_histogram);
-                    histogram::add(merged, histogram);
+                    Samples::Dense(histogram)
+                        .add_to(sums.histogram.get_or_insert_with(new_histogram));
                 }
             }
         }
@@ -197,6 +286,17 @@ impl SecondSeries {
             }
         }
     }
+
+    /// `(second, requests, failures)`, oldest first.
+    fn iter(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.counts.iter().map(|count| {
+            (
+                u64::from(count.second),
+                u64::from(count.requests),
+                u64::from(count.failures),
+            )
+        })
+    }
 }
 
 /// Merged statistics of one entry (or the total).
@@ -208,8 +308,6 @@ pub(crate) struct AggEntry {
     window: SecondRing,
     /// Second (since the generation's start) of the first batch that mentioned this entry.
     first_second: u64,
-    /// Latest finish of a batch that mentioned this entry.
-    last_finished: Option<Instant>,
     seconds: SecondSeries,
 }
 
@@ -228,25 +326,23 @@ impl AggEntry {
             counters: EntryCounters::default(),
             window: SecondRing::new(window_secs),
             first_second,
-            last_finished: None,
             seconds: SecondSeries::new(series_capacity),
         }
     }
 
-    fn merge(
-        &mut self,
-        delta: &EntryDelta,
-        second: u64,
-        oldest_kept: u64,
-        finished: Option<Instant>,
-    ) {
-        histogram::add(&mut self.histogram, &delta.histogram);
-        self.counters.merge(&delta.counters);
-        self.window.add(second, oldest_kept, delta);
-        self.seconds
-            .add(second, delta.counters.requests, delta.counters.failures);
-        self.first_second = self.first_second.min(second);
-        self.last_finished = self.last_finished.max(finished);
+    fn apply(&mut self, update: &EntryUpdate<'_>, oldest_kept: u64) {
+        self.counters.merge(&update.counters);
+        if let Some(earlier) = update.earlier {
+            earlier.add_to(&mut self.histogram);
+        }
+        for part in update.seconds {
+            if let Some(samples) = part.samples {
+                samples.add_to(&mut self.histogram);
+                self.window.add(oldest_kept, part, samples);
+            }
+            self.seconds.add(part.second, part.requests, part.failures);
+        }
+        self.first_second = self.first_second.min(update.first_second);
     }
 }
 
@@ -271,6 +367,8 @@ struct Timing {
 /// The aggregate of one generation.
 pub(crate) struct Aggregate {
     generation: u64,
+    /// The caller-visible label of the generation that deltas carry ([`crate::Stats::epoch`]).
+    epoch: u64,
     start: Instant,
     start_unix_ms: u64,
     window_secs: u64,
@@ -285,18 +383,22 @@ pub(crate) struct Aggregate {
     last_request: Option<Instant>,
     /// Time of the latest collect: "now" for the current window.
     collected_at: Instant,
+    /// What was applied since the latest [`crate::Stats::take_delta`]; `None` until the first.
+    book: Option<DeltaBook>,
 }
 
 impl Aggregate {
     pub(crate) fn new(
         config: &StatsConfig,
         generation: u64,
+        epoch: u64,
         start: Instant,
         start_unix_ms: u64,
     ) -> Self {
         let window_secs = config.window_secs();
         Aggregate {
             generation,
+            epoch,
             start,
             start_unix_ms,
             window_secs,
@@ -306,11 +408,23 @@ impl Aggregate {
             failures: Vec::new(),
             last_request: None,
             collected_at: start,
+            book: None,
         }
     }
 
     pub(crate) fn generation(&self) -> u64 {
         self.generation
+    }
+
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub(crate) fn time_base(&self) -> TimeBase {
+        TimeBase {
+            start: self.start,
+            start_unix_ms: self.start_unix_ms,
+        }
     }
 
     /// The second in progress at the latest collect.
@@ -357,61 +471,258 @@ impl Aggregate {
         emptied: &mut Vec<Histogram<u64>>,
     ) {
         debug_assert_eq!(batch.generation, self.generation);
-        let oldest_kept = self.oldest_kept_second();
-        let window_secs = self.window_secs;
-        let series_capacity = self.per_second_capacity;
         let second = batch.second;
         for delta in batch.entries.drain(..) {
-            let id = delta.entry_id as usize;
-            if self.entries.len() <= id {
-                self.entries.resize_with(id + 1, || None);
-            }
-            let entry = self.entries[id].get_or_insert_with(|| {
-                let (method, name) = names
-                    .key(delta.entry_id)
-                    .map_or(("", "(unknown)"), |key| (&*key.first, &*key.second));
-                AggEntry::new(method, name, window_secs, second, series_capacity)
-            });
-            entry.merge(&delta, second, oldest_kept, batch.last_finished_at);
-            self.total
-                .merge(&delta, second, oldest_kept, batch.last_finished_at);
+            let counters = delta.counters;
+            let part = SecondPart {
+                second,
+                requests: counters.requests,
+                failures: counters.failures,
+                response_micros_sum: counters.response_micros_sum,
+                min_micros: counters.min_micros,
+                max_micros: counters.max_micros,
+                samples: Some(Samples::Dense(&delta.histogram)),
+            };
+            let update = EntryUpdate {
+                counters,
+                first_second: second,
+                earlier: None,
+                seconds: &[part],
+            };
+            self.apply_entry(delta.entry_id, names, &update);
             let mut histogram = delta.histogram;
             histogram.reset();
             emptied.push(histogram);
         }
         for delta in batch.failures.drain(..) {
-            let id = delta.failure_id as usize;
-            if self.failures.len() <= id {
-                self.failures.resize_with(id + 1, || None);
-            }
-            let group = self.failures[id].get_or_insert_with(|| {
-                let key = failure_groups.key(delta.failure_id);
-                FailureGroup {
-                    entry_id: key.map_or(u32::MAX, |key| key.entry),
-                    error: key.map_or_else(|| "(unknown)".into(), |key| key.error.clone()),
-                    occurrences: 0,
-                    first_second: second,
-                    last_second: second,
-                }
-            });
-            group.occurrences += delta.occurrences;
-            group.first_second = group.first_second.min(second);
-            group.last_second = group.last_second.max(second);
-        }
-        if batch.last_finished_at > self.last_request {
-            self.last_request = batch.last_finished_at;
+            self.apply_failure(
+                delta.failure_id,
+                failure_groups,
+                delta.occurrences,
+                second,
+                second,
+            );
         }
     }
 
+    /// Applies one entry's update to the entry (created on first sight, named from `names`),
+    /// the total and the delta book.
+    fn apply_entry(
+        &mut self,
+        entry_id: u32,
+        names: &CappedRegistry<PairKey>,
+        update: &EntryUpdate<'_>,
+    ) {
+        let oldest_kept = self.oldest_kept_second();
+        let window_secs = self.window_secs;
+        let series_capacity = self.per_second_capacity;
+        let id = entry_id as usize;
+        if self.entries.len() <= id {
+            self.entries.resize_with(id + 1, || None);
+        }
+        let entry = self.entries[id].get_or_insert_with(|| {
+            let (method, name) = names
+                .key(entry_id)
+                .map_or(("", "(unknown)"), |key| (&*key.first, &*key.second));
+            AggEntry::new(
+                method,
+                name,
+                window_secs,
+                update.first_second,
+                series_capacity,
+            )
+        });
+        entry.apply(update, oldest_kept);
+        self.total.apply(update, oldest_kept);
+        if update.counters.last_finished_at > self.last_request {
+            self.last_request = update.counters.last_finished_at;
+        }
+        if let Some(book) = &mut self.book {
+            book.add_entry(entry_id, update);
+        }
+    }
+
+    /// Counts `occurrences` failures of group `failure_id` seen from `first_second` to
+    /// `last_second`, in the aggregate and the delta book.
+    fn apply_failure(
+        &mut self,
+        failure_id: u32,
+        failure_groups: &CappedRegistry<FailureKey>,
+        occurrences: u64,
+        first_second: u64,
+        last_second: u64,
+    ) {
+        let id = failure_id as usize;
+        if self.failures.len() <= id {
+            self.failures.resize_with(id + 1, || None);
+        }
+        let group = self.failures[id].get_or_insert_with(|| {
+            let key = failure_groups.key(failure_id);
+            FailureGroup {
+                entry_id: key.map_or(u32::MAX, |key| key.entry),
+                error: key.map_or_else(|| "(unknown)".into(), |key| key.error.clone()),
+                occurrences: 0,
+                first_second,
+                last_second,
+            }
+        });
+        group.occurrences = group.occurrences.saturating_add(occurrences);
+        group.first_second = group.first_second.min(first_second);
+        group.last_second = group.last_second.max(last_second);
+        if let Some(book) = &mut self.book {
+            book.add_failure(failure_id, occurrences, first_second, last_second);
+        }
+    }
+
+    /// Merges a delta of another process as if its samples had been recorded here: names and
+    /// failure groups are registered under this process's caps (what does not fit goes to the
+    /// overflow entry and "(other errors)" groups), Unix seconds are mapped onto this
+    /// generation's seconds.
+    pub(crate) fn merge_delta(
+        &mut self,
+        delta: &StatsDelta,
+        names: &mut CappedRegistry<PairKey>,
+        failure_groups: &mut CappedRegistry<FailureKey>,
+    ) -> DeltaOverflow {
+        let time = self.time_base();
+        let mut overflow = DeltaOverflow::default();
+        let mut parts = Vec::new();
+        let mut failures = Vec::new();
+        for entry in &delta.entries {
+            let entry_id = if entry.over_name_cap {
+                OVERFLOW_ENTRY_ID
+            } else {
+                let key = PairKeyRef {
+                    first: clip(&entry.method, MAX_KEY_TEXT),
+                    second: clip(&entry.name, MAX_KEY_TEXT),
+                };
+                match names.register(&key, |key| key.to_owned_key()) {
+                    Registration::Id(id) => id,
+                    Registration::Full(_) => {
+                        overflow.names = true;
+                        OVERFLOW_ENTRY_ID
+                    }
+                }
+            };
+
+            // Failure groups first: those past the cap count in the entry's counters.
+            let mut counters = entry.counters(time);
+            failures.clear();
+            for failure in &entry.failure_groups {
+                let key = FailureKeyRef {
+                    entry: entry_id,
+                    error: clip(&failure.error, MAX_KEY_TEXT),
+                };
+                match failure_groups.register(&key, |key| key.to_owned_key()) {
+                    Registration::Id(failure_id) => failures.push((failure_id, failure)),
+                    Registration::Full(_) => {
+                        overflow.failures = true;
+                        counters.failures_over_cap = counters
+                            .failures_over_cap
+                            .saturating_add(failure.occurrences);
+                    }
+                }
+            }
+
+            parts.clear();
+            parts.extend(entry.seconds.iter().map(|second| {
+                let window = second.window.as_ref();
+                SecondPart {
+                    second: time.second_of_unix(second.unix_second),
+                    requests: second.requests,
+                    failures: second.failures,
+                    response_micros_sum: window.map_or(0, |window| window.response_micros_sum),
+                    min_micros: window.map_or(u64::MAX, |window| window.min_micros),
+                    max_micros: window.map_or(0, |window| window.max_micros),
+                    samples: window.map(|window| Samples::Sparse(&window.histogram)),
+                }
+            }));
+            let update = EntryUpdate {
+                counters,
+                first_second: time.second_of_unix(entry.first_unix_second),
+                earlier: (!entry.earlier.is_empty()).then_some(Samples::Sparse(&entry.earlier)),
+                seconds: &parts,
+            };
+            self.apply_entry(entry_id, names, &update);
+            for &(failure_id, failure) in &failures {
+                self.apply_failure(
+                    failure_id,
+                    failure_groups,
+                    failure.occurrences,
+                    time.second_of_unix(failure.first_unix_second),
+                    time.second_of_unix(failure.last_unix_second),
+                );
+            }
+        }
+        overflow
+    }
+
+    /// Whether updates are tracked for deltas.
+    pub(crate) fn tracks_deltas(&self) -> bool {
+        self.book.is_some()
+    }
+
+    /// Starts tracking updates for deltas, seeding the book with everything merged so far, so
+    /// that the first delta holds every sample since the start of the generation. The seeded
+    /// part carries its response times without per-second histograms (see
+    /// [`crate::Stats::take_delta`]).
+    pub(crate) fn start_tracking_deltas(&mut self, config: &StatsConfig) {
+        if self.book.is_some() {
+            return;
+        }
+        let mut book = DeltaBook::new(config);
+        for (entry_id, entry) in self.entries.iter().enumerate() {
+            let Some(entry) = entry else { continue };
+            if entry.counters.requests == 0 && entry.counters.failures == 0 {
+                continue;
+            }
+            // Ids are u32 (see the registry).
+            book.seed_entry(
+                entry_id as u32,
+                entry.counters,
+                entry.first_second,
+                &entry.histogram,
+                entry.seconds.iter(),
+            );
+        }
+        for (failure_id, group) in self.failures.iter().enumerate() {
+            if let Some(group) = group {
+                book.add_failure(
+                    failure_id as u32,
+                    group.occurrences,
+                    group.first_second,
+                    group.last_second,
+                );
+            }
+        }
+        self.book = Some(book);
+    }
+
+    /// The book of updates since the latest take, if tracking is on.
+    pub(crate) fn book_mut(&mut self) -> Option<&mut DeltaBook> {
+        self.book.as_mut()
+    }
+
+    /// Takes the tracked entries (with their failure groups) as named delta entries, leaving
+    /// the book empty; nothing when tracking is off.
+    pub(crate) fn take_delta_entries(
+        &mut self,
+        names: &CappedRegistry<PairKey>,
+        failure_groups: &CappedRegistry<FailureKey>,
+    ) -> Vec<DeltaEntry> {
+        let time = self.time_base();
+        self.book.as_mut().map_or_else(Vec::new, |book| {
+            book.take_entries(names, failure_groups, time)
+        })
+    }
+
     fn unix_ms(&self, instant: Instant) -> u64 {
-        let since_start = instant.saturating_duration_since(self.start).as_millis();
-        self.start_unix_ms
-            .saturating_add(u64::try_from(since_start).unwrap_or(u64::MAX))
+        self.time_base().unix_ms(instant)
     }
 
     /// Unix second of `second` since the generation's start.
     fn unix_second(&self, second: u64) -> u64 {
-        (self.start_unix_ms / 1_000).saturating_add(second)
+        self.time_base().unix_second(second)
     }
 
     fn timing(&self) -> Timing {
@@ -539,7 +850,8 @@ impl Aggregate {
         let mut failures_over_error_cap = 0;
         for entry in self.entries.iter().flatten() {
             if entry.counters.failures_over_cap > 0 {
-                failures_over_error_cap += entry.counters.failures_over_cap;
+                failures_over_error_cap =
+                    u64::saturating_add(failures_over_error_cap, entry.counters.failures_over_cap);
                 failures.push(FailureStats {
                     method: entry.method.to_string(),
                     name: entry.name.to_string(),
@@ -608,11 +920,15 @@ impl Aggregate {
                 let highest = entry
                     .histogram
                     .highest_equivalent(bucket.value_iterated_to())
-                    .clamp(counters.min_micros, counters.max_micros);
+                    // Not `clamp`, which panics on an inverted range (a malformed delta).
+                    .max(counters.min_micros)
+                    .min(counters.max_micros);
                 let ms = micros_to_ms(highest);
                 match response_times.last_mut() {
                     // Clamping can fold the outermost buckets onto the same value.
-                    Some((last_ms, count)) if *last_ms == ms => *count += bucket.count_at_value(),
+                    Some((last_ms, count)) if *last_ms == ms => {
+                        *count = count.saturating_add(bucket.count_at_value());
+                    }
                     _ => response_times.push((ms, bucket.count_at_value())),
                 }
             }
@@ -623,7 +939,10 @@ impl Aggregate {
             first_request_unix_ms: self
                 .start_unix_ms
                 .saturating_add(entry.first_second.saturating_mul(1_000)),
-            last_request_unix_ms: entry.last_finished.map(|last| self.unix_ms(last)),
+            last_request_unix_ms: entry
+                .counters
+                .last_finished_at
+                .map(|last| self.unix_ms(last)),
             num_requests: counters.requests,
             num_failures: counters.failures,
             total_response_ms: micros_to_ms(counters.response_micros_sum),

@@ -1,12 +1,14 @@
-//! Histogram conventions shared by shards and the aggregate: how a response time becomes a
-//! recorded value (microseconds, clamped), how histograms are created, and how quantiles are
-//! read back in milliseconds.
+//! Histogram conventions shared by shards, the aggregate and statistics deltas: how a response
+//! time becomes a recorded value (microseconds, clamped), how histograms are created, how a
+//! value maps to its bucket index (the deltas' sparse form), and how quantiles are read back in
+//! milliseconds.
 
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
 use crate::PERCENTILES;
+use crate::delta::SparseHistogram;
 
 /// Histograms keep 2 significant digits: any reported quantile is within 1% of the exact one.
 const SIGNIFICANT_DIGITS: u8 = 2;
@@ -15,7 +17,68 @@ const SIGNIFICANT_DIGITS: u8 = 2;
 /// to it so that an auto-resizing histogram never grows past a known size.
 pub const MAX_RESPONSE_TIME: Duration = Duration::from_micros(MAX_RECORDED_MICROS);
 
-const MAX_RECORDED_MICROS: u64 = 1 << 40;
+pub(crate) const MAX_RECORDED_MICROS: u64 = 1 << 40;
+
+/// Bucket layout of a histogram with [`SIGNIFICANT_DIGITS`] = 2 and a lowest discernible value
+/// of 1: 256 sub-buckets per bucket (the smallest power of two above 2 × 10²), of which the
+/// upper 128 are used past the first bucket. [`bucket_index`] and [`bucket_value`] reproduce
+/// hdrhistogram's own index arithmetic (its index functions are private); a unit test checks
+/// them against the library for every bucket.
+const SUB_BUCKET_HALF_MAGNITUDE: u32 = 7;
+const _: () = assert!(
+    SIGNIFICANT_DIGITS == 2,
+    "the bucket layout below (and the delta wire format) assume 2 significant digits"
+);
+const SUB_BUCKET_HALF: u64 = 1 << SUB_BUCKET_HALF_MAGNITUDE;
+const SUB_BUCKET_MASK: u64 = (SUB_BUCKET_HALF << 1) - 1;
+/// `64 - log2(sub-bucket count)`: the leading zeros of the largest value of bucket 0.
+const LEADING_ZERO_BASE: u32 = 64 - (SUB_BUCKET_HALF_MAGNITUDE + 1);
+
+/// Index of the bucket holding `micros` (the position in hdrhistogram's counts array).
+#[inline]
+pub(crate) fn bucket_index(micros: u64) -> u32 {
+    let bucket = LEADING_ZERO_BASE - (micros | SUB_BUCKET_MASK).leading_zeros();
+    let sub_bucket = micros >> bucket;
+    // At most 34 × 128 for the largest recorded value: fits in u32.
+    (((u64::from(bucket) + 1) << SUB_BUCKET_HALF_MAGNITUDE) + sub_bucket - SUB_BUCKET_HALF) as u32
+}
+
+/// Lowest value of the bucket at `index` (recording it counts in that bucket).
+#[inline]
+pub(crate) fn bucket_value(index: u32) -> u64 {
+    let index = u64::from(index);
+    let bucket = index >> SUB_BUCKET_HALF_MAGNITUDE;
+    let sub_bucket = (index & (SUB_BUCKET_HALF - 1)) + SUB_BUCKET_HALF;
+    match bucket.checked_sub(1) {
+        // The lower half of the first bucket: values below 128, one per index.
+        None => sub_bucket - SUB_BUCKET_HALF,
+        Some(bucket) => sub_bucket << bucket.min(63),
+    }
+}
+
+/// Index of the bucket of the largest recorded value: no valid sparse histogram goes past it.
+pub(crate) fn max_bucket_index() -> u32 {
+    bucket_index(MAX_RECORDED_MICROS)
+}
+
+/// Samples to add to a histogram: another histogram, or the sparse form a delta carries.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Samples<'a> {
+    /// A histogram of this process.
+    Dense(&'a Histogram<u64>),
+    /// Buckets received in a delta.
+    Sparse(&'a SparseHistogram),
+}
+
+impl Samples<'_> {
+    /// Adds the samples to `target`, exactly (bucket by bucket).
+    pub(crate) fn add_to(self, target: &mut Histogram<u64>) {
+        match self {
+            Samples::Dense(source) => add(target, source),
+            Samples::Sparse(source) => source.add_to(target),
+        }
+    }
+}
 
 /// An empty auto-resizing microsecond histogram.
 pub(crate) fn new_histogram() -> Histogram<u64> {
@@ -94,6 +157,28 @@ mod tests {
         let mut histogram = new_histogram();
         record(&mut histogram, to_micros(Duration::MAX));
         assert_eq!(histogram.len(), 1);
+    }
+
+    #[test]
+    fn bucket_arithmetic_matches_the_library() {
+        let histogram = new_histogram();
+        for index in 0..=max_bucket_index() {
+            let value = bucket_value(index);
+            assert_eq!(bucket_index(value), index, "value {value}");
+            assert_eq!(histogram.lowest_equivalent(value), value, "index {index}");
+            let highest = histogram.highest_equivalent(value);
+            assert_eq!(bucket_index(highest), index, "highest {highest}");
+        }
+        let mut value = 0;
+        while value <= MAX_RECORDED_MICROS {
+            assert_eq!(
+                bucket_value(bucket_index(value)),
+                histogram.lowest_equivalent(value),
+                "value {value}"
+            );
+            value = value * 9 / 8 + 1;
+        }
+        assert_eq!(max_bucket_index(), 34 * 128);
     }
 
     #[test]

@@ -72,6 +72,7 @@
 #![deny(missing_docs)]
 
 mod aggregate;
+mod delta;
 mod histogram;
 mod keys;
 pub mod report;
@@ -82,6 +83,7 @@ mod user_errors;
 
 use std::time::{Duration, Instant};
 
+pub use delta::{MergeError, StatsDelta};
 pub use histogram::MAX_RESPONSE_TIME;
 pub use shard::MAX_WAITING_BATCHES;
 pub use snapshot::{

@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 use hashbrown::{DefaultHashBuilder, Equivalent, HashMap, HashTable};
 use hdrhistogram::Histogram;
 
+use crate::Sample;
 use crate::histogram::{self, new_histogram};
 use crate::keys::{
     FailureKey, FailureKeyRef, FrozenIds, MAX_KEY_TEXT, PairKey, PairKeyRef, Registration, clip,
     same_text,
 };
 use crate::stats::{Shared, lock};
-use crate::{OTHER_ERRORS, OVERFLOW_NAME, Sample};
 
 /// Batches a mailbox keeps while nobody collects; later flushes are folded into the newest
 /// one, so a run without `collect` cannot grow memory without bound.
@@ -42,6 +42,8 @@ pub(crate) const OVERFLOW_ENTRY_ID: u32 = 0;
 /// Plain counters of an entry; the histogram lives beside them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct EntryCounters {
+    /// When the latest of these samples finished.
+    pub(crate) last_finished_at: Option<Instant>,
     pub(crate) requests: u64,
     pub(crate) failures: u64,
     pub(crate) response_micros_sum: u64,
@@ -55,6 +57,7 @@ pub(crate) struct EntryCounters {
 impl Default for EntryCounters {
     fn default() -> Self {
         EntryCounters {
+            last_finished_at: None,
             requests: 0,
             failures: 0,
             response_micros_sum: 0,
@@ -69,7 +72,10 @@ impl Default for EntryCounters {
 
 impl EntryCounters {
     #[inline]
-    pub(crate) fn record(&mut self, micros: u64, content_length: u64) {
+    pub(crate) fn record(&mut self, micros: u64, content_length: u64, finished_at: Instant) {
+        if self.last_finished_at < Some(finished_at) {
+            self.last_finished_at = Some(finished_at);
+        }
         self.requests += 1;
         self.response_micros_sum = self.response_micros_sum.saturating_add(micros);
         self.min_micros = self.min_micros.min(micros);
@@ -78,15 +84,18 @@ impl EntryCounters {
     }
 
     pub(crate) fn merge(&mut self, other: &EntryCounters) {
-        self.requests += other.requests;
-        self.failures += other.failures;
+        self.last_finished_at = self.last_finished_at.max(other.last_finished_at);
+        self.requests = self.requests.saturating_add(other.requests);
+        self.failures = self.failures.saturating_add(other.failures);
         self.response_micros_sum = self
             .response_micros_sum
             .saturating_add(other.response_micros_sum);
         self.min_micros = self.min_micros.min(other.min_micros);
         self.max_micros = self.max_micros.max(other.max_micros);
         self.content_bytes = self.content_bytes.saturating_add(other.content_bytes);
-        self.failures_over_cap += other.failures_over_cap;
+        self.failures_over_cap = self
+            .failures_over_cap
+            .saturating_add(other.failures_over_cap);
     }
 }
 
@@ -110,7 +119,6 @@ pub(crate) struct Batch {
     pub(crate) generation: u64,
     /// Second of `finished_at` since the generation's start.
     pub(crate) second: u64,
-    pub(crate) last_finished_at: Option<Instant>,
     pub(crate) entries: Vec<EntryDelta>,
     pub(crate) failures: Vec<FailureDelta>,
 }
@@ -120,7 +128,6 @@ impl Batch {
     /// that matched one of `self` go to `spare_histograms`. Cost: `O(len × other.len)`.
     fn absorb(&mut self, other: &mut Batch, spare_histograms: &mut Vec<Histogram<u64>>) {
         self.second = self.second.max(other.second);
-        self.last_finished_at = self.last_finished_at.max(other.last_finished_at);
         for delta in other.entries.drain(..) {
             match self
                 .entries
@@ -220,7 +227,6 @@ pub(crate) struct LocalShard {
     /// Start of the second after `batch_second`: a sample finishing before it belongs to
     /// the current batch (one `Instant` comparison instead of a subtraction).
     batch_end: Instant,
-    last_finished_at: Option<Instant>,
     /// This shard already reported a name / failure over the cap (to warn at most once per
     /// shard before touching the shared "warned" flag).
     saw_name_overflow: bool,
@@ -254,7 +260,6 @@ impl LocalShard {
             holds_samples: false,
             batch_second: 0,
             batch_end: clock.start,
-            last_finished_at: None,
             saw_name_overflow: false,
             saw_failure_overflow: false,
         }
@@ -295,7 +300,9 @@ impl LocalShard {
         let micros = histogram::to_micros(sample.response_time);
         let entry = &mut self.entries[index];
         histogram::record(&mut entry.histogram, micros);
-        entry.counters.record(micros, sample.content_length);
+        entry
+            .counters
+            .record(micros, sample.content_length, sample.finished_at);
         if !entry.pending {
             entry.pending = true;
             self.pending_entries.push(index as u32);
@@ -313,9 +320,6 @@ impl LocalShard {
                 }
                 None => self.entries[index].counters.failures_over_cap += 1,
             }
-        }
-        if self.last_finished_at < Some(sample.finished_at) {
-            self.last_finished_at = Some(sample.finished_at);
         }
     }
 
@@ -398,14 +402,7 @@ impl LocalShard {
     fn overflow_index(&mut self, shared: &Shared) -> u32 {
         if !self.saw_name_overflow {
             self.saw_name_overflow = true;
-            if !shared.name_overflow_warned.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    max_names = shared.config.max_names,
-                    "more distinct request names than max_names; further names are counted \
-                     under \"{OVERFLOW_NAME}\" (use stats names with placeholders, e.g. \
-                     \"/item/[id]\")"
-                );
-            }
+            shared.warn_names_over_cap();
         }
         match self.overflow_entry {
             Some(index) => index,
@@ -465,13 +462,7 @@ impl LocalShard {
         let Some(failure_id) = failure_id else {
             if !self.saw_failure_overflow {
                 self.saw_failure_overflow = true;
-                if !shared.failure_overflow_warned.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        max_errors = shared.config.max_errors,
-                        "more distinct failure groups than max_errors; further ones are \
-                         counted under \"{OTHER_ERRORS}\" of their request name"
-                    );
-                }
+                shared.warn_failures_over_cap();
             }
             return None;
         };
@@ -502,7 +493,6 @@ impl LocalShard {
             let mut batch = inbox.spare_batches.pop().unwrap_or_default();
             batch.generation = self.generation;
             batch.second = self.batch_second;
-            batch.last_finished_at = self.last_finished_at;
             for &index in &self.pending_entries {
                 let entry = &mut self.entries[index as usize];
                 let fresh = inbox.spare_histograms.pop().unwrap_or_else(new_histogram);
@@ -543,7 +533,6 @@ impl LocalShard {
         self.pending_entries.clear();
         self.pending_failures.clear();
         self.holds_samples = false;
-        self.last_finished_at = None;
         self.mailbox.holds_unflushed.store(false, Ordering::Release);
     }
 
@@ -593,7 +582,6 @@ impl LocalShard {
         self.pending_entries.clear();
         self.pending_failures.clear();
         self.holds_samples = false;
-        self.last_finished_at = None;
         self.mailbox.holds_unflushed.store(false, Ordering::Release);
     }
 

@@ -140,8 +140,7 @@ pub struct EntryDetail {
     pub name: String,
     /// Start of the first second in which this entry had a sample, Unix milliseconds.
     pub first_request_unix_ms: u64,
-    /// When the latest request of this entry finished, Unix milliseconds; exact to within
-    /// the second it finished in (it is the latest finish of that second's hand-over).
+    /// When the latest request of this entry finished, Unix milliseconds.
     pub last_request_unix_ms: Option<u64>,
     /// Requests recorded, failures included.
     pub num_requests: u64,
@@ -190,7 +189,8 @@ pub struct UserErrorStats {
     pub message: String,
     /// Where it happened (source location or backtrace); Locust's "Traceback" column.
     pub traceback: String,
-    /// User type of the first occurrence.
+    /// User type of the group: the least, in string order, of the user types that raised it
+    /// (so that it does not depend on the order in which occurrences arrived).
     pub user_type: String,
 }
 

@@ -1,11 +1,12 @@
 //! The [`Stats`] handle and the state its clones share: configuration, flush epoch,
 //! generation clock, the capped registries, the list of mailboxes, the aggregate, user
-//! errors and the history ring.
+//! errors and the history ring; and the handle's delta API (`take_delta`, `merge_delta`,
+//! epochs) on top of [`crate::delta`].
 //!
 //! Lock order (outer first), where several are held together: `aggregate` → `names` →
-//! `failure_groups` → `mailboxes` → a mailbox's inbox → `clock`. Shards take only the
-//! registries (on first sight of a key, one at a time), `clock`, `mailboxes` (on creation)
-//! and their own inbox.
+//! `failure_groups` → `mailboxes` → a mailbox's inbox → `clock`; `user_errors` and `history`
+//! are taken last (with or without the aggregate). Shards take only the registries (on first
+//! sight of a key, one at a time), `clock`, `mailboxes` (on creation) and their own inbox.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -13,14 +14,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::aggregate::Aggregate;
+use crate::aggregate::{Aggregate, DeltaOverflow};
+use crate::delta::{MergeError, StatsDelta};
 use crate::keys::{
     CappedRegistry, FailureKey, FailureKeyRef, FrozenIds, PairKey, PairKeyRef, Registration,
 };
 use crate::shard::{self, LocalShard, MAX_SPARE_BATCHES, Mailbox};
 use crate::snapshot::{EntryDetail, HistoryPoint, StatsSnapshot};
 use crate::user_errors::UserErrorTable;
-use crate::{OVERFLOW_NAME, Sample, StatsConfig};
+use crate::{OTHER_ERRORS, OVERFLOW_NAME, Sample, StatsConfig};
 
 /// Locks `mutex`, ignoring poisoning: every critical section leaves the data consistent
 /// (counters and maps), so a panic elsewhere must not take the statistics down with it.
@@ -74,6 +76,8 @@ pub(crate) struct Shared {
     history: Mutex<VecDeque<HistoryPoint>>,
     /// Requests recorded through [`Stats::record_cut_off`] since the start or the last reset.
     cut_off: AtomicU64,
+    /// Sequence number of the latest [`Stats::take_delta`].
+    delta_sequence: AtomicU64,
 }
 
 impl Shared {
@@ -105,6 +109,29 @@ impl Shared {
 
     pub(crate) fn frozen_failures(&self) -> Option<FrozenIds<FailureKey>> {
         lock(&self.failure_groups).frozen()
+    }
+
+    /// Warns, once per generation, that names went to the overflow entry.
+    pub(crate) fn warn_names_over_cap(&self) {
+        if !self.name_overflow_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                max_names = self.config.max_names,
+                "more distinct request names than max_names; further names are counted \
+                 under \"{OVERFLOW_NAME}\" (use stats names with placeholders, e.g. \
+                 \"/item/[id]\")"
+            );
+        }
+    }
+
+    /// Warns, once per generation, that failures went to "(other errors)" groups.
+    pub(crate) fn warn_failures_over_cap(&self) {
+        if !self.failure_overflow_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                max_errors = self.config.max_errors,
+                "more distinct failure groups than max_errors; further ones are counted \
+                 under \"{OTHER_ERRORS}\" of their request name"
+            );
+        }
     }
 }
 
@@ -184,7 +211,12 @@ impl Stats {
     /// assert_eq!(stats.config().max_names, 50);
     /// ```
     pub fn new(config: StatsConfig) -> Stats {
-        let clock = Clock::starting_now(0);
+        Stats::with_clock(config, Clock::starting_now(0))
+    }
+
+    /// Empty statistics whose generation 0 starts at `clock` (tests that need several
+    /// instances on one time base).
+    pub(crate) fn with_clock(config: StatsConfig, clock: Clock) -> Stats {
         let shared = Shared {
             instance_id: NEXT_INSTANCE_ID.fetch_add(1, Ordering::Relaxed),
             flush_epoch: AtomicU64::new(0),
@@ -200,12 +232,14 @@ impl Stats {
             aggregate: Mutex::new(Aggregate::new(
                 &config,
                 clock.generation,
+                0,
                 clock.start,
                 clock.start_unix_ms,
             )),
             user_errors: Mutex::new(UserErrorTable::new(config.max_user_errors)),
             history: Mutex::new(VecDeque::new()),
             cut_off: AtomicU64::new(0),
+            delta_sequence: AtomicU64::new(0),
             config,
         };
         Stats {
@@ -347,6 +381,12 @@ impl Stats {
     /// assert_eq!(stats.snapshot().total.current_rps, 1.0);
     /// ```
     pub fn collect_at(&self, now: Instant) {
+        drop(self.collect_locked(now));
+        self.forget_exited_mailboxes();
+    }
+
+    /// The work of `collect_at`, returning the aggregate still locked (for `take_delta`).
+    fn collect_locked(&self, now: Instant) -> MutexGuard<'_, Aggregate> {
         let shared = &*self.shared;
         shared.flush_epoch.fetch_add(1, Ordering::Release);
 
@@ -397,10 +437,12 @@ impl Stats {
                 }
             }
         }
-        drop(aggregate);
+        aggregate
+    }
 
-        // Forget mailboxes of exited threads once they are drained.
-        lock(&shared.mailboxes).retain(|mailbox| {
+    /// Forgets mailboxes of exited threads once they are drained.
+    fn forget_exited_mailboxes(&self) {
+        lock(&self.shared.mailboxes).retain(|mailbox| {
             !(mailbox.orphaned.load(Ordering::Acquire) && lock(&mailbox.inbox).batches.is_empty())
         });
     }
@@ -514,6 +556,28 @@ impl Stats {
     /// assert_eq!(stats.snapshot().total.num_requests, 0);
     /// ```
     pub fn reset(&self) {
+        self.reset_with_epoch(|epoch| epoch.wrapping_add(1));
+    }
+
+    /// [`reset`](Self::reset), then the statistics are at `epoch` ([`epoch`](Self::epoch)):
+    /// a worker follows its master's reset with the master's new epoch, so that the master
+    /// merges its deltas again (see [`StatsDelta`]). Any value may be given, also the current
+    /// one; the reset happens all the same.
+    ///
+    /// ```
+    /// use cicada_stats::Stats;
+    ///
+    /// let (master, worker) = (Stats::default(), Stats::default());
+    /// master.reset();
+    /// assert!(master.merge_delta(&worker.take_delta()).is_err());
+    /// worker.reset_to_epoch(master.epoch());
+    /// assert!(master.merge_delta(&worker.take_delta()).is_ok());
+    /// ```
+    pub fn reset_to_epoch(&self, epoch: u64) {
+        self.reset_with_epoch(|_| epoch);
+    }
+
+    fn reset_with_epoch(&self, next_epoch: impl FnOnce(u64) -> u64) {
         let shared = &*self.shared;
         let mut aggregate = lock(&shared.aggregate);
         let mut names = lock(&shared.names);
@@ -543,19 +607,190 @@ impl Stats {
             let mut inbox = lock(&mailbox.inbox);
             inbox.batches.clear();
         }
+        let tracks_deltas = aggregate.tracks_deltas();
         *aggregate = Aggregate::new(
             &shared.config,
             clock.generation,
+            next_epoch(aggregate.epoch()),
             clock.start,
             clock.start_unix_ms,
         );
+        if tracks_deltas {
+            aggregate.start_tracking_deltas(&shared.config);
+        }
+        // Cleared under the aggregate's lock, so that a delta taken meanwhile sees all of
+        // the old epoch or none of it.
+        lock(&shared.user_errors).clear();
+        shared.cut_off.store(0, Ordering::Relaxed);
         drop(aggregate);
 
-        lock(&shared.user_errors).clear();
         lock(&shared.history).clear();
-        shared.cut_off.store(0, Ordering::Relaxed);
         // Shards notice the new generation at their next record or flush.
         shared.flush_epoch.fetch_add(1, Ordering::Release);
+    }
+
+    /// The epoch of the statistics: 0 at creation, one more at every [`reset`](Self::reset)
+    /// (or the value given to [`reset_to_epoch`](Self::reset_to_epoch)). Deltas carry it, and
+    /// [`merge_delta`](Self::merge_delta) merges only deltas of its own epoch.
+    ///
+    /// ```
+    /// use cicada_stats::Stats;
+    ///
+    /// let stats = Stats::default();
+    /// assert_eq!(stats.epoch(), 0);
+    /// stats.reset();
+    /// assert_eq!(stats.epoch(), 1);
+    /// ```
+    pub fn epoch(&self) -> u64 {
+        lock(&self.shared.aggregate).epoch()
+    }
+
+    /// Collects (like [`collect`](Self::collect)) and returns everything recorded since the
+    /// previous `take_delta` as a [`StatsDelta`], for another process to
+    /// [`merge_delta`](Self::merge_delta): the worker side of a distributed run, called about
+    /// once a second. This process's own snapshot, details and history are not changed: a
+    /// delta is a copy of what went into them.
+    ///
+    /// The first call starts tracking and returns everything since the start (or the last
+    /// reset): what had been collected before it travels with exact totals, failures and
+    /// per-second counts, but without per-second histograms, so it does not count in the
+    /// receiver's current window (a worker that calls `take_delta` from its start loses
+    /// nothing). Samples a thread has not yet flushed arrive in a later delta; at the end of a
+    /// run, call [`collect_final`](Self::collect_final) and then `take_delta`.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use cicada_stats::{Sample, Stats};
+    ///
+    /// let worker = Stats::default();
+    /// let master = Stats::default();
+    /// for delta_number in 0..3 {
+    ///     worker.record(&Sample {
+    ///         method: "GET",
+    ///         name: "/",
+    ///         response_time: Duration::from_millis(delta_number + 1),
+    ///         content_length: 0,
+    ///         error: None,
+    ///         finished_at: Instant::now(),
+    ///     });
+    ///     worker.collect_final(Duration::from_secs(1));
+    ///     master.merge_delta(&worker.take_delta()).unwrap();
+    /// }
+    /// master.collect();
+    /// assert_eq!(master.snapshot().total.num_requests, 3);
+    /// assert_eq!(master.snapshot().total.max_ms, 3.0);
+    /// ```
+    pub fn take_delta(&self) -> StatsDelta {
+        let shared = &*self.shared;
+        // Tracking starts before the collect, so that the batches it merges are tracked with
+        // their per-second histograms.
+        lock(&shared.aggregate).start_tracking_deltas(&shared.config);
+        let mut aggregate = self.collect_locked(Instant::now());
+        let names = lock(&shared.names);
+        let failure_groups = lock(&shared.failure_groups);
+        let entries = aggregate.take_delta_entries(&names, &failure_groups);
+        drop(failure_groups);
+        drop(names);
+        let epoch = aggregate.epoch();
+        let (user_errors, user_errors_over_cap, requests_cut_off) = match aggregate.book_mut() {
+            Some(book) => {
+                let (user_errors, over_cap) = book.take_user_errors(&lock(&shared.user_errors));
+                let cut_off = book.take_cut_off(shared.cut_off.load(Ordering::Relaxed));
+                (user_errors, over_cap, cut_off)
+            }
+            // Cannot happen: only a reset replaces the aggregate, and it keeps tracking on.
+            None => (Vec::new(), 0, 0),
+        };
+        drop(aggregate);
+        self.forget_exited_mailboxes();
+        StatsDelta {
+            epoch,
+            sequence: shared.delta_sequence.fetch_add(1, Ordering::Relaxed) + 1,
+            entries,
+            user_errors,
+            user_errors_over_cap,
+            requests_cut_off,
+        }
+    }
+
+    /// Folds a delta of another process in, exactly as if its samples had been recorded here
+    /// (the master side of a distributed run): names, failure groups and user errors are
+    /// registered under this instance's caps, and what does not fit goes to the same overflow
+    /// entry and groups as a local sample would. Merging is commutative and associative (see
+    /// [`StatsDelta`] for the guarantees). The samples show in the next
+    /// [`snapshot`](Self::snapshot) at once; the current window counts a second of the delta
+    /// if it is no more than one second past the latest [`collect`](Self::collect), so a
+    /// master collects about once a second, as a single process does.
+    ///
+    /// Refuses (and merges nothing of) a delta of another [`epoch`](Self::epoch). Does not
+    /// look at the sequence number: dropping duplicates is the caller's job.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use cicada_stats::{Sample, Stats};
+    ///
+    /// let master = Stats::default();
+    /// for worker_number in 0..2 {
+    ///     let worker = Stats::default();
+    ///     worker.record(&Sample {
+    ///         method: "GET",
+    ///         name: "/",
+    ///         response_time: Duration::from_millis(1),
+    ///         content_length: 0,
+    ///         error: Some("HTTP 500"),
+    ///         finished_at: Instant::now(),
+    ///     });
+    ///     worker.record_user_error("Shopper", "cart is empty", "src/shopper.rs:42");
+    ///     worker.collect_final(Duration::from_secs(1));
+    ///     master.merge_delta(&worker.take_delta()).unwrap();
+    /// }
+    /// let snapshot = master.snapshot();
+    /// assert_eq!(snapshot.failures[0].occurrences, 2);
+    /// assert_eq!(snapshot.user_errors[0].count, 2);
+    /// ```
+    pub fn merge_delta(&self, delta: &StatsDelta) -> Result<(), MergeError> {
+        let shared = &*self.shared;
+        let mut aggregate = lock(&shared.aggregate);
+        if delta.epoch != aggregate.epoch() {
+            return Err(MergeError::EpochMismatch {
+                delta_epoch: delta.epoch,
+                stats_epoch: aggregate.epoch(),
+            });
+        }
+        let mut names = lock(&shared.names);
+        let mut failure_groups = lock(&shared.failure_groups);
+        let overflow: DeltaOverflow = aggregate.merge_delta(delta, &mut names, &mut failure_groups);
+        if names.is_full() {
+            shared.names_full.store(true, Ordering::Release);
+        }
+        if failure_groups.is_full() {
+            shared.failures_full.store(true, Ordering::Release);
+        }
+        drop(failure_groups);
+        drop(names);
+        {
+            let mut user_errors = lock(&shared.user_errors);
+            for error in &delta.user_errors {
+                user_errors.record_n(
+                    &error.user_type,
+                    &error.message,
+                    &error.location,
+                    error.count,
+                );
+            }
+            user_errors.add_over_cap(delta.user_errors_over_cap);
+        }
+        shared
+            .cut_off
+            .fetch_add(delta.requests_cut_off, Ordering::Relaxed);
+        drop(aggregate);
+        if overflow.names {
+            shared.warn_names_over_cap();
+        }
+        if overflow.failures {
+            shared.warn_failures_over_cap();
+        }
+        Ok(())
     }
 
     /// The history point for the aggregate as of the latest collect (current rates and
