@@ -321,9 +321,7 @@ async fn run(
     options: Arc<Options>,
 ) -> i32 {
     match RunMode::of(&options) {
-        RunMode::Worker if options.processes.is_some() => {
-            run_local_workers(&options).await
-        }
+        RunMode::Worker if options.processes.is_some() => run_local_workers(&options).await,
         RunMode::Worker => run_worker(types, events, options).await,
         mode => run_driven(types, shape, events, options, mode).await,
     }
@@ -338,7 +336,8 @@ async fn run_driven(
     options: Arc<Options>,
     mode: RunMode,
 ) -> i32 {
-    let (mut setup, mut signals) = match setup::RunSetup::build(types, events, options, mode).await {
+    let (mut setup, mut signals) = match setup::RunSetup::build(types, events, options, mode).await
+    {
         Ok(built) => built,
         Err(code) => return code,
     };

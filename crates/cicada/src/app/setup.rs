@@ -135,13 +135,12 @@ impl RunSetup {
         let type_names: Vec<String> = runnable.iter().map(|t| t.name.clone()).collect();
         let runner = env.runner.clone();
         let (runner_task, cluster) = if mode == RunMode::Master {
-            let (master, cluster_events) =
-                crate::cluster::master::start_server(&options, identity)
-                    .await
-                    .map_err(|error| {
-                        eprintln!("error: cannot start the master: {error}");
-                        usage
-                    })?;
+            let (master, cluster_events) = crate::cluster::master::start_server(&options, identity)
+                .await
+                .map_err(|error| {
+                    eprintln!("error: cannot start the master: {error}");
+                    usage
+                })?;
             let dispatcher = crate::cluster::master::Dispatcher::new(
                 env.clone(),
                 master.clone(),
@@ -226,7 +225,9 @@ impl RunSetup {
             }
             if logged.elapsed() >= std::time::Duration::from_secs(5) {
                 logged = Instant::now();
-                tracing::info!("cluster: waiting for workers ({connected} of {expected} connected)");
+                tracing::info!(
+                    "cluster: waiting for workers ({connected} of {expected} connected)"
+                );
             }
             tokio::select! {
                 _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}

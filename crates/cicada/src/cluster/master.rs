@@ -193,7 +193,9 @@ impl Dispatcher {
                     view.stopped = false;
                     changed = true;
                 }
-                Err(error) => tracing::warn!("cluster: cannot send worker {id:?} its share: {error}"),
+                Err(error) => {
+                    tracing::warn!("cluster: cannot send worker {id:?} its share: {error}")
+                }
             }
         }
         if changed && self.phase == Phase::Running {
@@ -205,9 +207,11 @@ impl Dispatcher {
     fn stop(&mut self, quit: bool) {
         match self.phase {
             Phase::Spawning | Phase::Running => {
-                self.env
-                    .events
-                    .fire_env("test_stopping", &self.env.events.test_stopping, &self.env);
+                self.env.events.fire_env(
+                    "test_stopping",
+                    &self.env.events.test_stopping,
+                    &self.env,
+                );
                 self.master.broadcast(&ClusterCommand::Stop);
                 for view in self.workers.values_mut() {
                     view.stopped = !view.connected;
@@ -314,7 +318,10 @@ impl Dispatcher {
                         if let Err(error) = self.env.stats.merge_delta(&delta) {
                             // A delta of an earlier test (before the master's reset): not this test's.
                             self.deltas_refused += 1;
-                            tracing::debug!("cluster: delta of worker {} not merged: {error}", worker.as_str());
+                            tracing::debug!(
+                                "cluster: delta of worker {} not merged: {error}",
+                                worker.as_str()
+                            );
                         }
                     }
                     Err(error) => tracing::warn!(

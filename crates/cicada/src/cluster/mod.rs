@@ -17,7 +17,7 @@ use crate::user::run::UserKind;
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Exit code of a worker that lost its master for longer than `--master-timeout` (its users were stopped).
-pub const EXIT_MASTER_LOST: i32 = 3;
+pub(crate) const EXIT_MASTER_LOST: i32 = 3;
 
 /// What travels with a spawn command beside the users: the master's statistics epoch, so that a worker whose
 /// counts belong to an earlier test (the master reset its statistics) starts afresh at the master's epoch.

@@ -64,7 +64,11 @@ fn worker_args(args: &[OsString], master_host: &str, master_port: u16) -> Vec<Os
 
 impl LocalWorkers {
     /// Start `count` workers of this binary, attached to the master at `master_host:master_port`.
-    pub(crate) fn start(count: usize, master_host: &str, master_port: u16) -> Result<LocalWorkers, String> {
+    pub(crate) fn start(
+        count: usize,
+        master_host: &str,
+        master_port: u16,
+    ) -> Result<LocalWorkers, String> {
         let exe = std::env::current_exe()
             .map_err(|error| format!("--processes: cannot find this program's path: {error}"))?;
         let args: Vec<OsString> = std::env::args_os().collect();
@@ -133,7 +137,15 @@ mod tests {
     #[test]
     fn worker_arguments_drop_the_masters_flags() {
         let args: Vec<OsString> = [
-            "test", "--master", "--processes", "4", "-u", "10", "--master-port=1", "--headless", "Shopper",
+            "test",
+            "--master",
+            "--processes",
+            "4",
+            "-u",
+            "10",
+            "--master-port=1",
+            "--headless",
+            "Shopper",
         ]
         .map(OsString::from)
         .to_vec();
@@ -144,8 +156,15 @@ mod tests {
         assert_eq!(
             out,
             [
-                "-u", "10", "--headless", "Shopper", "--worker", "--master-host", "127.0.0.1",
-                "--master-port", "5600"
+                "-u",
+                "10",
+                "--headless",
+                "Shopper",
+                "--worker",
+                "--master-host",
+                "127.0.0.1",
+                "--master-port",
+                "5600"
             ]
         );
         assert_eq!(count(3), Ok(3));

@@ -80,7 +80,12 @@ impl Drop for Process {
     }
 }
 
-fn master_args<'a>(port: &'a str, target: &'a str, json: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+fn master_args<'a>(
+    port: &'a str,
+    target: &'a str,
+    json: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
     let mut args = vec![
         "--master",
         "--headless",
@@ -125,7 +130,18 @@ fn a_master_and_three_workers_count_exactly_what_the_server_saw() {
             &port,
             &url,
             &json_arg,
-            &["--expect-workers", "3", "-u", "30", "-r", "30", "-t", "5s", "-s", "5"],
+            &[
+                "--expect-workers",
+                "3",
+                "-u",
+                "30",
+                "-r",
+                "30",
+                "-t",
+                "5s",
+                "-s",
+                "5",
+            ],
         ),
         &[],
     );
@@ -175,7 +191,16 @@ fn a_killed_workers_users_move_to_the_others() {
             &port,
             &url,
             &json_arg,
-            &["--expect-workers", "2", "-u", "20", "-r", "100", "-t", "14s"],
+            &[
+                "--expect-workers",
+                "2",
+                "-u",
+                "20",
+                "-r",
+                "100",
+                "-t",
+                "14s",
+            ],
         ),
         &[],
     );
@@ -221,31 +246,66 @@ fn workers_with_another_test_or_a_wrong_token_are_refused() {
             &port,
             &url,
             &json_arg,
-            &["--expect-workers", "1", "--expect-workers-max-wait", "8s", "-u", "1", "-t", "1s"],
+            &[
+                "--expect-workers",
+                "1",
+                "--expect-workers-max-wait",
+                "8s",
+                "-u",
+                "1",
+                "-t",
+                "1s",
+            ],
         ),
         &[("CICADA_CLUSTER_TOKEN", "right")],
     );
     // Garbage and plain HTTP/1 on the master's port: refused, no harm done.
     std::thread::sleep(Duration::from_millis(500));
-    for bytes in [&b"\x00\x01garbage\xff\xfe"[..], b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"] {
+    for bytes in [
+        &b"\x00\x01garbage\xff\xfe"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
         if let Ok(mut stream) = std::net::TcpStream::connect(format!("127.0.0.1:{port}")) {
             let _ = stream.write_all(bytes);
         }
     }
-    let other_test = Process::start("login_flow", &worker_args(&port), &[("CICADA_CLUSTER_TOKEN", "right")]);
-    let wrong_token = Process::start("quickstart", &worker_args(&port), &[("CICADA_CLUSTER_TOKEN", "wrong")]);
+    let other_test = Process::start(
+        "login_flow",
+        &worker_args(&port),
+        &[("CICADA_CLUSTER_TOKEN", "right")],
+    );
+    let wrong_token = Process::start(
+        "quickstart",
+        &worker_args(&port),
+        &[("CICADA_CLUSTER_TOKEN", "wrong")],
+    );
     let other = other_test.wait(Duration::from_secs(30));
     let wrong = wrong_token.wait(Duration::from_secs(30));
-    assert_eq!(other.status.code(), Some(2), "{}", String::from_utf8_lossy(&other.stderr));
+    assert_eq!(
+        other.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
     assert!(
         String::from_utf8_lossy(&other.stderr).contains("refused"),
         "{}",
         String::from_utf8_lossy(&other.stderr)
     );
-    assert_eq!(wrong.status.code(), Some(2), "{}", String::from_utf8_lossy(&wrong.stderr));
+    assert_eq!(
+        wrong.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
     // No worker it accepts came: the master gives up after --expect-workers-max-wait, still standing.
     let output = master.wait(Duration::from_secs(30));
-    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("--expect-workers"),
         "{}",
