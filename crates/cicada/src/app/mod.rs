@@ -386,18 +386,19 @@ async fn run_worker(
     options: Arc<Options>,
 ) -> i32 {
     let identity = crate::cluster::test_identity(&types);
+    let (setup, mut signals) =
+        match setup::RunSetup::build(types, events, options.clone(), RunMode::Worker).await {
+            Ok(built) => built,
+            Err(code) => return code,
+        };
     let (handle, cluster_events) = match crate::cluster::worker::connect(&options, identity) {
         Ok(session) => session,
         Err(error) => {
             eprintln!("error: --worker: {error}");
+            setup.runner.quit();
             return i32::from(EXIT_USAGE);
         }
     };
-    let (setup, mut signals) =
-        match setup::RunSetup::build(types, events, options, RunMode::Worker).await {
-            Ok(built) => built,
-            Err(code) => return code,
-        };
     let code = crate::cluster::worker::WorkerRun {
         env: &setup.env,
         spawners: &setup.web.spawners,

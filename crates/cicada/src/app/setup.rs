@@ -100,6 +100,8 @@ impl RunSetup {
             .or_else(|| demo.as_ref().map(cicada_demo::DemoServer::url))
             // Every type sets its own host: name the first one in reports.
             .or_else(|| types.iter().find_map(|t| t.host().map(str::to_string)))
+            // A worker's users get the master's host with their first spawn command; until then none runs.
+            .or_else(|| (mode == RunMode::Worker).then(|| "http://127.0.0.1".to_string()))
             .unwrap_or_default();
         let names: Vec<String> = types.iter().map(|t| t.name().to_string()).collect();
         let parts = runner::channel(names);

@@ -53,6 +53,8 @@ impl WorkerRun<'_> {
     /// asks this worker to leave (its users stop, its last delta is sent).
     pub(crate) async fn run(mut self) -> i32 {
         let runner = self.env.runner.clone();
+        // The first take starts the tracking of per-second data: from here on every delta is complete.
+        let _ = self.env.stats.take_delta();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stop_pending = false;
@@ -118,6 +120,8 @@ impl WorkerRun<'_> {
                     self.send_status();
                     if stop_pending && matches!(runner.state(), RunnerState::Stopped | RunnerState::Ready) {
                         stop_pending = false;
+                        // Every thread's last samples, before the master hears that this worker stopped.
+                        self.env.stats.collect_final(Duration::from_secs(3));
                         self.send_delta();
                         self.handle.stopped();
                     }
