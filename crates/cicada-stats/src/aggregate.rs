@@ -590,6 +590,8 @@ impl Aggregate {
         let mut failures = Vec::new();
         for entry in &delta.entries {
             let entry_id = if entry.over_name_cap {
+                // Past the sender's cap: past this process's too (it sees all the sender's names).
+                overflow.names = true;
                 OVERFLOW_ENTRY_ID
             } else {
                 let key = PairKeyRef {

@@ -49,6 +49,45 @@
 //! [`Stats::reset`] starts a new *generation*; batches stamped with an older generation are
 //! dropped when they reach the aggregate.
 //!
+//! # Distributed runs: deltas
+//!
+//! A worker process calls [`Stats::take_delta`] about once a second (and once when it starts):
+//! it collects, and returns what its aggregate gained since the previous take as a
+//! [`StatsDelta`], keyed by `(method, name)` and Unix second, serialisable with serde. The
+//! master calls [`Stats::merge_delta`] with each delta it receives; its snapshot, CSV files,
+//! Locust JSON and history are then those of one process that recorded every worker's samples.
+//! Merging is exact, commutative and associative within the caps; deltas carry an epoch (a
+//! master merges only deltas of its own [`Stats::epoch`], so nothing taken before a reset on
+//! either side mixes into after-reset data) and a sequence number for dropping duplicates.
+//! The module documentation of [`StatsDelta`]'s module, repeated on [`StatsDelta`], has the
+//! details; the property tests in `src/delta/proptests.rs` check the guarantees.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use cicada_stats::{Sample, Stats, StatsDelta};
+//!
+//! let master = Stats::default();
+//! let workers = [Stats::default(), Stats::default()];
+//! for worker in &workers {
+//!     assert!(worker.take_delta().is_empty()); // at the worker's start
+//!     worker.record(&Sample {
+//!         method: "GET",
+//!         name: "/",
+//!         response_time: Duration::from_millis(2),
+//!         content_length: 10,
+//!         error: None,
+//!         finished_at: Instant::now(),
+//!     });
+//!     worker.collect_final(Duration::from_secs(1));
+//!     // On the wire: any serde format.
+//!     let wire = serde_json::to_vec(&worker.take_delta()).unwrap();
+//!     let delta: StatsDelta = serde_json::from_slice(&wire).unwrap();
+//!     master.merge_delta(&delta).unwrap();
+//! }
+//! master.collect();
+//! assert_eq!(master.snapshot().total.num_requests, 2);
+//! ```
+//!
 //! # Bounds
 //!
 //! Every structure that grows with the workload has a limit and a documented overflow:
@@ -68,6 +107,8 @@
 //! | a mailbox's waiting batches | [`MAX_WAITING_BATCHES`] per shard (when nobody collects) | later flushes are folded into the newest waiting batch: totals stay exact, the folded samples count for that batch's second |
 //! | a mailbox's recycled histograms and batches | `max_names + 1` histograms, 8 batches | extra ones are freed |
 //! | mailboxes | one per live thread that recorded, per `Stats` | a thread's mailbox is removed by the first `collect` after the thread exited and its last batch was merged |
+//! | the delta book (what the next [`Stats::take_delta`] returns; only once `take_delta` was called) | the entries and failure groups of the registries; per entry `max(per_second_capacity, window_secs + 2)` seconds, the newest `window_secs + 2` with a histogram, plus one histogram for the rest | the oldest second is dropped (its requests stay in the totals); an older second's histogram is folded into the rest |
+//! | a [`StatsDelta`] | the delta book's bounds: `max_names + 1` entries, `max_errors` failure groups, `max_user_errors` user-error groups | merging applies the receiver's caps: what does not fit goes to its overflow entry and groups |
 
 #![deny(missing_docs)]
 

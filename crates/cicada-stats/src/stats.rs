@@ -535,8 +535,10 @@ impl Stats {
     }
 
     /// Clears everything (Locust's "reset stats"): entries, failures, user errors, history,
-    /// and the name and error registries; the run's start moves to now. Samples recorded
-    /// before the reset but flushed after it are dropped.
+    /// and the name and error registries, also what was merged from deltas; the run's start
+    /// moves to now and the [`epoch`](Self::epoch) to the next. Samples recorded before the
+    /// reset but flushed after it are dropped, and so is what the next delta would have held
+    /// (delta tracking stays on).
     ///
     /// ```
     /// use std::time::{Duration, Instant};

@@ -1,10 +1,12 @@
 //! The sparse form of a response-time histogram that a [`StatsDelta`](crate::StatsDelta)
 //! carries: the non-empty buckets as `(bucket index, count)`, ascending.
 //!
-//! On the wire it is one byte string of LEB128 varints, alternating the gap to the previous
-//! bucket index and the bucket's count: a bucket of a one-second delta typically costs 2 bytes
-//! (a small gap and a count below 128). The bytes are decoded and checked when the delta is
-//! deserialised, so merging a received delta cannot fail halfway.
+//! On the wire it is one byte string of LEB128 varints, one token per non-empty bucket: a
+//! bucket right after the previous one is `count << 1` (one byte for a count below 64); a
+//! bucket after a run of empty ones is `gap << 1 | 1` followed by the count. A dense histogram
+//! (a busy second) thus costs one or two bytes a bucket, a sparse one about two; this is
+//! hdrhistogram's V2 encoding without its 40-byte header. The bytes are decoded and checked when
+//! the delta is deserialised, so merging a received delta cannot fail halfway.
 
 use std::fmt;
 
@@ -73,8 +75,14 @@ impl SparseHistogram {
         let mut next_index = 0u64;
         for &(index, count) in &self.buckets {
             let index = u64::from(index);
-            write_varint(&mut bytes, index - next_index);
-            write_varint(&mut bytes, count);
+            let gap = index - next_index;
+            if gap == 0 && count < 1 << 63 {
+                write_varint(&mut bytes, count << 1);
+            } else {
+                // The gap is below the largest bucket index: the shift cannot overflow.
+                write_varint(&mut bytes, gap << 1 | 1);
+                write_varint(&mut bytes, count);
+            }
             next_index = index + 1;
         }
         bytes
@@ -85,12 +93,16 @@ impl SparseHistogram {
         let mut buckets = Vec::new();
         let mut next_index = 0u64;
         while !bytes.is_empty() {
-            let gap = read_varint(&mut bytes)?;
+            let token = read_varint(&mut bytes)?;
+            let (gap, count) = if token & 1 == 0 {
+                (0, token >> 1)
+            } else {
+                (token >> 1, read_varint(&mut bytes)?)
+            };
             let index = next_index
                 .checked_add(gap)
                 .filter(|&index| index <= max_index)
                 .ok_or(SparseError::IndexOutOfRange(next_index.saturating_add(gap)))?;
-            let count = read_varint(&mut bytes)?;
             if count == 0 {
                 return Err(SparseError::ZeroCount);
             }
@@ -183,7 +195,11 @@ mod tests {
             record(&mut histogram, micros);
         }
         let _ = histogram.record_n(1_000, 1_000_000);
+        let _ = histogram.record_n(2_000, u64::MAX / 2);
         record(&mut histogram, MAX_RECORDED_MICROS);
+        for micros in 300..900 {
+            record(&mut histogram, micros);
+        }
         let sparse = SparseHistogram::from_histogram(&histogram);
         assert_eq!(sparse.len(), histogram.len());
         let decoded = SparseHistogram::decode(&sparse.encode()).unwrap();
@@ -211,8 +227,9 @@ mod tests {
             SparseHistogram::decode(&[3, 0]),
             Err(SparseError::ZeroCount)
         );
+        assert_eq!(SparseHistogram::decode(&[0]), Err(SparseError::ZeroCount));
         let mut too_far = Vec::new();
-        write_varint(&mut too_far, u64::from(max_bucket_index()) + 1);
+        write_varint(&mut too_far, (u64::from(max_bucket_index()) + 1) << 1 | 1);
         write_varint(&mut too_far, 1);
         assert!(matches!(
             SparseHistogram::decode(&too_far),
