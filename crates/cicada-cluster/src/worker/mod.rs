@@ -58,7 +58,8 @@ pub struct WorkerConfig {
     pub reconnect_backoff_min: Duration,
     /// Longest pause between connection attempts.
     pub reconnect_backoff_max: Duration,
-    /// Bound on deltas kept until the master acknowledges them (120: two minutes of 1 s deltas).
+    /// Bound on deltas kept until the master acknowledges them (120: two minutes of 1 s deltas); in bytes, at
+    /// most `delta_buffer × max_message_bytes`.
     pub delta_buffer: usize,
     /// Merges two buffered deltas when the buffer is full; `None`: drop the oldest (counted).
     pub delta_merge: Option<DeltaMerge>,

@@ -364,3 +364,63 @@ async fn a_slow_event_reader_is_not_taken_for_silent_workers() {
     assert!(worker.shutdown(Duration::from_secs(5)).await.flushed);
     master.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_master_adopts_running_workers_and_gets_their_buffered_deltas() {
+    let (first, mut first_events) = start_master(master_config()).await;
+    let port = first.local_addr().port();
+    let (worker, mut worker_events) = start_worker(worker_config(first.local_addr()));
+    worker.set_status(cicada_cluster::WorkerStatus {
+        user_count: 25,
+        ..cicada_cluster::WorkerStatus::default()
+    });
+    connected_worker(&mut first_events).await;
+    expect_event(&mut worker_events, "the first session", |event| {
+        matches!(event, WorkerEvent::Connected { .. })
+    })
+    .await;
+
+    first.shutdown().await;
+    expect_event(&mut worker_events, "the master gone", |event| {
+        matches!(event, WorkerEvent::Disconnected { .. })
+    })
+    .await;
+    worker
+        .send_delta(Bytes::from_static(b"while away"))
+        .unwrap();
+
+    let (second, mut second_events) = start_master(MasterConfig {
+        bind_port: port,
+        ..master_config()
+    })
+    .await;
+    let connected = expect_event(&mut worker_events, "the new master", |event| {
+        matches!(event, WorkerEvent::Connected { .. })
+    })
+    .await;
+    let WorkerEvent::Connected {
+        master_id, resumed, ..
+    } = connected
+    else {
+        unreachable!()
+    };
+    assert_eq!(master_id, second.master_id());
+    assert!(!resumed, "a new master has none of the worker's state");
+    let id = connected_worker(&mut second_events).await;
+    let delta = expect_event(&mut second_events, "the buffered delta", |event| {
+        matches!(event, MasterEvent::StatsDelta { .. })
+    })
+    .await;
+    assert!(
+        matches!(delta, MasterEvent::StatsDelta { ref payload, lost_before: 0, .. } if &payload[..] == b"while away")
+    );
+    // What the worker runs is known to the new master from its heartbeats.
+    eventually("the new master knows the worker's users", || {
+        second
+            .worker(&id)
+            .is_some_and(|info| info.status.user_count == 25)
+    })
+    .await;
+    assert!(worker.shutdown(Duration::from_secs(5)).await.flushed);
+    second.shutdown().await;
+}
