@@ -153,7 +153,9 @@ pub enum WorkerError {
 ///
 /// Flow control: the session waits for room in the channel before it reads more from the master, so a worker
 /// that stops reading events stops receiving commands (the master's outbox for it fills up and refuses) but
-/// never loses one; this waiting does not count as the master's silence.
+/// never loses one; this waiting does not count as the master's silence, and heartbeats and deltas keep
+/// going out meanwhile. Only [`WorkerEvent::Disconnected`] is dropped when the channel is full, so that a
+/// slow reader never keeps the worker from reconnecting.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WorkerEvent {
     /// A session started.

@@ -424,3 +424,49 @@ async fn a_restarted_master_adopts_running_workers_and_gets_their_buffered_delta
     assert!(worker.shutdown(Duration::from_secs(5)).await.flushed);
     second.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_slow_to_read_its_commands_keeps_its_session() {
+    let (master, mut master_events) = start_master(MasterConfig {
+        heartbeat_interval: Duration::from_millis(200),
+        missing_after: Duration::from_secs(1),
+        ..master_config()
+    })
+    .await;
+    let (worker, mut worker_events) = start_worker(cicada_cluster::WorkerConfig {
+        heartbeat_interval: Duration::from_millis(200),
+        master_silence_timeout: Duration::from_secs(1),
+        event_queue: 1,
+        ..worker_config(master.local_addr())
+    });
+    let id = connected_worker(&mut master_events).await;
+    for _ in 0..5 {
+        master.send(&id, Command::Stop).unwrap();
+    }
+    // Nobody reads the worker's events for a while: its reader waits, its writer goes on.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    worker.send_delta(Bytes::from_static(b"meanwhile")).unwrap();
+    expect_event(&mut master_events, "the delta sent meanwhile", |event| {
+        assert!(
+            !matches!(event, MasterEvent::WorkerMissing { .. }),
+            "a worker slow to read was taken for a silent one"
+        );
+        matches!(event, MasterEvent::StatsDelta { .. })
+    })
+    .await;
+    let mut seqs = Vec::new();
+    while seqs.len() < 5 {
+        if let WorkerEvent::Command { seq, .. } =
+            expect_event(&mut worker_events, "the commands", |event| {
+                matches!(event, WorkerEvent::Command { .. })
+            })
+            .await
+        {
+            seqs.push(seq);
+        }
+    }
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    assert_eq!(worker.counters().reconnects, 0, "the session held");
+    assert!(worker.shutdown(Duration::from_secs(5)).await.flushed);
+    master.shutdown().await;
+}
