@@ -88,11 +88,15 @@ pub(crate) fn bounded_incoming(
     max_connections: usize,
     counters: Arc<ListenerCounters>,
     mut shutdown: watch::Receiver<bool>,
-) -> ReceiverStream<io::Result<BoundedConnection>> {
+) -> (
+    ReceiverStream<io::Result<BoundedConnection>>,
+    tokio::task::JoinHandle<()>,
+) {
     use std::sync::atomic::Ordering::Relaxed;
     let (sender, receiver) = mpsc::channel(16);
     let permits = Arc::new(Semaphore::new(max_connections));
-    tokio::spawn(async move {
+    // Ends on shutdown, which closes the listening socket (a new master may then bind the port).
+    let accept_loop = tokio::spawn(async move {
         let mut last_warning: Option<Instant> = None;
         loop {
             let accepted = tokio::select! {
@@ -132,5 +136,5 @@ pub(crate) fn bounded_incoming(
             }
         }
     });
-    ReceiverStream::new(receiver)
+    (ReceiverStream::new(receiver), accept_loop)
 }

@@ -54,9 +54,11 @@ pub struct MasterConfig {
     pub max_workers: usize,
     /// Bound on one message in either direction (tonic's decoding limit), in bytes.
     pub max_message_bytes: usize,
-    /// Bound on each worker's outbox: messages queued and commands written but not yet acknowledged.
+    /// Bound on each worker's outbox: messages queued and commands written but not yet acknowledged (in
+    /// bytes, at most `worker_queue × max_message_bytes` per worker; commands are usually well under 1 KiB).
     pub worker_queue: usize,
-    /// Capacity of the event channel; a full channel pauses the sessions (see [`MasterEvent`]).
+    /// Capacity of the event channel; a full channel pauses the sessions (see [`MasterEvent`]). In bytes, at
+    /// most `event_queue × max_message_bytes` (deltas are usually a few KiB).
     pub event_queue: usize,
 }
 
@@ -433,7 +435,7 @@ impl MasterServer {
             listener_counters: Arc::clone(&listener_counters),
         });
 
-        let incoming = listener::bounded_incoming(
+        let (incoming, accept_task) = listener::bounded_incoming(
             listener,
             config.max_workers.saturating_mul(2).saturating_add(64),
             listener_counters,
@@ -462,7 +464,7 @@ impl MasterServer {
         let handle = MasterHandle {
             shared,
             local_addr,
-            tasks: Arc::new(Mutex::new(vec![server_task, liveness_task])),
+            tasks: Arc::new(Mutex::new(vec![accept_task, server_task, liveness_task])),
         };
         Ok((handle, receiver))
     }
@@ -707,7 +709,7 @@ impl MasterHandle {
 
     /// Stops listening and ends every session (workers see their master gone and reconnect until their
     /// `master_lost_after`; send [`Command::Quit`] first to end them cleanly). Waits up to 5 s for open
-    /// connections to close.
+    /// connections to close; once it returns the port is free, so a new master may take over the workers.
     pub async fn shutdown(&self) {
         let _ = self.shared.shutdown.send(true);
         self.shared.registry().end_all_sessions();

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::auth::MAX_ATTACH_FIELD_BYTES;
+use crate::auth::{MAX_ATTACH_FIELD_BYTES, MAX_TEST_SUMMARY_BYTES};
 use crate::tls::WorkerTls;
 use crate::types::{Command, LogLevel, Refusal, TestIdentity, Token, WorkerId, WorkerStatus};
 use crate::{DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PORT};
@@ -58,7 +58,8 @@ pub struct WorkerConfig {
     pub reconnect_backoff_min: Duration,
     /// Longest pause between connection attempts.
     pub reconnect_backoff_max: Duration,
-    /// Bound on deltas kept until the master acknowledges them (120: two minutes of 1 s deltas).
+    /// Bound on deltas kept until the master acknowledges them (120: two minutes of 1 s deltas); in bytes, at
+    /// most `delta_buffer × max_message_bytes`.
     pub delta_buffer: usize,
     /// Merges two buffered deltas when the buffer is full; `None`: drop the oldest (counted).
     pub delta_merge: Option<DeltaMerge>,
@@ -152,7 +153,9 @@ pub enum WorkerError {
 ///
 /// Flow control: the session waits for room in the channel before it reads more from the master, so a worker
 /// that stops reading events stops receiving commands (the master's outbox for it fills up and refuses) but
-/// never loses one; this waiting does not count as the master's silence.
+/// never loses one; this waiting does not count as the master's silence, and heartbeats and deltas keep
+/// going out meanwhile. Only [`WorkerEvent::Disconnected`] is dropped when the channel is full, so that a
+/// slow reader never keeps the worker from reconnecting.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WorkerEvent {
     /// A session started.
@@ -311,6 +314,24 @@ impl WorkerClient {
         });
         check_identity_field("worker id", &id)?;
         check_identity_field("hostname", &hostname)?;
+        // The master refuses what it would not keep; say so before trying.
+        for (what, value) in [
+            ("version", &config.version),
+            ("test fingerprint", &config.test.fingerprint),
+        ] {
+            if value.len() > MAX_ATTACH_FIELD_BYTES {
+                return Err(WorkerError::Config(format!(
+                    "the {what} is {} bytes long, more than the {MAX_ATTACH_FIELD_BYTES} a master accepts",
+                    value.len()
+                )));
+            }
+        }
+        if config.test.summary.len() > MAX_TEST_SUMMARY_BYTES {
+            return Err(WorkerError::Config(format!(
+                "the test summary is {} bytes long, more than the {MAX_TEST_SUMMARY_BYTES} a master accepts",
+                config.test.summary.len()
+            )));
+        }
         let endpoint = session::endpoint(&config)?;
         if config.token.is_some()
             && config.tls.is_none()
@@ -582,5 +603,70 @@ impl WorkerHandle {
         } else {
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(config: WorkerConfig) -> String {
+        match WorkerClient::start(config) {
+            Err(WorkerError::Config(message)) => message,
+            Err(other) => panic!("another error: {other}"),
+            Ok(_) => panic!("started"),
+        }
+    }
+
+    #[test]
+    fn unusable_settings_are_refused_before_anything_starts() {
+        let message = refused(WorkerConfig {
+            master_port: 0,
+            ..WorkerConfig::default()
+        });
+        assert!(message.contains("master_port"), "{message}");
+        let message = refused(WorkerConfig {
+            master_silence_timeout: Duration::from_millis(500),
+            ..WorkerConfig::default()
+        });
+        assert!(message.contains("master_silence_timeout"), "{message}");
+        let message = refused(WorkerConfig {
+            worker_id: Some("x".repeat(MAX_ATTACH_FIELD_BYTES + 1)),
+            ..WorkerConfig::default()
+        });
+        assert!(message.contains("worker id"), "{message}");
+        let message = refused(WorkerConfig {
+            test: TestIdentity::new("f", "l\n".repeat(MAX_TEST_SUMMARY_BYTES)),
+            ..WorkerConfig::default()
+        });
+        assert!(message.contains("test summary"), "{message}");
+    }
+
+    #[test]
+    fn the_default_worker_id_names_host_and_process() {
+        let hostname = local_hostname();
+        assert!(!hostname.is_empty() && hostname.len() <= 200);
+        // Started without a runtime of the caller's: the session has its own thread. It knocks at a listener
+        // of this test's, which never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (handle, _events) = WorkerClient::start(WorkerConfig {
+            master_port: listener.local_addr().unwrap().port(),
+            ..WorkerConfig::default()
+        })
+        .unwrap();
+        let id = handle.worker_id().to_string();
+        assert!(
+            id.starts_with(&format!("{hostname}_{}_", std::process::id())),
+            "{id}"
+        );
+    }
+
+    #[test]
+    fn without_a_dedicated_thread_a_runtime_is_needed() {
+        let result = WorkerClient::start(WorkerConfig {
+            dedicated_thread: false,
+            ..WorkerConfig::default()
+        });
+        assert!(matches!(result, Err(WorkerError::NoRuntime)));
     }
 }

@@ -235,6 +235,8 @@ impl Outbox {
 
     /// A new session, whose master holds everything up to `delta_ack`: the rest is written again, in order.
     pub(crate) fn restart_session(&mut self, delta_ack: u64) {
+        // A master claiming more than was ever numbered must not make new entries look written.
+        let delta_ack = delta_ack.min(self.next_seq - 1);
         self.acknowledge(delta_ack);
         self.written_through = delta_ack;
     }
@@ -342,6 +344,15 @@ mod tests {
         assert_eq!(written(&mut outbox), vec![(3, 3, "c".to_string())]);
         outbox.acknowledge(3);
         assert!(outbox.is_drained());
+    }
+
+    #[test]
+    fn an_acknowledgement_beyond_what_was_numbered_hides_nothing() {
+        let mut outbox = outbox(10, None);
+        outbox.push_delta(Bytes::from("a"));
+        outbox.restart_session(1_000);
+        outbox.push_delta(Bytes::from("b"));
+        assert_eq!(written(&mut outbox), vec![(2, 2, "b".to_string())]);
     }
 
     #[test]

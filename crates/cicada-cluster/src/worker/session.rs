@@ -226,18 +226,20 @@ async fn run_sessions(
                     shared.id,
                     if resumed { " (resumed)" } else { "" }
                 );
-                deliver(
+                let connected = WorkerEvent::Connected {
+                    master_id: session.accepted.master_id.clone(),
+                    run_id: session.accepted.run_id.clone(),
+                    resumed,
+                };
+                let end = run_session(
+                    shared,
+                    settings,
+                    session,
+                    connected,
                     events,
-                    WorkerEvent::Connected {
-                        master_id: session.accepted.master_id.clone(),
-                        run_id: session.accepted.run_id.clone(),
-                        resumed,
-                    },
-                    &mut stop,
+                    &mut last_command_seq,
                 )
                 .await;
-                let end =
-                    run_session(shared, settings, session, events, &mut last_command_seq).await;
                 shared.connected.store(false, Relaxed);
                 without_master_since = Instant::now();
                 match end {
@@ -250,7 +252,9 @@ async fn run_sessions(
                     SessionEnd::Deadline => return not_flushed(shared),
                     SessionEnd::Cut(reason) => {
                         tracing::warn!("the session with the master broke: {reason}; reconnecting");
-                        deliver(events, WorkerEvent::Disconnected { reason }, &mut stop).await;
+                        // Only news: an embedding that is behind with its events must not keep the worker
+                        // from reconnecting.
+                        let _ = events.try_send(WorkerEvent::Disconnected { reason });
                     }
                 }
             }
@@ -406,6 +410,7 @@ async fn run_session(
     shared: &WorkerShared,
     settings: &Settings,
     session: Session,
+    connected: WorkerEvent,
     events: &mpsc::Sender<WorkerEvent>,
     last_command_seq: &mut u64,
 ) -> SessionEnd {
@@ -418,6 +423,7 @@ async fn run_session(
     let writer = write_loop(shared, settings, outbound, &left);
     let reader = read_loop(
         shared,
+        connected,
         settings,
         &mut inbound,
         events,
@@ -495,8 +501,11 @@ async fn write_loop(
     }
 }
 
+/// Reads the master's messages; first hands `connected` to the embedding code (while the writer already sends
+/// heartbeats, so that a slow event reader does not make the worker look silent).
 async fn read_loop(
     shared: &WorkerShared,
+    connected: WorkerEvent,
     settings: &Settings,
     inbound: &mut Streaming<proto::MasterMessage>,
     events: &mpsc::Sender<WorkerEvent>,
@@ -504,6 +513,7 @@ async fn read_loop(
     left: &AtomicBool,
 ) -> SessionEnd {
     let mut stop = shared.stop.subscribe();
+    deliver(events, connected, &mut stop).await;
     loop {
         let deadline = *stop.borrow_and_update();
         let message = tokio::select! {
