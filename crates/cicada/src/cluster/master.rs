@@ -96,7 +96,7 @@ impl Dispatcher {
                     Some(Command::Stop) => self.stop(false),
                     Some(Command::Quit) | None => self.stop(true),
                     // A master runs no users: its guard warns and marks, there is nothing to shed here.
-                    Some(Command::Guard(_) | Command::StartShare(..)) => {}
+                    Some(Command::Guard(_) | Command::StartShare(..) | Command::StopTimeout(_)) => {}
                 },
                 event = events.recv() => match event {
                     Some(event) => self.on_event(event),
@@ -185,7 +185,12 @@ impl Dispatcher {
                 users_by_type: names.iter().cloned().zip(counts.iter().copied()).collect(),
                 spawn_rate: self.target.spawn_rate * *share as f64 / total_share as f64,
                 host: Some(self.env.host().to_string()).filter(|h| !h.is_empty()),
-                settings: SpawnSettings { epoch }.encode(),
+                settings: SpawnSettings {
+                    epoch,
+                    stop_timeout_ms: u64::try_from(self.stop_timeout.as_millis())
+                        .unwrap_or(u64::MAX),
+                }
+                .encode(),
             };
             match self.master.send(id.as_str(), ClusterCommand::Spawn(spawn)) {
                 Ok(_) => {

@@ -20,11 +20,15 @@ pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub(crate) const EXIT_MASTER_LOST: i32 = 3;
 
 /// What travels with a spawn command beside the users: the master's statistics epoch, so that a worker whose
-/// counts belong to an earlier test (the master reset its statistics) starts afresh at the master's epoch.
+/// counts belong to an earlier test (the master reset its statistics) starts afresh at the master's epoch, and the
+/// master's `--stop-timeout`, so that the users of the whole cluster stop as the master's options say.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub(crate) struct SpawnSettings {
     /// The master's [`cicada_stats::Stats::epoch`].
     pub(crate) epoch: u64,
+    /// The master's `--stop-timeout`, milliseconds.
+    pub(crate) stop_timeout_ms: u64,
 }
 
 impl SpawnSettings {
@@ -94,7 +98,10 @@ mod tests {
     fn the_digest_is_stable_and_settings_round_trip() {
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
-        let settings = SpawnSettings { epoch: 7 };
+        let settings = SpawnSettings {
+            epoch: 7,
+            stop_timeout_ms: 5_000,
+        };
         assert_eq!(SpawnSettings::decode(&settings.encode()), settings);
         assert_eq!(SpawnSettings::decode(b"garbage"), SpawnSettings::default());
     }

@@ -65,6 +65,7 @@ impl WorkerRun<'_> {
                     Some(WorkerEvent::Command { command, .. }) => match command {
                         ClusterCommand::Spawn(spawn) => {
                             let settings = SpawnSettings::decode(&spawn.settings);
+                            runner.set_stop_timeout(Duration::from_millis(settings.stop_timeout_ms));
                             if self.env.stats.epoch() != settings.epoch {
                                 // A new test on the master: this worker's counts start afresh, at its epoch.
                                 self.send_delta();

@@ -89,6 +89,8 @@ pub(crate) enum Command {
     Quit,
     /// The resource guard's cap.
     Guard(GuardCap),
+    /// A new `--stop-timeout` (a cluster worker takes its master's).
+    StopTimeout(Duration),
 }
 
 /// What the resource guard asks of the runner. The guard caps the user count below the target; the cap is lifted
@@ -157,6 +159,14 @@ impl RunnerHandle {
             .shared
             .commands
             .send(Command::StartShare(users_by_type, spawn_rate));
+    }
+
+    /// Give stopping users this long to finish their task from now on (a cluster worker takes its master's).
+    pub(crate) fn set_stop_timeout(&self, stop_timeout: Duration) {
+        let _ = self
+            .shared
+            .commands
+            .send(Command::StopTimeout(stop_timeout));
     }
 
     /// Stop every user; the run can be started again.
@@ -458,6 +468,7 @@ impl Runner {
                     Some(Command::StartShare(counts, rate)) => self.retarget_share(counts, rate),
                     Some(Command::Stop) => self.begin_stop_all(Winding::Stop),
                     Some(Command::Guard(cap)) => self.apply_guard(cap),
+                    Some(Command::StopTimeout(timeout)) => self.stop_timeout = timeout,
                     Some(Command::Quit) | None => self.begin_stop_all(Winding::Quit),
                 },
                 _ = sleep_until_opt(next_step), if !winding => self.step().await,
