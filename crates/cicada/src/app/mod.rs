@@ -181,6 +181,14 @@ impl Cicada {
         self
     }
 
+    /// The test as a cluster compares it: a digest and one line per user type and task. A master refuses a worker
+    /// whose digest differs, naming the lines that differ; tools that speak the cluster protocol themselves (the
+    /// benchmarks' simulated workers) present it.
+    pub fn cluster_identity(&self) -> (String, String) {
+        let identity = crate::cluster::test_identity(&self.types);
+        (identity.fingerprint, identity.summary)
+    }
+
     /// Run with the process's arguments and return its exit code.
     pub fn run(self) -> ExitCode {
         ExitCode::from(self.run_with_args(std::env::args_os()).clamp(0, 255) as u8)
