@@ -24,6 +24,8 @@ use crate::runner::{Command, RunnerState, Target};
 
 /// How long a stop waits for workers beyond `--stop-timeout` (their last delta, their `Stopped` marker).
 const STOP_MARGIN: Duration = Duration::from_secs(10);
+/// How long a quitting master waits for its workers to take the quit and leave.
+const LEAVE_WAIT: Duration = Duration::from_secs(5);
 
 /// What the master knows of one worker.
 #[derive(Debug, Clone)]
@@ -42,7 +44,14 @@ enum Phase {
     Idle,
     Spawning,
     Running,
-    Stopping { until: Instant, quit: bool },
+    Stopping {
+        until: Instant,
+        quit: bool,
+    },
+    /// Quit was sent; waiting (bounded) for the workers to leave, so none is left waiting for a master that is gone.
+    Leaving {
+        until: Instant,
+    },
 }
 
 /// The dispatcher.
@@ -115,7 +124,10 @@ impl Dispatcher {
     }
 
     fn start(&mut self, mut target: Target) {
-        if matches!(self.phase, Phase::Stopping { quit: true, .. }) {
+        if matches!(
+            self.phase,
+            Phase::Stopping { quit: true, .. } | Phase::Leaving { .. }
+        ) {
             return;
         }
         if matches!(self.phase, Phase::Idle) {
@@ -235,12 +247,12 @@ impl Dispatcher {
                 };
             }
             Phase::Idle if quit => {
-                self.phase = Phase::Stopping {
-                    until: Instant::now(),
-                    quit: true,
+                self.master.broadcast(&ClusterCommand::Quit);
+                self.phase = Phase::Leaving {
+                    until: Instant::now() + LEAVE_WAIT,
                 };
             }
-            Phase::Idle => {}
+            Phase::Idle | Phase::Leaving { .. } => {}
         }
     }
 
@@ -392,9 +404,16 @@ impl Dispatcher {
                         .fire_env("test_stop", &self.env.events.test_stop, &self.env);
                     if quit {
                         self.master.broadcast(&ClusterCommand::Quit);
-                        self.runner().publish_state(RunnerState::Quitting);
-                        return true;
+                        self.phase = Phase::Leaving {
+                            until: Instant::now() + LEAVE_WAIT,
+                        };
                     }
+                }
+            }
+            Phase::Leaving { until } => {
+                if self.workers.values().all(|w| !w.connected) || Instant::now() >= until {
+                    self.runner().publish_state(RunnerState::Quitting);
+                    return true;
                 }
             }
             Phase::Idle | Phase::Running => {}
