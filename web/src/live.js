@@ -6,7 +6,7 @@
 import { getJson, postForm, streamSnapshots } from './api.js';
 import { Charts } from './charts.js';
 import { esc, fmtBytes, fmtInt, fmtPercent, fmtRate, setHtml } from './format.js';
-import { exceptionsHtml, failuresHtml, generatorHtml, logsHtml, ratioHtml } from './panels.js';
+import { exceptionsHtml, failuresHtml, generatorHtml, logsHtml, ratioHtml, workersHtml } from './panels.js';
 import { HISTORY_REQUEST_POINTS, TABS, controls, createModel, headerFigures, setHistory, setSnapshot, snapshotParts } from './state.js';
 import { StatsTable } from './table.js';
 
@@ -46,6 +46,7 @@ export function startLive(doc = document) {
     ratio: $('ratio'),
     logs: $('logs'),
     resource: $('resource'),
+    workers: $('workers'),
     tabs: doc.querySelector('nav.tabs'),
   };
   const statsTable = new StatsTable($('stats-table'), { windowed: true });
@@ -110,6 +111,12 @@ export function startLive(doc = document) {
     }
     const saturated = Boolean(parts.generator && parts.generator.saturated);
     el.tabs.querySelector('[data-count="resource"]').textContent = saturated ? '!' : '';
+    const workersTab = el.tabs.querySelector('[data-tab="workers"]');
+    workersTab.hidden = parts.workers === null;
+    if (parts.workers !== null) {
+      const missing = parts.workers.filter((w) => w.state === 'missing').length;
+      el.tabs.querySelector('[data-count="workers"]').textContent = `${fmtInt(parts.workers.length)}${missing ? ` (${fmtInt(missing)} missing)` : ''}`;
+    }
   }
 
   /** Renders the open tab from the latest snapshot (tabs fed by other endpoints load themselves). */
@@ -133,6 +140,9 @@ export function startLive(doc = document) {
         break;
       case 'resource':
         setHtml(el.resource, generatorHtml(parts.generator));
+        break;
+      case 'workers':
+        setHtml(el.workers, workersHtml(parts.workers));
         break;
       default:
         break;

@@ -185,6 +185,26 @@ export function generatorHtml(generator) {
   ])}<h3>Guard actions</h3>${actionsHtml(g.actions)}`;
 }
 
+/** A master's workers: id, host, state (missing ones marked), users, CPU, memory, guard, last heartbeat. */
+export function workersHtml(workers) {
+  if (!workers) return '<p class="empty">This process is not a cluster master.</p>';
+  return dataTable(
+    [
+      { label: 'Worker', cell: (w) => esc(w.id) },
+      { label: 'Host', cell: (w) => esc(w.host) },
+      { label: 'State', cell: (w) => `<span class="${w.state === 'missing' ? 'alert bad' : ''}">${esc(w.state)}</span>` },
+      { label: 'Users', num: true, cell: (w) => fmtInt(w.user_count) },
+      { label: 'CPU', num: true, cell: (w) => fmtPercent(w.cpu_usage) },
+      { label: 'Memory', num: true, cell: (w) => esc(fmtBytes(w.memory_usage)) },
+      { label: 'Guard', cell: (w) => esc((w.guard && w.guard.phase) || DASH) },
+      { label: 'Last heard', num: true, cell: (w) => `${(toNumber(w.last_heard_seconds) ?? 0).toFixed(1)} s` },
+      { label: 'Reconnects', num: true, cell: (w) => fmtInt(w.reconnects) },
+    ],
+    workers,
+    { id: 'workers-table', empty: 'No worker is connected yet.' },
+  );
+}
+
 /** The report's generator section (the guard's full report). */
 export function guardReportHtml(report) {
   if (!report) return '<p class="empty">The resource guard was off for this run.</p>';

@@ -71,6 +71,8 @@ export function snapshotParts(snapshot) {
     exceptions: Array.isArray(cicada.exceptions) ? cicada.exceptions : [],
     rowsOmitted: toNumber(cicada.rows_omitted) || 0,
     generator: cicada.generator || null,
+    // Only a master has workers (Locust's `workers` key); null elsewhere.
+    workers: snapshot && Array.isArray(snapshot.workers) ? snapshot.workers : null,
     host: cicada.host ?? null,
     targetUsers: toNumber(cicada.target_user_count),
     spawnRate: toNumber(cicada.spawn_rate),

@@ -86,6 +86,9 @@ impl Collector {
             if let Some(guard) = guard {
                 text.push_str(&report::generator_line(guard, held_back));
             }
+            if let Some(master) = &setup.cluster {
+                text.push_str(&workers_line(&master.workers()));
+            }
             report::print_console(options, &text);
         }
     }
@@ -105,6 +108,30 @@ impl Collector {
         );
         setup.stats.push_history_point(point);
     }
+}
+
+/// A master's console line about its workers.
+fn workers_line(workers: &[cicada_cluster::WorkerInfo]) -> String {
+    let missing = workers
+        .iter()
+        .filter(|w| w.presence == cicada_cluster::Presence::Missing)
+        .count();
+    let users: u64 = workers.iter().map(|w| w.status.user_count).sum();
+    let mut line = format!(
+        "Workers: {} connected, {missing} missing, {users} users",
+        workers.len() - missing
+    );
+    if missing > 0 {
+        let names: Vec<&str> = workers
+            .iter()
+            .filter(|w| w.presence == cicada_cluster::Presence::Missing)
+            .take(5)
+            .map(|w| w.id.as_str())
+            .collect();
+        line.push_str(&format!(" (missing: {})", names.join(", ")));
+    }
+    line.push('\n');
+    line
 }
 
 /// Combine the generator's state over two intervals (worst of each).

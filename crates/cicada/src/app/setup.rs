@@ -104,7 +104,14 @@ impl RunSetup {
             .or_else(|| (mode == RunMode::Worker).then(|| "http://127.0.0.1".to_string()))
             .unwrap_or_default();
         let names: Vec<String> = types.iter().map(|t| t.name().to_string()).collect();
-        let parts = runner::channel(names);
+        let parts = runner::channel(
+            names,
+            match mode {
+                RunMode::Local => runner::RunnerMode::Local,
+                RunMode::Master => runner::RunnerMode::Master,
+                RunMode::Worker => runner::RunnerMode::Worker,
+            },
+        );
         let env = Arc::new(Environment::new(
             stats.clone(),
             parts.handle.clone(),
@@ -166,6 +173,7 @@ impl RunSetup {
             tasks,
             type_names,
             clock: RunClock::default(),
+            cluster: cluster.clone(),
         });
         let setup = RunSetup {
             options,

@@ -66,6 +66,18 @@ impl RunnerState {
     }
 }
 
+/// Where the users of this process come from, as Locust's `environment.runner` class says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunnerMode {
+    /// One process runs the users.
+    Local,
+    /// A cluster's master: the users run on workers.
+    Master,
+    /// A cluster's worker: runs its share of the master's users.
+    Worker,
+}
+
 /// What the runner is asked to reach.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
@@ -121,6 +133,7 @@ struct RunnerShared {
     emergency_signal: tokio::sync::Notify,
     type_names: Vec<String>,
     counts_by_type: Mutex<Vec<u64>>,
+    mode: RunnerMode,
 }
 
 /// Control of a run: start, reshape, stop. Cheap to clone; every method returns at once.
@@ -235,6 +248,11 @@ impl RunnerHandle {
         &self.shared.type_names
     }
 
+    /// Local, master or worker.
+    pub fn mode(&self) -> RunnerMode {
+        self.shared.mode
+    }
+
     /// The current state.
     pub fn state(&self) -> RunnerState {
         RunnerState::from_u8(*self.shared.state.borrow())
@@ -300,7 +318,7 @@ impl RunnerParts {
 }
 
 /// Create the handle before the environment exists (the environment holds it).
-pub(crate) fn channel(type_names: Vec<String>) -> RunnerParts {
+pub(crate) fn channel(type_names: Vec<String>, mode: RunnerMode) -> RunnerParts {
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let (state, _) = watch::channel(RunnerState::Ready as u8);
     let counts = vec![0; type_names.len()];
@@ -318,6 +336,7 @@ pub(crate) fn channel(type_names: Vec<String>) -> RunnerParts {
                 emergency_signal: tokio::sync::Notify::new(),
                 type_names,
                 counts_by_type: Mutex::new(counts),
+                mode,
             }),
         },
         commands,

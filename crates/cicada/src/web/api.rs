@@ -180,11 +180,20 @@ pub(super) fn live_snapshot(context: &WebContext) -> RequestsReport {
         exceptions_omitted: snapshot.user_errors.len().saturating_sub(max_errors),
         generator: generator_view(context),
     };
+    let workers = context.cluster.as_ref().map(|master| {
+        master
+            .workers()
+            .iter()
+            .take(RequestsReport::MAX_WORKERS)
+            .map(super::schema::LocustWorker::from_info)
+            .collect()
+    });
     RequestsReport::new(
         runner.state().as_str(),
         runner.user_count(),
         &snapshot,
         extras,
+        workers,
     )
 }
 

@@ -68,6 +68,8 @@ pub(crate) struct WebContext {
     pub(crate) tasks: serde_json::Value,
     pub(crate) type_names: Vec<String>,
     pub(crate) clock: crate::app::RunClock,
+    /// A master's cluster: its workers are listed in the API and the UI.
+    pub(crate) cluster: Option<cicada_cluster::MasterHandle>,
 }
 
 /// Start serving; returns the bound address.

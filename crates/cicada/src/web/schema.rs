@@ -195,10 +195,61 @@ pub(crate) struct RequestsReport {
     pub(crate) stats: Vec<LocustEntry>,
     /// At most [`RequestsReport::MAX_ERRORS`] failure groups, most frequent first.
     pub(crate) errors: Vec<LocustError>,
+    /// A master's workers (Locust's key, only in distributed runs), at most [`RequestsReport::MAX_WORKERS`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) workers: Option<Vec<LocustWorker>>,
     pub(crate) cicada: LiveExtras,
 }
 
+/// One worker of a master, with Locust's keys and cicada's beside them.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct LocustWorker {
+    pub(crate) id: String,
+    /// `ready`, `spawning`, `running`, `stopping`, `stopped`, or `missing` while it is not heard from.
+    pub(crate) state: &'static str,
+    pub(crate) user_count: u64,
+    /// Percent of one core.
+    pub(crate) cpu_usage: f64,
+    /// Resident memory, bytes.
+    pub(crate) memory_usage: u64,
+    /// The host it runs on, as it says.
+    pub(crate) host: String,
+    pub(crate) cores: u32,
+    /// Seconds since anything was heard from it.
+    pub(crate) last_heard_seconds: f64,
+    /// Its resource guard's state (phase, limits over now, headroom), as its heartbeats carry it.
+    pub(crate) guard: serde_json::Value,
+    /// Sessions after its first.
+    pub(crate) reconnects: u32,
+}
+
+impl LocustWorker {
+    pub(crate) fn from_info(info: &cicada_cluster::WorkerInfo) -> LocustWorker {
+        let missing = info.presence == cicada_cluster::Presence::Missing;
+        LocustWorker {
+            id: info.id.as_str().to_string(),
+            state: if missing {
+                "missing"
+            } else {
+                info.status.state.as_str()
+            },
+            user_count: info.status.user_count,
+            cpu_usage: f64::from(info.status.cpu_percent),
+            memory_usage: info.status.memory_bytes,
+            host: info.hostname.clone(),
+            cores: info.cores,
+            last_heard_seconds: info.silent_for.as_secs_f64(),
+            guard: serde_json::from_slice(&info.status.guard_state)
+                .unwrap_or(serde_json::Value::Null),
+            reconnects: info.reconnects,
+        }
+    }
+}
+
 impl RequestsReport {
+    /// Workers listed at most.
+    pub(crate) const MAX_WORKERS: usize = 1_000;
+
     /// Stats rows sent at most (the rest are counted in `cicada.rows_omitted`; the CSV has them all).
     pub(crate) const MAX_ROWS: usize = 1_000;
     /// Failure groups and exceptions sent at most.
@@ -210,6 +261,7 @@ impl RequestsReport {
         user_count: u64,
         snapshot: &StatsSnapshot,
         cicada: LiveExtras,
+        workers: Option<Vec<LocustWorker>>,
     ) -> RequestsReport {
         let total = &snapshot.total;
         let current = |q: f64| total.current_percentile(q).map(whole_ms);
@@ -240,6 +292,7 @@ impl RequestsReport {
                 .take(Self::MAX_ERRORS)
                 .map(LocustError::from)
                 .collect(),
+            workers,
             cicada,
         }
     }
@@ -603,7 +656,7 @@ mod tests {
             exceptions_omitted: 0,
             generator: None,
         };
-        let report = RequestsReport::new("ready", 0, &snapshot, extras);
+        let report = RequestsReport::new("ready", 0, &snapshot, extras, None);
         assert_eq!(report.stats.len(), RequestsReport::MAX_ROWS + 1);
         assert_eq!(report.stats.last().unwrap().name, "Aggregated");
         assert!(report.stats.last().unwrap().method.is_none());

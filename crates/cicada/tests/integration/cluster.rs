@@ -353,3 +353,116 @@ fn processes_starts_a_master_and_local_workers() {
     assert!(reported > 0);
     assert_eq!(target.counters().total(), reported);
 }
+
+#[test]
+fn a_stalled_worker_goes_missing_then_is_taken_back() {
+    let target = DemoTarget::start();
+    let url = target.url();
+    let port = free_port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let json_arg = json.display().to_string();
+    let master = Process::start(
+        "quickstart",
+        &master_args(
+            &port,
+            &url,
+            &json_arg,
+            &[
+                "--expect-workers",
+                "2",
+                "-u",
+                "10",
+                "-r",
+                "100",
+                "-t",
+                "20s",
+                "-s",
+                "5",
+            ],
+        ),
+        &[],
+    );
+    let stalled = Process::start("quickstart", &worker_args(&port), &[]);
+    let steady = Process::start("quickstart", &worker_args(&port), &[]);
+    std::thread::sleep(Duration::from_secs(4));
+    stalled.signal("STOP");
+    std::thread::sleep(Duration::from_secs(5));
+    stalled.signal("CONT");
+    let output = master.wait(Duration::from_secs(90));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        stderr.contains("is missing"),
+        "the stalled worker was seen missing:\n{stderr}"
+    );
+    assert!(stderr.contains("is back"), "and taken back:\n{stderr}");
+    let report = report(&json, &output);
+    let history: Vec<u64> = report["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["user_count"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        history[history.len().saturating_sub(3)..].iter().max(),
+        Some(&10),
+        "rebalanced to the whole target: {history:?}"
+    );
+    for worker in [stalled, steady] {
+        let out = worker.wait(Duration::from_secs(30));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn workers_keep_their_users_without_a_master_then_stop_and_exit_3() {
+    let target = DemoTarget::start();
+    let url = target.url();
+    let port = free_port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let json_arg = json.display().to_string();
+    let master = Process::start(
+        "quickstart",
+        &master_args(
+            &port,
+            &url,
+            &json_arg,
+            &["--expect-workers", "1", "-u", "4", "-r", "100", "-t", "60s"],
+        ),
+        &[],
+    );
+    let mut args = worker_args(&port);
+    args.extend_from_slice(&["--master-timeout", "5s"]);
+    let worker = Process::start("quickstart", &args, &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    master.signal("KILL");
+    let killed_at = Instant::now();
+    let _ = master.wait(Duration::from_secs(10));
+    let at_kill = target.counters().total();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        target.counters().total() > at_kill,
+        "the worker's users went on without their master"
+    );
+    let output = worker.wait(Duration::from_secs(60));
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "a worker that lost its master exits 3:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let waited = killed_at.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5),
+        "it waited for --master-timeout: {waited:?}"
+    );
+    let after_exit = target.counters().total();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(target.counters().total(), after_exit, "its users stopped");
+}
