@@ -233,6 +233,30 @@ pub struct Options {
     #[arg(long, env = "CICADA_CLUSTER_TOKEN", hide_env_values = true)]
     pub cluster_token: Option<String>,
 
+    /// TLS on the cluster port: on a master, its certificate (PEM; with --cluster-tls-key); on a worker, its client
+    /// certificate for a master that asks for one (mTLS).
+    #[arg(
+        long,
+        env = "CICADA_CLUSTER_TLS_CERT",
+        value_name = "FILE",
+        requires = "cluster_tls_key"
+    )]
+    pub cluster_tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --cluster-tls-cert.
+    #[arg(
+        long,
+        env = "CICADA_CLUSTER_TLS_KEY",
+        value_name = "FILE",
+        requires = "cluster_tls_cert"
+    )]
+    pub cluster_tls_key: Option<PathBuf>,
+
+    /// On a worker: the CA (or the master's own certificate) to trust, which turns TLS on. On a master: the CA
+    /// whose client certificates workers must present (mTLS).
+    #[arg(long, env = "CICADA_CLUSTER_TLS_CA", value_name = "FILE")]
+    pub cluster_tls_ca: Option<PathBuf>,
+
     /// How long a worker keeps its users and buffers its statistics without a master before it stops and exits.
     #[arg(long, env = "CICADA_MASTER_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub master_timeout: Duration,

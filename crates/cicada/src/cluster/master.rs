@@ -427,7 +427,17 @@ pub(crate) async fn start_server(
     options: &crate::options::Options,
     identity: cicada_cluster::TestIdentity,
 ) -> Result<(MasterHandle, mpsc::Receiver<MasterEvent>), String> {
+    let tls = match (&options.cluster_tls_cert, &options.cluster_tls_key) {
+        (Some(cert), Some(key)) => Some(
+            cicada_cluster::MasterTls::from_files(cert, key, options.cluster_tls_ca.as_deref())
+                .map_err(|error| {
+                    format!("--cluster-tls-cert/--cluster-tls-key/--cluster-tls-ca: {error}")
+                })?,
+        ),
+        _ => None,
+    };
     let config = cicada_cluster::MasterConfig {
+        tls,
         bind_host: options.master_bind_host.to_string(),
         bind_port: options.master_bind_port,
         version: super::VERSION.to_string(),

@@ -23,7 +23,22 @@ pub(crate) fn connect(
     options: &crate::options::Options,
     identity: cicada_cluster::TestIdentity,
 ) -> Result<(WorkerHandle, tokio::sync::mpsc::Receiver<WorkerEvent>), String> {
+    let tls = match &options.cluster_tls_ca {
+        Some(ca) => {
+            let client = options
+                .cluster_tls_cert
+                .as_deref()
+                .zip(options.cluster_tls_key.as_deref());
+            Some(
+                cicada_cluster::WorkerTls::from_files(ca, client).map_err(|error| {
+                    format!("--cluster-tls-ca/--cluster-tls-cert/--cluster-tls-key: {error}")
+                })?,
+            )
+        }
+        None => None,
+    };
     let config = WorkerConfig {
+        tls,
         master_host: options.master_host.clone(),
         master_port: options.master_port,
         version: super::VERSION.to_string(),

@@ -466,3 +466,68 @@ fn workers_keep_their_users_without_a_master_then_stop_and_exit_3() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(target.counters().total(), after_exit, "its users stopped");
 }
+
+#[test]
+fn a_master_over_tls_takes_workers_that_trust_it_and_no_others() {
+    let target = DemoTarget::start();
+    let url = target.url();
+    let port = free_port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_path = dir.path().join("cluster.pem");
+    let key_path = dir.path().join("cluster.key");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let (cert_arg, key_arg) = (
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    );
+    let json = dir.path().join("report.json");
+    let json_arg = json.display().to_string();
+    let master = Process::start(
+        "quickstart",
+        &master_args(
+            &port,
+            &url,
+            &json_arg,
+            &[
+                "--cluster-tls-cert",
+                &cert_arg,
+                "--cluster-tls-key",
+                &key_arg,
+                "--expect-workers",
+                "1",
+                "-u",
+                "3",
+                "-r",
+                "100",
+                "-t",
+                "3s",
+                "-s",
+                "5",
+            ],
+        ),
+        &[],
+    );
+    // A worker that speaks plain gRPC to a TLS port never attaches: it gives up after its master timeout.
+    let mut plain = worker_args(&port);
+    plain.extend_from_slice(&["--master-timeout", "3s"]);
+    let plain = Process::start("quickstart", &plain, &[]);
+    let mut trusting = worker_args(&port);
+    trusting.extend_from_slice(&["--master-host", "localhost", "--cluster-tls-ca", &cert_arg]);
+    let trusting = Process::start("quickstart", &trusting, &[]);
+    let output = master.wait(Duration::from_secs(90));
+    let report = report(&json, &output);
+    let reported = report["stats"]["total"]["num_requests"].as_u64().unwrap();
+    assert!(reported > 0);
+    assert_eq!(
+        target.counters().total(),
+        reported,
+        "only the trusting worker ran users"
+    );
+    assert_eq!(
+        trusting.wait(Duration::from_secs(30)).status.code(),
+        Some(0)
+    );
+    assert_eq!(plain.wait(Duration::from_secs(30)).status.code(), Some(3));
+}
