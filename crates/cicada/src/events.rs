@@ -1,7 +1,10 @@
 //! Event hooks: plain Rust closures a test registers to extend a run.
 //!
 //! The same events as Locust (init, test_start, test_stopping, test_stop, spawning_complete, request, user_error,
-//! reset_stats, usage_monitor, cpu_warning, quitting, quit) and the resource guard's `guard_action`. Listeners are registered before the run starts and never change afterwards, so
+//! reset_stats, usage_monitor, cpu_warning, quitting, quit), the resource guard's `guard_action`, and a cluster's
+//! events (Locust's worker_connect, heartbeat_sent / heartbeat_received, report_to_master / worker_report, and a
+//! worker missing, back or gone) as one [`ClusterEvent`]. Listeners are registered before the run starts and never
+//! change afterwards, so
 //! firing an event takes no lock; the `request` event is checked with one `is_empty` on the hot path and costs nothing
 //! when nobody listens. A listener that panics is logged and does not stop the run.
 
@@ -18,6 +21,58 @@ type UserErrorListener = Box<dyn Fn(&UserErrorEvent<'_>) + Send + Sync>;
 type UsageListener = Box<dyn Fn(&Environment, &cicada_monitor::Usage) + Send + Sync>;
 type CpuWarningListener = Box<dyn Fn(&Environment, f64) + Send + Sync>;
 type GuardListener = Box<dyn Fn(&Environment, &GuardAction) + Send + Sync>;
+type ClusterListener = Box<dyn Fn(&Environment, &ClusterEvent<'_>) + Send + Sync>;
+
+/// What happens in a cluster, on the master (workers come, go missing, come back, leave; heartbeats and
+/// statistics arrive) and on a worker (heartbeats and statistics sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClusterEvent<'a> {
+    /// On the master: a worker attached (Locust's `worker_connect`).
+    WorkerConnected {
+        /// The worker's id.
+        worker: &'a str,
+    },
+    /// On the master: a worker was silent for 3 s; its users go to the others.
+    WorkerMissing {
+        /// The worker's id.
+        worker: &'a str,
+    },
+    /// On the master: a missing worker is heard from again and gets a share again.
+    WorkerBack {
+        /// The worker's id.
+        worker: &'a str,
+    },
+    /// On the master: a worker left (it quit, was lost for good, or was replaced).
+    WorkerGone {
+        /// The worker's id.
+        worker: &'a str,
+    },
+    /// On the master: a worker's heartbeat (Locust's `heartbeat_received`).
+    HeartbeatReceived {
+        /// The worker's id.
+        worker: &'a str,
+        /// Users it runs.
+        user_count: u64,
+    },
+    /// On the master: a worker's statistics were merged (Locust's `worker_report`).
+    WorkerReport {
+        /// The worker's id.
+        worker: &'a str,
+        /// Requests in the report.
+        requests: u64,
+    },
+    /// On a worker: a heartbeat is set for the master (Locust's `heartbeat_sent`).
+    HeartbeatSent {
+        /// Users this worker runs.
+        user_count: u64,
+    },
+    /// On a worker: statistics went to the master (Locust's `report_to_master`).
+    ReportToMaster {
+        /// Requests in the report.
+        requests: u64,
+    },
+}
 
 /// One completed request, as seen by `request` listeners (HTTP and custom clients alike).
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +118,7 @@ pub struct Events {
     pub(crate) usage_monitor: Vec<UsageListener>,
     pub(crate) cpu_warning: Vec<CpuWarningListener>,
     pub(crate) guard_action: Vec<GuardListener>,
+    pub(crate) cluster: Vec<ClusterListener>,
 }
 
 /// Run every listener, isolating panics so one broken listener cannot end the run.
@@ -115,6 +171,10 @@ impl Events {
         each("guard_action", &self.guard_action, |listener| {
             listener(env, action)
         });
+    }
+
+    pub(crate) fn fire_cluster(&self, env: &Environment, event: &ClusterEvent<'_>) {
+        each("cluster", &self.cluster, |listener| listener(env, event));
     }
 
     pub(crate) fn fire_quit(&self, exit_code: i32) {

@@ -160,6 +160,16 @@ impl Cicada {
         self
     }
 
+    /// Runs on a cluster's events: on a master, workers that connect, go missing, come back or leave, their
+    /// heartbeats and merged statistics; on a worker, the heartbeats and statistics it sends.
+    pub fn on_cluster(
+        mut self,
+        listener: impl Fn(&Environment, &crate::events::ClusterEvent<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.events.cluster.push(Box::new(listener));
+        self
+    }
+
     /// Runs when the stats are reset.
     pub fn on_reset_stats(
         mut self,

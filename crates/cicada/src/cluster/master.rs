@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use super::{SpawnSettings, decode_delta};
 use crate::environment::Environment;
+use crate::events::ClusterEvent;
 use crate::runner::plan::split_across;
 use crate::runner::{Command, RunnerState, Target};
 
@@ -256,6 +257,10 @@ impl Dispatcher {
         }
     }
 
+    fn fire(&self, event: ClusterEvent<'_>) {
+        self.env.events.fire_cluster(&self.env, &event);
+    }
+
     fn on_event(&mut self, event: MasterEvent) {
         match event {
             MasterEvent::WorkerConnected(info) => {
@@ -275,9 +280,15 @@ impl Dispatcher {
                         stopped: false,
                     },
                 );
+                self.fire(ClusterEvent::WorkerConnected {
+                    worker: info.id.as_str(),
+                });
                 self.dispatch();
             }
             MasterEvent::WorkerMissing { worker } => {
+                self.fire(ClusterEvent::WorkerMissing {
+                    worker: worker.as_str(),
+                });
                 tracing::warn!(
                     "cluster: worker {} is missing (silent for 3 s): its users go to the others",
                     worker.as_str()
@@ -291,6 +302,9 @@ impl Dispatcher {
             }
             MasterEvent::WorkerBack { worker } => {
                 tracing::info!("cluster: worker {} is back", worker.as_str());
+                self.fire(ClusterEvent::WorkerBack {
+                    worker: worker.as_str(),
+                });
                 if let Some(view) = self.workers.get_mut(&worker) {
                     view.connected = true;
                     // Its old share was given to the others; it gets a new one.
@@ -301,6 +315,9 @@ impl Dispatcher {
             }
             MasterEvent::WorkerGone { worker, reason } => {
                 tracing::info!("cluster: worker {} left ({reason:?})", worker.as_str());
+                self.fire(ClusterEvent::WorkerGone {
+                    worker: worker.as_str(),
+                });
                 self.workers.remove(&worker);
                 self.dispatch();
             }
@@ -313,6 +330,10 @@ impl Dispatcher {
                 "cluster: refused worker {worker:?} of {hostname:?} from {address:?}: {refusal}"
             ),
             MasterEvent::Heartbeat { worker, status } => {
+                self.fire(ClusterEvent::HeartbeatReceived {
+                    worker: worker.as_str(),
+                    user_count: status.user_count,
+                });
                 if let Some(view) = self.workers.get_mut(&worker) {
                     view.connected = true;
                     view.status = status;
@@ -332,6 +353,10 @@ impl Dispatcher {
                 }
                 match decode_delta(&payload) {
                     Ok(delta) => {
+                        self.fire(ClusterEvent::WorkerReport {
+                            worker: worker.as_str(),
+                            requests: delta.num_requests(),
+                        });
                         if let Err(error) = self.env.stats.merge_delta(&delta) {
                             // A delta of an earlier test (before the master's reset): not this test's.
                             self.deltas_refused += 1;

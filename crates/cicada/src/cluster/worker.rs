@@ -166,10 +166,18 @@ impl WorkerRun<'_> {
         if delta.is_empty() {
             return;
         }
-        if let Some(bytes) = encode_delta(&delta)
-            && let Err(error) = self.handle.send_delta(bytes)
-        {
-            tracing::warn!("worker: a statistics delta could not be queued: {error}");
+        if let Some(bytes) = encode_delta(&delta) {
+            match self.handle.send_delta(bytes) {
+                Ok(_) => self.env.events.fire_cluster(
+                    self.env,
+                    &crate::events::ClusterEvent::ReportToMaster {
+                        requests: delta.num_requests(),
+                    },
+                ),
+                Err(error) => {
+                    tracing::warn!("worker: a statistics delta could not be queued: {error}");
+                }
+            }
         }
     }
 
@@ -187,6 +195,12 @@ impl WorkerRun<'_> {
             .guard
             .map(|g| serde_json::to_vec(&g.report_with_actions(0).status).unwrap_or_default())
             .unwrap_or_default();
+        self.env.events.fire_cluster(
+            self.env,
+            &crate::events::ClusterEvent::HeartbeatSent {
+                user_count: runner.user_count(),
+            },
+        );
         self.handle.set_status(WorkerStatus {
             state,
             user_count: runner.user_count(),
