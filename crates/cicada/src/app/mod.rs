@@ -458,12 +458,17 @@ async fn run_local_workers(options: &Options) -> i32 {
             return 1;
         }
     };
-    let waiter = tokio::task::spawn_blocking(move || {
-        workers.wait(std::time::Duration::from_secs(u64::MAX >> 2));
-        workers
-    });
-    tokio::select! {
-        _ = signals.next() => 0,
-        _ = waiter => 0,
+    // Until they are all gone, or a signal asks this process to end them (dropping them ends them by pid).
+    loop {
+        tokio::select! {
+            _ = signals.next() => break,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {
+                if workers.all_exited() {
+                    break;
+                }
+            }
+        }
     }
+    drop(workers);
+    0
 }

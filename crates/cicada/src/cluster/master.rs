@@ -38,6 +38,8 @@ struct WorkerView {
     share: Vec<u64>,
     /// It said its users stopped since the last stop command.
     stopped: bool,
+    /// The statistics epoch its last spawn command carried.
+    epoch: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -191,7 +193,10 @@ impl Dispatcher {
         let mut changed = false;
         for ((id, counts), share) in ids.iter().zip(split).zip(&shares) {
             let view = self.workers.get_mut(id).expect("listed");
-            if view.share == counts && view.status.state != WorkerState::Stopped {
+            if view.share == counts
+                && view.epoch == Some(epoch)
+                && view.status.state != WorkerState::Stopped
+            {
                 continue;
             }
             let spawn = Spawn {
@@ -208,6 +213,7 @@ impl Dispatcher {
             match self.master.send(id.as_str(), ClusterCommand::Spawn(spawn)) {
                 Ok(_) => {
                     view.share = counts;
+                    view.epoch = Some(epoch);
                     view.stopped = false;
                     changed = true;
                 }
@@ -278,6 +284,7 @@ impl Dispatcher {
                         status: info.status,
                         share: Vec::new(),
                         stopped: false,
+                        epoch: None,
                     },
                 );
                 self.fire(ClusterEvent::WorkerConnected {
@@ -388,6 +395,15 @@ impl Dispatcher {
 
     /// Publish the cluster's counts and move between phases; true when the run is over (quit done).
     fn on_tick(&mut self) -> bool {
+        // The master's statistics were reset (`--reset-stats`, the web UI): the workers follow to its new epoch, or
+        // every delta they send from now on would be refused as another test's.
+        let epoch = self.env.stats.epoch();
+        if self
+            .connected()
+            .any(|(_, w)| w.epoch.is_some_and(|e| e != epoch))
+        {
+            self.dispatch();
+        }
         let connected: Vec<&WorkerView> = self.connected().map(|(_, w)| w).collect();
         let users: u64 = connected.iter().map(|w| w.status.user_count).sum();
         let mut by_type = vec![0u64; self.specs.len()];

@@ -92,6 +92,13 @@ impl LocalWorkers {
         Ok(workers)
     }
 
+    /// Whether every worker has exited.
+    pub(crate) fn all_exited(&mut self) -> bool {
+        self.children
+            .iter_mut()
+            .all(|c| c.try_wait().ok().flatten().is_some())
+    }
+
     /// Wait (bounded) for the workers to exit by themselves, as they do after the master's quit.
     pub(crate) fn wait(&mut self, limit: std::time::Duration) {
         let until = std::time::Instant::now() + limit;

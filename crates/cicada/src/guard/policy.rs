@@ -129,7 +129,8 @@ pub struct Observation {
     pub lag: Duration,
     /// Users running now.
     pub users: u64,
-    /// The runner is spawning at a burst rate (see [`GuardLimits::burst_spawn_rate`]).
+    /// The runner is spawning at a burst rate (see [`GuardLimits::burst_spawn_rate`]), or did so in the last few
+    /// seconds (the new users' first polls still load the runtime).
     pub spawn_burst: bool,
 }
 

@@ -45,7 +45,13 @@ pub(super) struct Watcher {
     emergency: bool,
     /// A fast reading since the last full sample found memory over its limit: that sample is marked too.
     memory_over_since_sample: bool,
+    /// When a spawn burst was last seen: the seconds right after one still pay for it (every new user's first
+    /// poll), so they count as the burst's.
+    last_burst: Option<Instant>,
 }
+
+/// How long after a spawn burst its aftermath (the new users' first polls) is still the burst's.
+const BURST_AFTERMATH: Duration = Duration::from_secs(3);
 
 impl Watcher {
     pub(super) fn new(
@@ -71,6 +77,7 @@ impl Watcher {
             thread_cpu_at_start: None,
             emergency: false,
             memory_over_since_sample: false,
+            last_burst: None,
         }
     }
 
@@ -161,15 +168,21 @@ impl Watcher {
         let runner = self.env.runner.clone();
         let users = runner.user_count();
         let cpu = (!usage.interval.is_zero()).then_some(usage.cpu_percent_of_available);
+        let bursting = runner.state() == RunnerState::Spawning
+            && runner.guard_cap().is_none()
+            && runner.spawn_rate() >= self.policy.limits().burst_spawn_rate;
+        if bursting {
+            self.last_burst = Some(now);
+        }
         let observation = Observation {
             at: now,
             cpu_percent: cpu,
             memory_bytes: usage.memory_used_bytes,
             lag,
             users,
-            spawn_burst: runner.state() == RunnerState::Spawning
-                && runner.guard_cap().is_none()
-                && runner.spawn_rate() >= self.policy.limits().burst_spawn_rate,
+            spawn_burst: self
+                .last_burst
+                .is_some_and(|at| now.duration_since(at) <= BURST_AFTERMATH),
         };
         let breaches = self.policy.breaches(&observation);
         self.last_breaches = breaches;

@@ -531,3 +531,45 @@ fn a_master_over_tls_takes_workers_that_trust_it_and_no_others() {
     );
     assert_eq!(plain.wait(Duration::from_secs(30)).status.code(), Some(3));
 }
+
+#[test]
+fn a_masters_stats_reset_is_followed_by_its_workers() {
+    let target = DemoTarget::start();
+    let url = target.url();
+    let port = free_port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let json_arg = json.display().to_string();
+    let master = Process::start(
+        "quickstart",
+        &master_args(
+            &port,
+            &url,
+            &json_arg,
+            &[
+                "--expect-workers",
+                "2",
+                "-u",
+                "4",
+                "-r",
+                "100",
+                "-t",
+                "6s",
+                "-s",
+                "5",
+                "--reset-stats",
+            ],
+        ),
+        &[],
+    );
+    let workers: Vec<Process> = (0..2)
+        .map(|_| Process::start("quickstart", &worker_args(&port), &[]))
+        .collect();
+    let output = master.wait(Duration::from_secs(90));
+    let report = report(&json, &output);
+    let reported = report["stats"]["total"]["num_requests"].as_u64().unwrap();
+    // Counted from the reset on (so fewer than the server saw), but counted: the workers moved to the new epoch.
+    assert!(reported > 0, "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(reported <= target.counters().total());
+    drop(workers);
+}

@@ -579,8 +579,25 @@ fn cgroup_a_cpu_quota_raised_mid_run_is_followed_and_users_ramp_back() {
     assert_eq!(generator["limit_changes"], 1);
     assert!(generator["limits"]["cores_available"].as_f64().unwrap() >= 1.0);
     let counts = user_counts(&report);
-    let held = counts.iter().take(8).copied().max().unwrap();
-    assert!(held < 8, "held back under the small quota: {counts:?}");
+    // Before the guard saw the new limits, the count was held under the target; after, it reached it.
+    let changed_ms = generator["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "limits_changed")
+        .and_then(|a| a["unix_ms"].as_u64())
+        .unwrap();
+    let points = report["history"].as_array().unwrap();
+    let before: Vec<u64> = points
+        .iter()
+        .filter(|p| p["unix_ms"].as_u64().unwrap() < changed_ms)
+        .map(|p| p["user_count"].as_u64().unwrap())
+        .collect();
+    assert!(!before.is_empty(), "{counts:?}");
+    assert!(
+        before.iter().all(|&c| c < 8),
+        "held back under the small quota: {before:?} of {counts:?}"
+    );
     assert!(
         counts.contains(&8),
         "ramped back to the target after the resize: {counts:?}"
