@@ -7,6 +7,7 @@ mod bad_input;
 mod cli;
 mod client;
 mod cluster;
+mod cluster_netns;
 mod engine;
 mod guard;
 mod web;
