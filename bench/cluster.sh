@@ -337,8 +337,9 @@ run_as_worker() {
     local prefix="$1" port master rc=0
     port="$(free_port)"
     # --master-timeout 3s: the master of this commit ends its sessions right after its quit command, which then
-    # rarely reaches the worker; the worker would wait its default 60 s for the master (idle, no CPU) before
-    # exiting with code 3. Its users are stopped and its last delta sent before that, so the CPU is the same.
+    # does not reach the worker (it never did in our runs); the worker would wait its default 60 s for the master
+    # (idle, no CPU) before exiting with code 3. Its users are stopped and its last delta sent before that, so
+    # its CPU is the same.
     # The master runs no users; it shares CPU 1 with nginx so that CPU 0 is the worker's alone.
     /usr/bin/time -o "$prefix.master.time" -f "%U %S %M %e" taskset -c 1 "$TARGET_DIR/get_root" --master \
         --headless --only-summary -H "$URL" -u 50 -r 1000 -t "${WORKER_DURATION}s" --expect-workers 1 \
@@ -408,17 +409,17 @@ if worker:
         if all(m in pair and pair[m]["cpu_us_per_req"] for m in ("local", "worker")):
             ratios.append(float(pair["worker"]["cpu_us_per_req"]) / float(pair["local"]["cpu_us_per_req"]))
     out += ["### Worker overhead", "",
-            "| mode | req/s | CPU µs / request | generator user + sys s | failures | runs |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |"]
+            "| mode | req/s | CPU µs / request | generator user + sys s | peak RSS MiB | failures | runs |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for mode in ("local", "worker"):
         rps, cpu = med(mode, "req_per_s"), med(mode, "cpu_us_per_req")
-        us, sy = med(mode, "user_s"), med(mode, "sys_s")
+        us, sy, rss = med(mode, "user_s"), med(mode, "sys_s"), med(mode, "peak_rss_kib")
         fails = sum(int(r["failures"] or 0) for r in worker if r["mode"] == mode)
         if not cpu:
-            out.append(f"| {mode} | – | – | – | – | 0 |")
+            out.append(f"| {mode} | – | – | – | – | – | 0 |")
             continue
         out.append(f"| {mode} | {rps[0]:,.0f} ({rps[1]:,.0f}–{rps[2]:,.0f}) | {cpu[0]:.2f} ({cpu[1]:.2f}–{cpu[2]:.2f}) | "
-                   f"{us[0]:.2f} + {sy[0]:.2f} | {fails} | {cpu[3]} |")
+                   f"{us[0]:.2f} + {sy[0]:.2f} | {rss[0] / 1024:.1f} | {fails} | {cpu[3]} |")
     if ratios:
         out += ["", f"Worker / local CPU per request, per pair then median: **{statistics.median(ratios):.3f}×** "
                 f"({min(ratios):.3f}–{max(ratios):.3f}, {len(ratios)} pairs). Bar: ≤ 1.05×."]
