@@ -145,18 +145,29 @@ impl SecondRing {
         self.slots.len() as u64
     }
 
-    /// Adds one second of an entry, if that second can still be part of a window.
-    fn add(&mut self, oldest_kept: u64, part: &SecondPart<'_>, samples: Samples<'_>) {
+    /// Adds one second of an entry, if that second can still be part of a window; false (nothing added) when it
+    /// cannot, and the caller keeps its samples in `settled`. A slot reused for a newer second hands its samples
+    /// to `settled` first.
+    fn add(
+        &mut self,
+        oldest_kept: u64,
+        part: &SecondPart<'_>,
+        samples: Samples<'_>,
+        settled: &mut Histogram<u64>,
+    ) -> bool {
         let second = part.second;
         let newest_kept = oldest_kept + self.len() - 1;
         if !(oldest_kept..=newest_kept).contains(&second) {
-            return;
+            return false;
         }
         let position = (second % self.len()) as usize;
         let slot = &mut self.slots[position];
         if slot.as_ref().is_some_and(|slot| slot.second != second) {
-            // Older than `oldest_kept` (not yet expired): reuse its histogram allocation.
+            // Older than `oldest_kept` (not yet expired): its samples settle, its allocation is reused.
             let mut stale = slot.take().expect("checked above");
+            if let Some(histogram) = &stale.histogram {
+                Samples::Dense(histogram).add_to(settled);
+            }
             *slot = Some(SecondSlot {
                 second,
                 requests: 0,
@@ -187,14 +198,29 @@ impl SecondRing {
         slot.min_micros = slot.min_micros.min(part.min_micros);
         slot.max_micros = slot.max_micros.max(part.max_micros);
         samples.add_to(slot.histogram.get_or_insert_with(new_histogram));
+        true
     }
 
-    /// Frees slots of seconds before `oldest_kept`.
-    fn expire(&mut self, oldest_kept: u64) {
+    /// Frees slots of seconds before `oldest_kept`; their samples settle into `settled`.
+    fn expire(&mut self, oldest_kept: u64, settled: &mut Histogram<u64>) {
         for slot in &mut self.slots {
-            if slot.as_ref().is_some_and(|slot| slot.second < oldest_kept) {
-                *slot = None;
+            if slot.as_ref().is_some_and(|slot| slot.second < oldest_kept)
+                && let Some(histogram) = slot.take().and_then(|slot| slot.histogram)
+            {
+                Samples::Dense(&histogram).add_to(settled);
             }
+        }
+    }
+
+    /// Adds the samples of every second in the ring to `target`.
+    fn add_all_to(&self, target: &mut Histogram<u64>) {
+        for histogram in self
+            .slots
+            .iter()
+            .flatten()
+            .filter_map(|slot| slot.histogram.as_ref())
+        {
+            Samples::Dense(histogram).add_to(target);
         }
     }
 
@@ -303,7 +329,10 @@ impl SecondSeries {
 pub(crate) struct AggEntry {
     method: Box<str>,
     name: Box<str>,
-    histogram: Histogram<u64>,
+    /// The response times of the seconds no longer in the window ring: with the ring's, all of them
+    /// ([`AggEntry::histogram`]). A sample is added to one of the two only, so a merge (a thousand workers'
+    /// deltas a second on a master) records each bucket once, not twice.
+    settled: Histogram<u64>,
     counters: EntryCounters,
     window: SecondRing,
     /// Second (since the generation's start) of the first batch that mentioned this entry.
@@ -322,7 +351,7 @@ impl AggEntry {
         AggEntry {
             method: method.into(),
             name: name.into(),
-            histogram: new_histogram(),
+            settled: new_histogram(),
             counters: EntryCounters::default(),
             window: SecondRing::new(window_secs),
             first_second,
@@ -330,15 +359,25 @@ impl AggEntry {
         }
     }
 
+    /// Every response time of the entry: the settled seconds and those still in the window.
+    fn histogram(&self) -> Histogram<u64> {
+        let mut histogram = self.settled.clone();
+        self.window.add_all_to(&mut histogram);
+        histogram
+    }
+
     fn apply(&mut self, update: &EntryUpdate<'_>, oldest_kept: u64) {
         self.counters.merge(&update.counters);
         if let Some(earlier) = update.earlier {
-            earlier.add_to(&mut self.histogram);
+            earlier.add_to(&mut self.settled);
         }
         for part in update.seconds {
-            if let Some(samples) = part.samples {
-                samples.add_to(&mut self.histogram);
-                self.window.add(oldest_kept, part, samples);
+            if let Some(samples) = part.samples
+                && !self
+                    .window
+                    .add(oldest_kept, part, samples, &mut self.settled)
+            {
+                samples.add_to(&mut self.settled);
             }
             self.seconds.add(part.second, part.requests, part.failures);
         }
@@ -445,10 +484,12 @@ impl Aggregate {
         let oldest_kept = self.oldest_kept_second();
         for entry in self.entries.iter_mut().flatten() {
             if !entry.window.is_empty() {
-                entry.window.expire(oldest_kept);
+                entry.window.expire(oldest_kept, &mut entry.settled);
             }
         }
-        self.total.window.expire(oldest_kept);
+        self.total
+            .window
+            .expire(oldest_kept, &mut self.total.settled);
     }
 
     /// Window slots holding a second (for the tests of slot expiry).
@@ -683,7 +724,7 @@ impl Aggregate {
                 entry_id as u32,
                 entry.counters,
                 entry.first_second,
-                &entry.histogram,
+                &entry.histogram(),
                 entry.seconds.iter(),
             );
         }
@@ -765,7 +806,7 @@ impl Aggregate {
             }
         };
         let percentiles =
-            percentiles_ms(&entry.histogram, counters.min_micros, counters.max_micros);
+            percentiles_ms(&entry.histogram(), counters.min_micros, counters.max_micros);
         let current_percentiles = window
             .histogram
             .as_ref()
@@ -916,11 +957,11 @@ impl Aggregate {
         let has_requests = counters.requests > 0;
         let mut response_times: Vec<(f64, u64)> = Vec::new();
         if has_requests {
-            for bucket in entry.histogram.iter_recorded() {
+            let histogram = entry.histogram();
+            for bucket in histogram.iter_recorded() {
                 // The bucket's highest value, as the histogram's percentiles report it: a percentile rebuilt from
                 // this distribution is the one cicada reports.
-                let highest = entry
-                    .histogram
+                let highest = histogram
                     .highest_equivalent(bucket.value_iterated_to())
                     // Not `clamp`, which panics on an inverted range (a malformed delta).
                     .max(counters.min_micros)
