@@ -89,7 +89,8 @@ impl RunSetup {
         } else {
             start_demo_if_needed(&types, &options).await?
         };
-        let identity = crate::cluster::test_identity(&types);
+        // Only a master compares its test with its workers'.
+        let identity = (mode == RunMode::Master).then(|| crate::cluster::test_identity(&types));
         let specs: Vec<(u32, Option<u64>)> = types
             .iter()
             .map(|t| (t.weight(), t.fixed_count()))
@@ -144,12 +145,13 @@ impl RunSetup {
         let type_names: Vec<String> = runnable.iter().map(|t| t.name.clone()).collect();
         let runner = env.runner.clone();
         let (runner_task, cluster) = if mode == RunMode::Master {
-            let (master, cluster_events) = crate::cluster::master::start_server(&options, identity)
-                .await
-                .map_err(|error| {
-                    eprintln!("error: cannot start the master: {error}");
-                    usage
-                })?;
+            let (master, cluster_events) =
+                crate::cluster::master::start_server(&options, identity.unwrap_or_default())
+                    .await
+                    .map_err(|error| {
+                        eprintln!("error: cannot start the master: {error}");
+                        usage
+                    })?;
             let dispatcher = crate::cluster::master::Dispatcher::new(
                 env.clone(),
                 master.clone(),

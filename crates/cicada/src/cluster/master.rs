@@ -67,7 +67,6 @@ pub(crate) struct Dispatcher {
     workers: BTreeMap<WorkerId, WorkerView>,
     phase: Phase,
     stop_timeout: Duration,
-    deltas_refused: u64,
 }
 
 impl Dispatcher {
@@ -89,7 +88,6 @@ impl Dispatcher {
             workers: BTreeMap::new(),
             phase: Phase::Idle,
             stop_timeout,
-            deltas_refused: 0,
         }
     }
 
@@ -370,7 +368,6 @@ impl Dispatcher {
                         });
                         if let Err(error) = self.env.stats.merge_delta(&delta) {
                             // A delta of an earlier test (before the master's reset): not this test's.
-                            self.deltas_refused += 1;
                             tracing::debug!(
                                 "cluster: delta of worker {} not merged: {error}",
                                 worker.as_str()

@@ -40,7 +40,6 @@ pub(super) struct Watcher {
     cpu_warned: bool,
     /// What the last full sample found over; carried into the fast ticks until the next one.
     last_breaches: Breaches,
-    last_cpu: Option<f64>,
     thread_cpu_at_start: Option<Duration>,
     emergency: bool,
     /// A fast reading since the last full sample found memory over its limit: that sample is marked too.
@@ -73,7 +72,6 @@ impl Watcher {
             over: false,
             cpu_warned: false,
             last_breaches: Breaches::default(),
-            last_cpu: None,
             thread_cpu_at_start: None,
             emergency: false,
             memory_over_since_sample: false,
@@ -186,7 +184,6 @@ impl Watcher {
         };
         let breaches = self.policy.breaches(&observation);
         self.last_breaches = breaches;
-        self.last_cpu = cpu;
         let marked = breaches.any() || std::mem::take(&mut self.memory_over_since_sample);
         self.record_sample(&usage, cpu, lag, marked);
         self.env.events.fire_usage_monitor(&self.env, &usage);

@@ -161,7 +161,6 @@ impl SpawnPlan {
 /// worker's total is within one user of its share and its mix as close to the whole's as its count allows; a
 /// fixed-count type's users are placed once in the whole cluster. Returns per worker, per type counts. Workers with
 /// weight 0 get nothing; with no weight at all, nobody gets anything.
-#[allow(dead_code)] // the cluster master's dispatch uses it next; its rules are tested here
 pub(crate) fn split_across(
     specs: &[(u32, Option<u64>)],
     users: u64,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{DemoTarget, example};
+use crate::common::{DemoTarget, example, wait_within};
 
 /// A free port on 127.0.0.1 (bound and released: another process could take it, which these tests accept).
 fn free_port() -> u16 {
@@ -53,21 +53,7 @@ impl Process {
 
     /// Wait for it to exit, at most `limit`.
     fn wait(mut self, limit: Duration) -> Output {
-        let child = self.child.take().unwrap();
-        let pid = child.id();
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let waiter = std::thread::spawn(move || {
-            let output = child.wait_with_output().unwrap();
-            let _ = done_tx.send(());
-            output
-        });
-        if done_rx.recv_timeout(limit).is_err() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("process {pid} ran longer than {limit:?}");
-        }
-        waiter.join().unwrap()
+        wait_within(self.child.take().unwrap(), limit)
     }
 }
 

@@ -178,6 +178,11 @@ pub(crate) fn output_within(mut command: Command, limit: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("process starts");
+    wait_within(child, limit)
+}
+
+/// Wait for a child's output, killing it (by its pid) if it runs past `limit`.
+pub(crate) fn wait_within(child: std::process::Child, limit: Duration) -> Output {
     let pid = child.id();
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let waiter = std::thread::spawn(move || {

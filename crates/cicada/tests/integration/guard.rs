@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{example, output_within};
+use crate::common::{example, output_within, wait_within};
 
 /// The reports a guard test asks for, in one temporary directory.
 struct Reports {
@@ -281,24 +281,6 @@ fn send_signal(child: &std::process::Child, signal: &str) {
         .status()
         .unwrap();
     assert!(status.success());
-}
-
-/// Wait for a child, killing it (by pid) if it runs past `limit`.
-fn wait_within(child: std::process::Child, limit: Duration) -> Output {
-    let pid = child.id();
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let output = child.wait_with_output().unwrap();
-        let _ = done_tx.send(());
-        output
-    });
-    if done_rx.recv_timeout(limit).is_err() {
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-        panic!("process {pid} ran longer than {limit:?}");
-    }
-    waiter.join().unwrap()
 }
 
 #[test]
