@@ -227,6 +227,7 @@ mod tests {
             protocol: PROTOCOL_VERSION,
             incarnation: 7,
             test_summary: test_identity().summary,
+            status: None,
         }
     }
 

@@ -165,6 +165,9 @@ pub struct WorkerStatus {
     pub memory_bytes: u64,
     /// The worker's resource guard state, serialised by the embedding program.
     pub guard_state: Bytes,
+    /// What the worker runs (its share of the users, its statistics epoch), serialised by the embedding program;
+    /// it travels with every heartbeat and with each attach, so a master that restarted can adopt the worker.
+    pub run_state: Bytes,
 }
 
 impl WorkerStatus {
@@ -177,6 +180,7 @@ impl WorkerStatus {
             memory_bytes: self.memory_bytes,
             guard_state: self.guard_state.clone(),
             deltas_dropped: 0,
+            run_state: self.run_state.clone(),
         }
     }
 
@@ -187,6 +191,7 @@ impl WorkerStatus {
             cpu_percent: heartbeat.cpu_percent,
             memory_bytes: heartbeat.memory_bytes,
             guard_state: heartbeat.guard_state,
+            run_state: heartbeat.run_state,
         }
     }
 }
@@ -390,6 +395,7 @@ mod tests {
             cpu_percent: 37.5,
             memory_bytes: 1 << 30,
             guard_state: Bytes::from_static(b"ok"),
+            run_state: Bytes::from_static(b"share"),
         };
         let wire = status.to_proto(4);
         assert_eq!(wire.seq, 4);

@@ -15,6 +15,7 @@ use std::time::Duration;
 use cicada_stats::report::{console, csv, json, locust};
 use cicada_stats::{Stats, StatsSnapshot};
 
+use crate::cluster::health::ClusterReport;
 use crate::guard::{Guard, GuardActionKind, GuardReport};
 use crate::options::Options;
 use crate::user::run::UserKind;
@@ -70,6 +71,8 @@ pub(crate) fn print_console(options: &Options, text: &str) {
 pub(crate) struct FinalRun<'a> {
     pub(crate) snapshot: &'a StatsSnapshot,
     pub(crate) guard: Option<&'a GuardReport>,
+    /// A master's view of its workers' capacity.
+    pub(crate) cluster: Option<&'a ClusterReport>,
     pub(crate) schedules: &'a [ScheduleReport],
     pub(crate) run_time: Duration,
     pub(crate) host: &'a str,
@@ -136,6 +139,7 @@ pub(crate) fn write_final(
             snapshot,
             history: downsample(stats.history(), 2_000),
             guard: run.guard,
+            cluster: run.cluster,
             schedules: run.schedules,
             host: run.host,
             started_unix_ms: run.started_unix_ms,
@@ -160,6 +164,7 @@ pub(crate) fn write_final(
                 history: stats.history(),
             },
             generator: run.guard.cloned(),
+            cluster: run.cluster.cloned(),
             schedule: run.schedules.to_vec(),
         };
         attempt(file, &|out| {
@@ -217,6 +222,9 @@ fn summary_text(run: &FinalRun<'_>) -> String {
         text.push('\n');
         text.push_str(&guard_summary(guard));
     }
+    if let Some(cluster) = run.cluster {
+        text.push_str(&cluster_summary(cluster));
+    }
     for schedule in run.schedules.iter().filter(|s| s.task_starts > 0) {
         let _ = writeln!(
             text,
@@ -244,6 +252,7 @@ pub(crate) struct ReportInputs<'a> {
     pub(crate) snapshot: &'a StatsSnapshot,
     pub(crate) history: Vec<cicada_stats::HistoryPoint>,
     pub(crate) guard: Option<&'a GuardReport>,
+    pub(crate) cluster: Option<&'a ClusterReport>,
     pub(crate) schedules: &'a [ScheduleReport],
     pub(crate) host: &'a str,
     pub(crate) started_unix_ms: u64,
@@ -269,6 +278,7 @@ pub(crate) fn report_data(inputs: &ReportInputs<'_>) -> serde_json::Value {
         },
         "history": inputs.history,
         "generator": inputs.guard,
+        "cluster": inputs.cluster,
         "schedule": inputs.schedules,
     })
 }
@@ -289,6 +299,9 @@ struct RunReport {
     #[serde(flatten)]
     report: json::JsonReport,
     generator: Option<GuardReport>,
+    /// A master's view of its workers' capacity; absent in a single-process run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterReport>,
     schedule: Vec<ScheduleReport>,
 }
 
@@ -311,6 +324,39 @@ pub(crate) fn generator_line(guard: &Guard, held_back: u64) -> String {
     }
     line.push('\n');
     line
+}
+
+/// The final summary of the workers' capacity: said only when a worker was over its limits or users were held
+/// back.
+fn cluster_summary(cluster: &ClusterReport) -> String {
+    use crate::cluster::health::ClusterActionKind;
+    let capped = cluster
+        .actions
+        .iter()
+        .filter(|a| a.kind == ClusterActionKind::WorkerCapped)
+        .count();
+    let adopted = cluster
+        .actions
+        .iter()
+        .filter(|a| a.kind == ClusterActionKind::Adopted)
+        .count();
+    let mut text = String::new();
+    if capped > 0 || cluster.hold_seconds > 0.0 || cluster.saturated_worker_seconds > 0 {
+        let _ = writeln!(
+            text,
+            "\nWorkers' capacity: workers went over their limits {capped} times (their users moved to workers with \
+             room); the cluster held users back for {:.0} s; worker guards marked {} worker-seconds with users as \
+             saturated (those intervals are marked in the history).",
+            cluster.hold_seconds, cluster.saturated_worker_seconds
+        );
+    }
+    if adopted > 0 {
+        let _ = writeln!(
+            text,
+            "\nThis master adopted {adopted} workers that were already running the test (a restarted master):              statistics before its start are those the workers still held."
+        );
+    }
+    text
 }
 
 /// The final summary of the resource guard.

@@ -28,6 +28,8 @@ pub(crate) struct AttachRecord {
     pub(crate) cores: u32,
     pub(crate) incarnation: u64,
     pub(crate) address: Option<SocketAddr>,
+    /// The worker's state as its attach gave it.
+    pub(crate) status: WorkerStatus,
 }
 
 /// How an attach went.
@@ -102,8 +104,8 @@ pub(crate) enum Reliable {
 impl Entry {
     fn new(record: AttachRecord, now: Instant, queue_capacity: usize) -> Self {
         Self {
+            status: record.status.clone(),
             record,
-            status: WorkerStatus::default(),
             heartbeats: 0,
             last_heard: now,
             missing_since: None,
@@ -252,6 +254,7 @@ impl Registry {
                 entry.reconnects += 1;
                 entry.backpressured = false;
                 entry.record.address = record.address;
+                entry.status = record.status;
                 entry.outbox.restart();
                 entry.session = Some(slot);
                 (Attached::Resumed { was_missing }, entry.reliable_last)
@@ -479,6 +482,7 @@ mod tests {
             cores: 1,
             incarnation,
             address: None,
+            status: WorkerStatus::default(),
         }
     }
 

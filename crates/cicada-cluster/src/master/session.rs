@@ -104,6 +104,11 @@ async fn run_session(
         cores: attach.cores,
         incarnation: attach.incarnation,
         address,
+        status: attach
+            .status
+            .clone()
+            .map(WorkerStatus::from_proto)
+            .unwrap_or_default(),
     };
     let permits = shared.events.reserve_many(2).await.ok();
     let attached = {

@@ -14,7 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::PROTOCOL_VERSION;
 use crate::proto::{self, master_message, worker_message};
-use crate::types::{Command, Refusal, RefusalCode};
+use crate::types::{Command, Refusal, RefusalCode, WorkerStatus};
 
 use super::{ShutdownReport, WorkerConfig, WorkerError, WorkerEvent, WorkerShared};
 
@@ -65,6 +65,7 @@ impl Settings {
                 protocol: PROTOCOL_VERSION,
                 incarnation: fastrand::u64(..),
                 test_summary: config.test.summary.clone(),
+                status: None,
             },
             heartbeat_interval: config.heartbeat_interval,
             master_silence_timeout: config.master_silence_timeout,
@@ -201,7 +202,7 @@ async fn run_sessions(
             return not_flushed(shared);
         }
         let attempt = tokio::select! {
-            attempt = attach(settings) => attempt,
+            attempt = attach(settings, shared.status()) => attempt,
             () = sleep_until_deadline(deadline) => return not_flushed(shared),
         };
         match attempt {
@@ -335,7 +336,7 @@ async fn deliver(
 }
 
 /// Connects and attaches, bounded by `connect_timeout` for each step.
-async fn attach(settings: &Settings) -> Result<Session, AttemptError> {
+async fn attach(settings: &Settings, status: WorkerStatus) -> Result<Session, AttemptError> {
     let failed = |what: &str, error: &dyn std::fmt::Display| {
         AttemptError::Failed(format!("{what}: {error}"))
     };
@@ -355,7 +356,10 @@ async fn attach(settings: &Settings) -> Result<Session, AttemptError> {
         .max_encoding_message_size(settings.max_message_bytes);
     let (outbound, stream) = mpsc::channel(OUTBOUND_BUFFER);
     let attach = proto::WorkerMessage {
-        kind: Some(worker_message::Kind::Attach(settings.attach.clone())),
+        kind: Some(worker_message::Kind::Attach(proto::Attach {
+            status: Some(status.to_proto(0)),
+            ..settings.attach.clone()
+        })),
     };
     outbound
         .try_send(attach)

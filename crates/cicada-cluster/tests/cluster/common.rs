@@ -127,6 +127,7 @@ pub(crate) fn raw_attach_message(worker_id: &str, incarnation: u64) -> proto::At
         protocol: PROTOCOL_VERSION,
         incarnation,
         test_summary: test.summary,
+        status: None,
     }
 }
 

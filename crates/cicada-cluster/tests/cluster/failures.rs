@@ -372,6 +372,7 @@ async fn a_restarted_master_adopts_running_workers_and_gets_their_buffered_delta
     let (worker, mut worker_events) = start_worker(worker_config(first.local_addr()));
     worker.set_status(cicada_cluster::WorkerStatus {
         user_count: 25,
+        run_state: Bytes::from_static(b"share of 25"),
         ..cicada_cluster::WorkerStatus::default()
     });
     connected_worker(&mut first_events).await;
@@ -406,7 +407,19 @@ async fn a_restarted_master_adopts_running_workers_and_gets_their_buffered_delta
     };
     assert_eq!(master_id, second.master_id());
     assert!(!resumed, "a new master has none of the worker's state");
-    let id = connected_worker(&mut second_events).await;
+    // The attach itself says what the worker runs: the new master can adopt it before any heartbeat.
+    let MasterEvent::WorkerConnected(info) = expect_event(
+        &mut second_events,
+        "the worker on the new master",
+        |event| matches!(event, MasterEvent::WorkerConnected(_)),
+    )
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(info.status.user_count, 25);
+    assert_eq!(&info.status.run_state[..], b"share of 25");
+    let id = info.id.as_str().to_string();
     let delta = expect_event(&mut second_events, "the buffered delta", |event| {
         matches!(event, MasterEvent::StatsDelta { .. })
     })

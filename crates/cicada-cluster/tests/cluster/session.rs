@@ -23,6 +23,7 @@ async fn a_worker_attaches_and_heartbeats_flow_both_ways() {
         cpu_percent: 12.5,
         memory_bytes: 1 << 20,
         guard_state: Bytes::from_static(b"calm"),
+        run_state: Bytes::from_static(b"seven users"),
     });
 
     let id = connected_worker(&mut master_events).await;
@@ -56,6 +57,7 @@ async fn a_worker_attaches_and_heartbeats_flow_both_ways() {
     assert_eq!(from.as_str(), id);
     assert_eq!(status.state, WorkerState::Running);
     assert_eq!(&status.guard_state[..], b"calm");
+    assert_eq!(&status.run_state[..], b"seven users");
 
     let info = master.worker(&id).expect("registered");
     assert_eq!(info.presence, Presence::Connected);

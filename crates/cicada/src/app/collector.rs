@@ -62,7 +62,14 @@ impl Collector {
         let held_back = runner
             .guard_cap()
             .map_or(0, |cap| runner.target_user_count().saturating_sub(cap));
-        let generator = guard.as_ref().map(|g| g.take_interval(held_back));
+        let mut generator = guard.as_ref().map(|g| g.take_interval(held_back));
+        if let Some(health) = &setup.cluster_health {
+            // A master's interval is marked when a worker's guard marked it, or when the cluster held users back.
+            let (marked, cluster_held_back) = health.take_interval();
+            let sample = generator.get_or_insert_with(GeneratorSample::default);
+            sample.saturated |= marked;
+            sample.users_held_back += cluster_held_back;
+        }
         if let Some(writer) = self.history_csv.as_mut()
             && let Err(error) = writer.append_with_generator(
                 &stats.snapshot(),
@@ -87,7 +94,12 @@ impl Collector {
                 text.push_str(&report::generator_line(guard, held_back));
             }
             if let Some(master) = &setup.cluster {
-                text.push_str(&workers_line(&master.workers()));
+                let report = setup
+                    .cluster_health
+                    .as_ref()
+                    .map(|h| h.report_with_actions(0))
+                    .unwrap_or_default();
+                text.push_str(&workers_line(&master.workers(), &report));
             }
             report::print_console(options, &text);
         }
@@ -111,7 +123,10 @@ impl Collector {
 }
 
 /// A master's console line about its workers.
-fn workers_line(workers: &[cicada_cluster::WorkerInfo]) -> String {
+fn workers_line(
+    workers: &[cicada_cluster::WorkerInfo],
+    health: &crate::cluster::health::ClusterReport,
+) -> String {
     let missing = workers
         .iter()
         .filter(|w| w.presence == cicada_cluster::Presence::Missing)
@@ -129,6 +144,18 @@ fn workers_line(workers: &[cicada_cluster::WorkerInfo]) -> String {
             .map(|w| w.id.as_str())
             .collect();
         line.push_str(&format!(" (missing: {})", names.join(", ")));
+    }
+    if health.workers_over_limits > 0 {
+        line.push_str(&format!(
+            " | {} over their limits",
+            health.workers_over_limits
+        ));
+    }
+    if health.users_held_back > 0 {
+        line.push_str(&format!(
+            " | {} users held back: no worker has room",
+            health.users_held_back
+        ));
     }
     line.push('\n');
     line

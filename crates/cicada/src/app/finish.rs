@@ -28,6 +28,7 @@ pub(super) async fn finish(setup: RunSetup, mut collector: Collector, reason: St
         guard,
         _guard_thread,
         cluster,
+        cluster_health,
         started,
         started_unix_ms,
         ..
@@ -49,10 +50,12 @@ pub(super) async fn finish(setup: RunSetup, mut collector: Collector, reason: St
     drop(reserve);
     let snapshot = stats.snapshot();
     let guard_report = guard.as_ref().map(Guard::report);
+    let cluster_report = cluster_health.as_ref().map(|health| health.report());
     let schedules = env.schedule_reports();
     let final_run = report::FinalRun {
         snapshot: &snapshot,
         guard: guard_report.as_ref(),
+        cluster: cluster_report.as_ref(),
         schedules: &schedules,
         run_time: started.elapsed(),
         host: &host,

@@ -39,6 +39,8 @@ pub(super) struct RunSetup {
     pub(super) web: Arc<WebContext>,
     /// A master's cluster port.
     pub(super) cluster: Option<cicada_cluster::MasterHandle>,
+    /// A master's view of its workers' capacity (held-back users, marks, actions).
+    pub(super) cluster_health: Option<Arc<crate::cluster::health::ClusterHealth>>,
     pub(super) started: Instant,
     pub(super) started_unix_ms: u64,
 }
@@ -144,7 +146,9 @@ impl RunSetup {
         let spawners: Vec<_> = runnable.iter().map(|t| t.spawner.clone()).collect();
         let type_names: Vec<String> = runnable.iter().map(|t| t.name.clone()).collect();
         let runner = env.runner.clone();
-        let (runner_task, cluster) = if mode == RunMode::Master {
+        let cluster_health = (mode == RunMode::Master)
+            .then(|| Arc::new(crate::cluster::health::ClusterHealth::new()));
+        let (runner_task, cluster) = if let Some(health) = &cluster_health {
             let (master, cluster_events) =
                 crate::cluster::master::start_server(&options, identity.unwrap_or_default())
                     .await
@@ -157,6 +161,7 @@ impl RunSetup {
                 master.clone(),
                 specs,
                 options.stop_timeout,
+                health.clone(),
             );
             let task = tokio::spawn(dispatcher.run(parts.into_commands(), cluster_events));
             (task, Some(master))
@@ -176,6 +181,7 @@ impl RunSetup {
             type_names,
             clock: RunClock::default(),
             cluster: cluster.clone(),
+            cluster_health: cluster_health.clone(),
         });
         let setup = RunSetup {
             options,
@@ -193,6 +199,7 @@ impl RunSetup {
             _guard_thread: guard_thread,
             web,
             cluster,
+            cluster_health,
             started: Instant::now(),
             started_unix_ms: unix_now() * 1000,
         };

@@ -1,9 +1,13 @@
 //! The master's dispatcher: it stands in for the runner's actor on a master (same commands, same published state),
-//! but runs no user. It owns the target for the whole cluster and splits it across the connected workers
-//! ([`split_across`], weighted by each worker's cores), sends each its share with a spawn rate that adds up to the
-//! cluster's, and splits again whenever a worker comes, goes missing, comes back or leaves. It merges every
-//! worker's statistics deltas into the master's statistics, so the console, the reports and the web UI are those
-//! of one process. A stop waits until every connected worker said its users stopped and its last delta was sent
+//! but runs no user. It owns the target for the whole cluster and places it on the connected workers by capacity
+//! ([`place`]: weighted by cores; a worker whose guard is over a limit gets no new users and the users it sheds go
+//! to workers with room; a worker that recovers takes users back at the spawn rate, up to where it struggled for
+//! [`CEILING_HOLD`]; what nobody has room for is held back, marked and reported through [`ClusterHealth`]). It
+//! sends each worker its share with a spawn rate that adds up to the cluster's, and places again whenever a worker
+//! comes, goes missing, comes back, leaves or changes its guard state. It merges every worker's statistics deltas
+//! into the master's statistics, so the console, the reports and the web UI are those of one process. A master
+//! that restarts adopts the test its reconnecting workers run (their shares, their statistics epoch) instead of
+//! starting it again. A stop waits until every connected worker said its users stopped and its last delta was sent
 //! (bounded by `--stop-timeout` plus a margin), so that counts are complete.
 
 use std::collections::BTreeMap;
@@ -17,16 +21,25 @@ use cicada_cluster::{
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{SpawnSettings, decode_delta};
+use super::health::{ClusterActionKind, ClusterHealth};
+use super::placement::{Room, Slot, place};
+use super::{SpawnSettings, WorkerRunState, decode_delta};
 use crate::environment::Environment;
 use crate::events::ClusterEvent;
-use crate::runner::plan::split_across;
+use crate::guard::{GuardPhase, GuardStatus};
+use crate::runner::plan::type_counts;
 use crate::runner::{Command, RunnerState, Target};
 
 /// How long a stop waits for workers beyond `--stop-timeout` (their last delta, their `Stopped` marker).
 const STOP_MARGIN: Duration = Duration::from_secs(10);
 /// How long a quitting master waits for its workers to take the quit and leave.
 const LEAVE_WAIT: Duration = Duration::from_secs(5);
+/// How long a worker that recovered from a limit is given at most the users it struggled with, before it is offered
+/// its full share again (at the spawn rate).
+pub(crate) const CEILING_HOLD: Duration = Duration::from_secs(30);
+/// How long a master that adopted a running worker waits for the others to reconnect before it places users again:
+/// placing while half of them are back would move users for nothing.
+const ADOPT_GRACE: Duration = Duration::from_secs(5);
 
 /// What the master knows of one worker.
 #[derive(Debug, Clone)]
@@ -40,6 +53,60 @@ struct WorkerView {
     stopped: bool,
     /// The statistics epoch its last spawn command carried.
     epoch: Option<u64>,
+    /// Its guard's state, from its last heartbeat (`None`: guard off, or not heard yet).
+    guard: Option<GuardStatus>,
+    /// Its guard holds it: it gets no new users.
+    capped: bool,
+    /// Where it struggled, and until when it gets no more than that.
+    ceiling: Option<(u64, Instant)>,
+}
+
+impl WorkerView {
+    fn new(cores: u32, status: WorkerStatus) -> WorkerView {
+        WorkerView {
+            connected: true,
+            cores,
+            status,
+            share: Vec::new(),
+            stopped: false,
+            epoch: None,
+            guard: None,
+            capped: false,
+            ceiling: None,
+        }
+    }
+
+    /// How much this worker may run now.
+    fn room(&self, now: Instant) -> Room {
+        if self.capped {
+            Room::Capped(self.status.user_count)
+        } else {
+            match self.ceiling {
+                Some((ceiling, until)) if now < until => Room::Ceiling(ceiling),
+                _ => Room::Free,
+            }
+        }
+    }
+}
+
+/// A guard state that holds a worker's users: over a limit, shedding, or stopped.
+fn holds_users(guard: &GuardStatus) -> bool {
+    !matches!(guard.phase, GuardPhase::Normal)
+}
+
+/// The limits a guard is over, in words.
+fn limits_over(guard: &GuardStatus) -> String {
+    if guard.over.is_empty() {
+        return format!("its guard is {:?}", guard.phase).to_lowercase();
+    }
+    let limits: Vec<String> = guard
+        .over
+        .iter()
+        .map(|breach| {
+            format!("{:?} over by {:.0}%", breach.limit, breach.over_by_percent).to_lowercase()
+        })
+        .collect();
+    limits.join(", ")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -67,6 +134,14 @@ pub(crate) struct Dispatcher {
     workers: BTreeMap<WorkerId, WorkerView>,
     phase: Phase,
     stop_timeout: Duration,
+    health: Arc<ClusterHealth>,
+    /// A worker's room changed: place again at the next tick (not after every heartbeat: a master of 1,000
+    /// workers gets 1,000 of them a second).
+    place_again: bool,
+    /// No spawn command went out yet: a running worker that attaches now is adopted (a restarted master).
+    adoptable: bool,
+    /// Until when placing waits for adopted workers' peers to reconnect.
+    adopting_until: Option<Instant>,
 }
 
 impl Dispatcher {
@@ -75,6 +150,7 @@ impl Dispatcher {
         master: MasterHandle,
         specs: Vec<(u32, Option<u64>)>,
         stop_timeout: Duration,
+        health: Arc<ClusterHealth>,
     ) -> Dispatcher {
         Dispatcher {
             env,
@@ -88,6 +164,10 @@ impl Dispatcher {
             workers: BTreeMap::new(),
             phase: Phase::Idle,
             stop_timeout,
+            health,
+            place_again: false,
+            adoptable: true,
+            adopting_until: None,
         }
     }
 
@@ -161,9 +241,18 @@ impl Dispatcher {
         self.workers.iter().filter(|(_, w)| w.connected)
     }
 
-    /// Split the target across the connected workers and send each its share (unchanged shares are not sent).
+    /// Place the target on the connected workers by their room and send each its share (unchanged shares are not
+    /// sent). Users no worker has room for are held back and marked.
     fn dispatch(&mut self) {
+        self.place_again = false;
         if !matches!(self.phase, Phase::Spawning | Phase::Running) {
+            return;
+        }
+        if self
+            .adopting_until
+            .is_some_and(|until| Instant::now() < until)
+        {
+            // Adopted workers keep their shares until the others had time to come back.
             return;
         }
         let names = self.runner().type_names().to_vec();
@@ -185,15 +274,24 @@ impl Dispatcher {
             tracing::warn!("cluster: no worker is connected; the users wait for one");
             return;
         }
-        let shares: Vec<u64> = ids
+        let now = Instant::now();
+        let slots: Vec<Slot> = ids
             .iter()
-            .map(|id| u64::from(self.workers[id].cores.max(1)))
+            .map(|id| {
+                let view = &self.workers[id];
+                Slot {
+                    weight: u64::from(view.cores.max(1)),
+                    current: view.share.clone(),
+                    room: view.room(now),
+                }
+            })
             .collect();
-        let total_share: u64 = shares.iter().sum();
-        let split = split_across(&specs, self.target.users, &shares);
+        let total_weight: u64 = slots.iter().map(|s| s.weight).sum();
+        let placement = place(&type_counts(&specs, self.target.users), &slots);
+        self.hold(placement.unplaced);
         let epoch = self.env.stats.epoch();
         let mut changed = false;
-        for ((id, counts), share) in ids.iter().zip(split).zip(&shares) {
+        for ((id, counts), slot) in ids.iter().zip(placement.shares).zip(&slots) {
             let view = self.workers.get_mut(id).expect("listed");
             if view.share == counts
                 && view.epoch == Some(epoch)
@@ -203,12 +301,14 @@ impl Dispatcher {
             }
             let spawn = Spawn {
                 users_by_type: names.iter().cloned().zip(counts.iter().copied()).collect(),
-                spawn_rate: self.target.spawn_rate * *share as f64 / total_share as f64,
+                spawn_rate: self.target.spawn_rate * slot.weight as f64 / total_weight as f64,
                 host: Some(self.env.host().to_string()).filter(|h| !h.is_empty()),
                 settings: SpawnSettings {
                     epoch,
                     stop_timeout_ms: u64::try_from(self.stop_timeout.as_millis())
                         .unwrap_or(u64::MAX),
+                    cluster_users: self.target.users,
+                    cluster_spawn_rate: self.target.spawn_rate,
                 }
                 .encode(),
             };
@@ -218,6 +318,7 @@ impl Dispatcher {
                     view.epoch = Some(epoch);
                     view.stopped = false;
                     changed = true;
+                    self.adoptable = false;
                 }
                 Err(error) => {
                     tracing::warn!("cluster: cannot send worker {id:?} its share: {error}")
@@ -228,6 +329,134 @@ impl Dispatcher {
             self.phase = Phase::Spawning;
             self.runner().publish_state(RunnerState::Spawning);
         }
+    }
+
+    /// Say when the cluster starts or stops holding users back for want of room.
+    fn hold(&self, unplaced: u64) {
+        match self.health.set_held_back(unplaced) {
+            Some(true) => {
+                tracing::warn!(
+                    "cluster: no worker has room for {unplaced} of the {} users: spawning them is paused until a worker recovers",
+                    self.target.users
+                );
+                self.health.action(
+                    ClusterActionKind::Hold,
+                    None,
+                    unplaced,
+                    "every worker is over a limit or at its ceiling".into(),
+                );
+            }
+            Some(false) => {
+                tracing::info!("cluster: workers have room again; placing every user");
+                self.health.action(
+                    ClusterActionKind::HoldEnded,
+                    None,
+                    0,
+                    "workers have room again".into(),
+                );
+            }
+            None => {}
+        }
+    }
+
+    /// A worker's heartbeat: note its guard state, and place again when its room changed.
+    fn on_heartbeat(&mut self, worker: &WorkerId, status: WorkerStatus) {
+        let guard: Option<GuardStatus> = serde_json::from_slice(&status.guard_state).ok();
+        let run = WorkerRunState::decode(&status.run_state);
+        // A worker that runs no users measures nothing: its saturation does not taint the cluster's numbers.
+        if run.as_ref().is_some_and(|r| r.saturated) && status.user_count > 0 {
+            self.health.worker_saturated();
+        }
+        let Some(view) = self.workers.get_mut(worker) else {
+            return;
+        };
+        view.connected = true;
+        let now_capped = guard.as_ref().is_some_and(holds_users);
+        let share: u64 = view.share.iter().sum();
+        if now_capped && !view.capped {
+            let reason = guard.as_ref().map(limits_over).unwrap_or_default();
+            tracing::warn!(
+                "cluster: worker {} is over its limits ({reason}) at {} users: it gets no new users, and users it sheds go to the others",
+                worker.as_str(),
+                status.user_count
+            );
+            self.health.action(
+                ClusterActionKind::WorkerCapped,
+                Some(worker.as_str()),
+                status.user_count,
+                reason,
+            );
+            view.ceiling = None;
+            self.place_again = true;
+        } else if !now_capped && view.capped {
+            let ceiling = view.status.user_count;
+            tracing::info!(
+                "cluster: worker {} is back under its limits: it takes users again, up to {ceiling} for {} s",
+                worker.as_str(),
+                CEILING_HOLD.as_secs()
+            );
+            self.health.action(
+                ClusterActionKind::WorkerRecovered,
+                Some(worker.as_str()),
+                status.user_count,
+                format!(
+                    "back under its limits; at most {ceiling} users for {} s",
+                    CEILING_HOLD.as_secs()
+                ),
+            );
+            view.ceiling = Some((ceiling, Instant::now() + CEILING_HOLD));
+            self.place_again = true;
+        } else if now_capped && status.user_count < share {
+            // It shed users (or its spawning was paused short of its share): they go to the others.
+            self.place_again = true;
+        }
+        view.capped = now_capped;
+        view.guard = guard;
+        view.status = status;
+    }
+
+    /// A worker that attached already running users of this test, to a master that has sent no spawn command yet:
+    /// the master restarted. Take the test over where it is (its target, its statistics epoch, the worker's share),
+    /// so that no user is restarted and the deltas the worker kept while the master was away count.
+    fn adopt(&mut self, worker: &WorkerId, run: &WorkerRunState, users: u64) {
+        let view = self.workers.get_mut(worker).expect("inserted");
+        view.share = run.share.clone();
+        view.epoch = Some(run.epoch);
+        if self.adopting_until.is_none() {
+            if self.env.stats.epoch() != run.epoch {
+                self.env.stats.reset_to_epoch(run.epoch);
+            }
+            self.adopting_until = Some(Instant::now() + ADOPT_GRACE);
+            if matches!(self.phase, Phase::Idle) {
+                self.target.users = run.settings.cluster_users;
+                if run.settings.cluster_spawn_rate.is_finite()
+                    && run.settings.cluster_spawn_rate > 0.0
+                {
+                    self.target.spawn_rate = run.settings.cluster_spawn_rate;
+                }
+                self.env
+                    .events
+                    .fire_env("test_start", &self.env.events.test_start, &self.env);
+                self.phase = Phase::Spawning;
+                self.runner()
+                    .publish_target(self.target.users, self.target.spawn_rate);
+                self.runner().publish_state(RunnerState::Spawning);
+            }
+        }
+        tracing::info!(
+            "cluster: adopting worker {}, which runs {users} users of this test (a test of {} users): the run goes on",
+            worker.as_str(),
+            run.settings.cluster_users
+        );
+        self.health.action(
+            ClusterActionKind::Adopted,
+            Some(worker.as_str()),
+            users,
+            format!(
+                "the worker was running {users} users when this master started; statistics epoch {}",
+                run.epoch
+            ),
+        );
     }
 
     fn stop(&mut self, quit: bool) {
@@ -278,21 +507,34 @@ impl Dispatcher {
                     info.hostname,
                     info.cores
                 );
-                self.workers.insert(
-                    info.id.clone(),
-                    WorkerView {
-                        connected: info.presence == Presence::Connected,
-                        cores: info.cores,
-                        status: info.status,
-                        share: Vec::new(),
-                        stopped: false,
-                        epoch: None,
-                    },
+                let run = WorkerRunState::decode(&info.status.run_state);
+                let users = info.status.user_count;
+                let running = matches!(
+                    info.status.state,
+                    WorkerState::Spawning | WorkerState::Running
                 );
+                let mut view = WorkerView::new(info.cores, WorkerStatus::default());
+                view.connected = info.presence == Presence::Connected;
+                self.workers.insert(info.id.clone(), view);
+                self.on_heartbeat(&info.id, info.status);
                 self.fire(ClusterEvent::WorkerConnected {
                     worker: info.id.as_str(),
                 });
-                self.dispatch();
+                match run {
+                    Some(run)
+                        if self.adoptable
+                            && running
+                            && run.share.iter().sum::<u64>() > 0
+                            && run.share.len() == self.specs.len()
+                            && !matches!(
+                                self.phase,
+                                Phase::Stopping { .. } | Phase::Leaving { .. }
+                            ) =>
+                    {
+                        self.adopt(&info.id, &run, users)
+                    }
+                    _ => self.dispatch(),
+                }
             }
             MasterEvent::WorkerMissing { worker } => {
                 self.fire(ClusterEvent::WorkerMissing {
@@ -343,10 +585,7 @@ impl Dispatcher {
                     worker: worker.as_str(),
                     user_count: status.user_count,
                 });
-                if let Some(view) = self.workers.get_mut(&worker) {
-                    view.connected = true;
-                    view.status = status;
-                }
+                self.on_heartbeat(&worker, status);
             }
             MasterEvent::StatsDelta {
                 worker,
@@ -399,10 +638,24 @@ impl Dispatcher {
         // The master's statistics were reset (`--reset-stats`, the web UI): the workers follow to its new epoch, or
         // every delta they send from now on would be refused as another test's.
         let epoch = self.env.stats.epoch();
-        if self
-            .connected()
-            .any(|(_, w)| w.epoch.is_some_and(|e| e != epoch))
-        {
+        let now = Instant::now();
+        if self.adopting_until.is_some_and(|until| now >= until) {
+            self.adopting_until = None;
+            self.place_again = true;
+        }
+        let mut over = 0;
+        for view in self.workers.values_mut().filter(|w| w.connected) {
+            over += u64::from(view.capped);
+            if view.ceiling.is_some_and(|(_, until)| now >= until) {
+                view.ceiling = None;
+                self.place_again = true;
+            }
+            if view.epoch.is_some_and(|e| e != epoch) {
+                self.place_again = true;
+            }
+        }
+        self.health.set_workers_over(over);
+        if self.place_again {
             self.dispatch();
         }
         let connected: Vec<&WorkerView> = self.connected().map(|(_, w)| w).collect();

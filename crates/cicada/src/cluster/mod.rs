@@ -4,7 +4,9 @@
 //! live in the `cicada-cluster` crate; this module decides what travels (a worker's share of the target, the
 //! statistics epoch, the statistics as [`cicada_stats::StatsDelta`]) and what the run does with it.
 
+pub(crate) mod health;
 pub(crate) mod master;
+pub(crate) mod placement;
 pub(crate) mod processes;
 pub(crate) mod worker;
 
@@ -22,13 +24,50 @@ pub(crate) const EXIT_MASTER_LOST: i32 = 3;
 /// What travels with a spawn command beside the users: the master's statistics epoch, so that a worker whose
 /// counts belong to an earlier test (the master reset its statistics) starts afresh at the master's epoch, and the
 /// master's `--stop-timeout`, so that the users of the whole cluster stop as the master's options say.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub(crate) struct SpawnSettings {
     /// The master's [`cicada_stats::Stats::epoch`].
     pub(crate) epoch: u64,
     /// The master's `--stop-timeout`, milliseconds.
     pub(crate) stop_timeout_ms: u64,
+    /// The whole cluster's target, users: a master that restarts takes it back from its workers.
+    pub(crate) cluster_users: u64,
+    /// The whole cluster's spawn rate, users per second.
+    pub(crate) cluster_spawn_rate: f64,
+}
+
+/// What a worker runs, in every heartbeat and attach (`WorkerStatus::run_state`): a master that restarted adopts
+/// the worker's users and statistics epoch from it instead of starting the test again, and every master learns from
+/// it whether the worker's guard marked the last second.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct WorkerRunState {
+    /// The worker's statistics epoch (its deltas carry it).
+    pub(crate) epoch: u64,
+    /// Its share of the users, per user type in registration order (the last spawn command's).
+    pub(crate) share: Vec<u64>,
+    /// The settings of the last spawn command.
+    pub(crate) settings: SpawnSettings,
+    /// Its guard marked the time since the last heartbeat as saturated (CPU, memory or lag over a limit).
+    pub(crate) saturated: bool,
+    /// Ticks the mark still stays (the worker's own bookkeeping; not sent).
+    #[serde(skip)]
+    pub(crate) saturated_ticks: u8,
+}
+
+impl WorkerRunState {
+    pub(crate) fn encode(&self) -> bytes::Bytes {
+        bytes::Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// `None` for a worker that sent nothing (or something this version cannot read).
+    pub(crate) fn decode(bytes: &[u8]) -> Option<WorkerRunState> {
+        if bytes.is_empty() {
+            return None;
+        }
+        serde_json::from_slice(bytes).ok()
+    }
 }
 
 impl SpawnSettings {
@@ -101,8 +140,20 @@ mod tests {
         let settings = SpawnSettings {
             epoch: 7,
             stop_timeout_ms: 5_000,
+            cluster_users: 300,
+            cluster_spawn_rate: 12.5,
         };
         assert_eq!(SpawnSettings::decode(&settings.encode()), settings);
         assert_eq!(SpawnSettings::decode(b"garbage"), SpawnSettings::default());
+        let run = WorkerRunState {
+            epoch: 7,
+            share: vec![3, 4],
+            settings,
+            saturated: true,
+            saturated_ticks: 0,
+        };
+        assert_eq!(WorkerRunState::decode(&run.encode()), Some(run));
+        assert_eq!(WorkerRunState::decode(b""), None);
+        assert_eq!(WorkerRunState::decode(b"garbage"), None);
     }
 }

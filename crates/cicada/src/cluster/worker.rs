@@ -11,7 +11,7 @@ use cicada_cluster::{
     Command as ClusterCommand, WorkerConfig, WorkerEvent, WorkerHandle, WorkerState, WorkerStatus,
 };
 
-use super::{EXIT_MASTER_LOST, SpawnSettings, encode_delta};
+use super::{EXIT_MASTER_LOST, SpawnSettings, WorkerRunState, encode_delta};
 use crate::app::EXIT_USAGE;
 use crate::runner::RunnerState;
 
@@ -74,6 +74,7 @@ impl WorkerRun<'_> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stop_pending = false;
         let mut host = String::new();
+        let mut run_state = WorkerRunState::default();
         let code = loop {
             tokio::select! {
                 event = self.events.recv() => match event {
@@ -99,9 +100,14 @@ impl WorkerRun<'_> {
                                 .iter()
                                 .map(|name| spawn.users_by_type.get(name).copied().unwrap_or(0))
                                 .collect();
+                            run_state.share = counts.clone();
+                            run_state.settings = settings;
                             runner.start_share(counts, spawn.spawn_rate);
+                            // The master hears at once what this worker now runs (it may restart and adopt it).
+                            self.send_status(&mut run_state, false);
                         }
                         ClusterCommand::Stop => {
+                            run_state.share.iter_mut().for_each(|c| *c = 0);
                             runner.stop();
                             stop_pending = true;
                         }
@@ -132,8 +138,21 @@ impl WorkerRun<'_> {
                     break 0;
                 }
                 _ = tick.tick() => {
+                    if runner.state() == RunnerState::Quitting {
+                        // Only this worker's guard quits its runner: it cannot run users here any more. It leaves,
+                        // so that the master places its share on the others.
+                        let reason = self
+                            .guard
+                            .and_then(|g| g.report_with_actions(0).stopped_test)
+                            .unwrap_or_else(|| "its runner stopped".into());
+                        eprintln!(
+                            "error: the resource guard stopped this worker ({reason}): it leaves the cluster, and \
+                             the master moves its users to the other workers"
+                        );
+                        break crate::app::EXIT_GUARD_STOPPED;
+                    }
                     self.send_delta();
-                    self.send_status();
+                    self.send_status(&mut run_state, true);
                     if stop_pending && matches!(runner.state(), RunnerState::Stopped | RunnerState::Ready) {
                         stop_pending = false;
                         // Every thread's last samples, before the master hears that this worker stopped.
@@ -181,7 +200,8 @@ impl WorkerRun<'_> {
         }
     }
 
-    fn send_status(&self) {
+    /// Set the status the next heartbeats carry; `tick`: once a second, when the guard's marks are taken.
+    fn send_status(&self, run_state: &mut WorkerRunState, tick: bool) {
         let runner = &self.env.runner;
         let state = match runner.state() {
             RunnerState::Ready => WorkerState::Ready,
@@ -191,6 +211,24 @@ impl WorkerRun<'_> {
             RunnerState::Stopped | RunnerState::Quitting => WorkerState::Stopped,
         };
         let usage = self.guard.and_then(crate::guard::Guard::latest);
+        // A worker runs no collector: its guard's interval marks are taken here, once a second, for the master.
+        let held_back = runner
+            .guard_cap()
+            .map_or(0, |cap| runner.target_user_count().saturating_sub(cap));
+        if tick {
+            let marked = self
+                .guard
+                .is_some_and(|g| g.take_interval(held_back).saturated);
+            // A mark stays for two ticks: heartbeats go out on their own one-second clock, and a mark set and
+            // cleared between two of them would never reach the master. The master may mark one second more.
+            run_state.saturated_ticks = if marked {
+                2
+            } else {
+                run_state.saturated_ticks.saturating_sub(1)
+            };
+            run_state.saturated = run_state.saturated_ticks > 0;
+        }
+        run_state.epoch = self.env.stats.epoch();
         let guard_state = self
             .guard
             .map(|g| serde_json::to_vec(&g.report_with_actions(0).status).unwrap_or_default())
@@ -207,6 +245,7 @@ impl WorkerRun<'_> {
             cpu_percent: usage.as_ref().map_or(0.0, |u| u.cpu_percent_of_core as f32),
             memory_bytes: usage.as_ref().map_or(0, |u| u.rss_bytes),
             guard_state: guard_state.into(),
+            run_state: run_state.encode(),
         });
     }
 }

@@ -213,7 +213,7 @@ pub struct GuardReport {
 }
 
 /// Which limit a breach is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GuardLimitKind {
     /// CPU, percent of the CPU available to the process.
@@ -225,7 +225,7 @@ pub enum GuardLimitKind {
 }
 
 /// One limit that is over now.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LimitBreach {
     /// Which limit.
     pub limit: GuardLimitKind,
@@ -238,7 +238,8 @@ pub struct LimitBreach {
 }
 
 /// How much room is left under each limit (negative when over).
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Headroom {
     /// CPU percentage points under `--max-cpu`; `None` before the first CPU sample.
     pub cpu_percent: Option<f64>,
@@ -253,7 +254,7 @@ pub struct Headroom {
 }
 
 /// What the guard is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GuardPhase {
     /// Every limit is fine, or the guard only warns.
@@ -269,7 +270,8 @@ pub enum GuardPhase {
 
 /// The guard's current state, in one typed value for the console, the web UI, the reports and a cluster
 /// master.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct GuardStatus {
     /// What the guard is doing.
     pub phase: GuardPhase,

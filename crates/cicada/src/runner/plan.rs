@@ -161,19 +161,25 @@ impl SpawnPlan {
 /// worker's total is within one user of its share and its mix as close to the whole's as its count allows; a
 /// fixed-count type's users are placed once in the whole cluster. Returns per worker, per type counts. Workers with
 /// weight 0 get nothing; with no weight at all, nobody gets anything.
+#[cfg(test)]
 pub(crate) fn split_across(
     specs: &[(u32, Option<u64>)],
     users: u64,
     shares: &[u64],
 ) -> Vec<Vec<u64>> {
-    let type_count = specs.len();
+    let distribution = Distribution::new(specs, &vec![true; specs.len()]);
+    let counts = distribution.counts(users.min(distribution.capacity()), specs.len());
+    split_counts_across(&counts, shares)
+}
+
+/// Split given per-type `counts` across workers by `shares`, as [`split_across`] does once it knows the counts.
+pub(crate) fn split_counts_across(counts: &[u64], shares: &[u64]) -> Vec<Vec<u64>> {
+    let type_count = counts.len();
     let mut out = vec![vec![0u64; type_count]; shares.len()];
     let total_share: u128 = shares.iter().map(|&s| u128::from(s)).sum();
     if total_share == 0 {
         return out;
     }
-    let distribution = Distribution::new(specs, &vec![true; type_count]);
-    let counts = distribution.counts(users.min(distribution.capacity()), type_count);
     let mut given = vec![0u128; shares.len()];
     let mut placed: u128 = 0;
     for (type_index, &count) in counts.iter().enumerate() {
@@ -201,6 +207,12 @@ pub(crate) fn split_across(
         }
     }
     out
+}
+
+/// The cluster's per-type counts for `users`, as the spawn sequence gives them.
+pub(crate) fn type_counts(specs: &[(u32, Option<u64>)], users: u64) -> Vec<u64> {
+    let distribution = Distribution::new(specs, &vec![true; specs.len()]);
+    distribution.counts(users.min(distribution.capacity()), specs.len())
 }
 
 #[cfg(test)]

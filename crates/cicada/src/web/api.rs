@@ -498,10 +498,15 @@ fn report_data(context: &WebContext) -> serde_json::Value {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let ended_unix_ms = snapshot.last_request_unix_ms.unwrap_or(now_unix_ms);
     let guard = context.guard.as_ref().map(crate::guard::Guard::report);
+    let cluster = context
+        .cluster_health
+        .as_ref()
+        .map(|health| health.report());
     report::report_data(&report::ReportInputs {
         snapshot: &snapshot,
         history: downsample(env.stats().history(), MAX_POINTS),
         guard: guard.as_ref(),
+        cluster: cluster.as_ref(),
         schedules: &env.schedule_reports(),
         host: &env.host(),
         started_unix_ms: snapshot.start_unix_ms,

@@ -70,6 +70,8 @@ pub(crate) struct WebContext {
     pub(crate) clock: crate::app::RunClock,
     /// A master's cluster: its workers are listed in the API and the UI.
     pub(crate) cluster: Option<cicada_cluster::MasterHandle>,
+    /// A master's view of its workers' capacity: users held back, workers over their limits.
+    pub(crate) cluster_health: Option<std::sync::Arc<crate::cluster::health::ClusterHealth>>,
 }
 
 /// Start serving; returns the bound address.

@@ -475,3 +475,292 @@ fn a_masters_stats_reset_is_followed_by_its_workers() {
     assert!(reported > 0, "{}", String::from_utf8_lossy(&output.stderr));
     assert!(reported <= run.served());
 }
+
+/// A master with its web UI (the test autostarts), so that a test can watch its workers while it runs; its stderr
+/// is kept for the test's messages.
+struct WatchedMaster {
+    process: Process,
+    address: String,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl WatchedMaster {
+    fn start(port: &str, target: &str, json: &str, extra: &[&str]) -> WatchedMaster {
+        let mut args = vec![
+            "--master",
+            "--autostart",
+            "--web-port",
+            "0",
+            "--master-bind-port",
+            port,
+            "-H",
+            target,
+            "--report-json",
+            json,
+        ];
+        args.extend_from_slice(extra);
+        let mut process = Process::start("quickstart", &args, &[]);
+        let stderr = process.child.as_mut().unwrap().stderr.take().unwrap();
+        let kept = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (found_tx, found_rx) = std::sync::mpsc::channel();
+        let sink = kept.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut found = Some(found_tx);
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(url) = line.split("web UI: ").nth(1)
+                    && let Some(tx) = found.take()
+                {
+                    let _ = tx.send(url.trim().trim_start_matches("http://").to_string());
+                }
+                let mut kept = sink.lock().unwrap();
+                kept.push_str(&line);
+                kept.push('\n');
+            }
+        });
+        let address = found_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the master announces its web UI");
+        WatchedMaster {
+            process,
+            address,
+            stderr: kept,
+        }
+    }
+
+    /// `GET /stats/requests`, the workers' part: (id, state, users) of each.
+    fn workers(&self) -> Vec<(String, String, u64)> {
+        let mut stream = std::net::TcpStream::connect(&self.address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /stats/requests HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.address
+        )
+        .unwrap();
+        let mut response = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let value: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        value["workers"]
+            .as_array()
+            .map(|workers| {
+                workers
+                    .iter()
+                    .map(|w| {
+                        (
+                            w["id"].as_str().unwrap_or_default().to_string(),
+                            w["state"].as_str().unwrap_or_default().to_string(),
+                            w["user_count"].as_u64().unwrap_or(0),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Poll the workers until `done` holds, at most `limit`; the last list seen.
+    fn wait_for_workers(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut done: impl FnMut(&[(String, String, u64)]) -> bool,
+    ) -> Vec<(String, String, u64)> {
+        let started = Instant::now();
+        loop {
+            let workers = self.workers();
+            if done(&workers) {
+                return workers;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "timed out waiting for {what}: {workers:?}\nmaster's log:\n{}",
+                self.stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// The worker (id, state, users) with this pid: worker ids are `host_pid_random`.
+fn worker_with_pid(workers: &[(String, String, u64)], pid: u32) -> Option<(String, String, u64)> {
+    let marker = format!("_{pid}_");
+    workers.iter().find(|w| w.0.contains(&marker)).cloned()
+}
+
+#[test]
+fn a_worker_over_its_limits_gets_no_users_and_they_run_where_there_is_room() {
+    let target = DemoTarget::start();
+    let port = free_port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json").display().to_string();
+    let master = WatchedMaster::start(
+        &port,
+        &target.url(),
+        &json,
+        &[
+            "--expect-workers",
+            "2",
+            "-u",
+            "20",
+            "-r",
+            "100",
+            "-t",
+            "40s",
+        ],
+    );
+    // One worker's memory limit is far below what any process uses: its guard holds its users at 0.
+    let starved = Process::start(
+        "quickstart",
+        &["--worker", "--master-port", &port, "--max-memory", "1MiB"],
+        &[],
+    );
+    let healthy = Process::start("quickstart", &worker_args(&port), &[]);
+    let (starved_pid, healthy_pid) = (starved.pid(), healthy.pid());
+    let placed = master.wait_for_workers(
+        "the whole target on the worker with room",
+        Duration::from_secs(30),
+        |workers| worker_with_pid(workers, healthy_pid).is_some_and(|w| w.2 == 20),
+    );
+    if let Some(starved) = worker_with_pid(&placed, starved_pid) {
+        assert_eq!(starved.2, 0, "the starved worker runs nobody: {placed:?}");
+    }
+    // The starved worker cannot run anyone at all: its guard stops it and it leaves (exit 4) rather than hold a
+    // share it cannot run.
+    let output = starved.wait(Duration::from_secs(30));
+    assert_eq!(
+        output.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // A third worker takes a share of the target: the total stays at 20.
+    let joining = Process::start("quickstart", &worker_args(&port), &[]);
+    let joining_pid = joining.pid();
+    let shared = master.wait_for_workers(
+        "the target split between the healthy worker and the new one",
+        Duration::from_secs(30),
+        |workers| {
+            let healthy = worker_with_pid(workers, healthy_pid).map_or(0, |w| w.2);
+            let joined = worker_with_pid(workers, joining_pid).map_or(0, |w| w.2);
+            healthy == 10 && joined == 10
+        },
+    );
+    assert!(
+        worker_with_pid(&shared, starved_pid).is_none(),
+        "{shared:?}"
+    );
+    master.process.signal("TERM");
+    let output = master.process.wait(Duration::from_secs(60));
+    let report = report(std::path::Path::new(&json), &output);
+    let actions: Vec<&str> = report["cluster"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"worker_capped"), "{actions:?}");
+    // Every request the workers sent was counted by the master (the starved one sent none).
+    assert_eq!(
+        report["stats"]["total"]["num_requests"].as_u64().unwrap(),
+        target.counters().total(),
+        "{}",
+        master.stderr.lock().unwrap()
+    );
+}
+
+#[test]
+fn a_restarted_master_adopts_the_running_workers_and_counts_what_they_kept() {
+    let target = DemoTarget::start();
+    let port = free_port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let url = target.url();
+    let first_json = dir.path().join("first.json").display().to_string();
+    let first = Process::start(
+        "quickstart",
+        &master_args(
+            &port,
+            &url,
+            &first_json,
+            // The reset moves the test's statistics to epoch 1: a new master starts at 0 and must take 1 over.
+            &[
+                "--expect-workers",
+                "2",
+                "-u",
+                "10",
+                "-r",
+                "100",
+                "-t",
+                "60s",
+                "--reset-stats",
+            ],
+        ),
+        &[],
+    );
+    let worker_flags = {
+        let mut flags = worker_args(&port);
+        flags.extend_from_slice(&["--master-timeout", "30s"]);
+        flags
+    };
+    let workers: Vec<Process> = (0..2)
+        .map(|_| Process::start("quickstart", &worker_flags, &[]))
+        .collect();
+    let started = Instant::now();
+    while target.counters().total() < 20 {
+        assert!(started.elapsed() < Duration::from_secs(30), "no load");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Every user spawned, the reset done and followed by the workers (the master checks every 250 ms).
+    std::thread::sleep(Duration::from_secs(4));
+    first.signal("KILL");
+    let _ = first.wait(Duration::from_secs(10));
+    let served_at_kill = target.counters().total();
+    // The workers go on without a master, keeping their statistics for the next one.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(target.counters().total() > served_at_kill);
+
+    let second_json = dir.path().join("second.json").display().to_string();
+    let second = Process::start(
+        "quickstart",
+        &master_args(
+            &port,
+            &url,
+            &second_json,
+            &["--expect-workers", "2", "-u", "10", "-r", "100", "-t", "8s"],
+        ),
+        &[],
+    );
+    let output = second.wait(Duration::from_secs(90));
+    let served_at_end = target.counters().total();
+    let report = report(std::path::Path::new(&second_json), &output);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{log}");
+    let adopted = report["cluster"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "adopted")
+        .count();
+    assert_eq!(adopted, 2, "both workers were adopted: {log}");
+    // The new master counted every request since the old one died, those sent while no master was there included
+    // (the workers kept them as deltas of the test's statistics epoch, which the new master took over).
+    let counted = report["stats"]["total"]["num_requests"].as_u64().unwrap();
+    assert!(
+        counted >= served_at_end - served_at_kill,
+        "counted {counted}, served since the kill {}: {log}",
+        served_at_end - served_at_kill
+    );
+    assert!(counted <= served_at_end);
+    // No user was restarted: the first point of the new master's history has all of them.
+    let users = user_counts(&report);
+    assert_eq!(users.first().copied(), Some(10), "{users:?}");
+    for worker in workers {
+        let output = worker.wait(Duration::from_secs(30));
+        assert_eq!(output.status.code(), Some(0));
+    }
+}
