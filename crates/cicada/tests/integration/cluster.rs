@@ -612,6 +612,8 @@ fn a_worker_over_its_limits_gets_no_users_and_they_run_where_there_is_room() {
             "100",
             "-t",
             "40s",
+            "-s",
+            "5",
         ],
     );
     // One worker's memory limit is far below what any process uses: its guard holds its users at 0.
