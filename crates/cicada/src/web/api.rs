@@ -184,10 +184,16 @@ pub(super) fn live_snapshot(context: &WebContext) -> RequestsReport {
     let workers = context.cluster.as_ref().map(|master| {
         let all = master.workers();
         extras.workers_omitted = all.len().saturating_sub(RequestsReport::MAX_WORKERS);
-        all.iter()
+        let connected = all
+            .iter()
+            .filter(|w| w.presence == cicada_cluster::Presence::Connected)
+            .count();
+        let listed = all
+            .iter()
             .take(RequestsReport::MAX_WORKERS)
             .map(super::schema::LocustWorker::from_info)
-            .collect()
+            .collect();
+        (listed, connected)
     });
     RequestsReport::new(
         runner.state().as_str(),

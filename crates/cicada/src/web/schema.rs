@@ -195,9 +195,12 @@ pub(crate) struct RequestsReport {
     pub(crate) stats: Vec<LocustEntry>,
     /// At most [`RequestsReport::MAX_ERRORS`] failure groups, most frequent first.
     pub(crate) errors: Vec<LocustError>,
-    /// A master's workers (Locust's key, only in distributed runs), at most [`RequestsReport::MAX_WORKERS`].
+    /// A master's workers (Locust's key, only on a master), sorted by id, at most [`RequestsReport::MAX_WORKERS`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) workers: Option<Vec<LocustWorker>>,
+    /// A master's workers that are heard from (Locust's key: not missing), all of them, listed or not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) worker_count: Option<usize>,
     pub(crate) cicada: LiveExtras,
 }
 
@@ -287,7 +290,7 @@ impl RequestsReport {
         user_count: u64,
         snapshot: &StatsSnapshot,
         cicada: LiveExtras,
-        workers: Option<Vec<LocustWorker>>,
+        workers: Option<(Vec<LocustWorker>, usize)>,
     ) -> RequestsReport {
         let total = &snapshot.total;
         let current = |q: f64| total.current_percentile(q).map(whole_ms);
@@ -318,7 +321,8 @@ impl RequestsReport {
                 .take(Self::MAX_ERRORS)
                 .map(LocustError::from)
                 .collect(),
-            workers,
+            worker_count: workers.as_ref().map(|(_, connected)| *connected),
+            workers: workers.map(|(listed, _)| listed),
             cicada,
         }
     }

@@ -344,7 +344,7 @@ fn stats_requests_has_locusts_keys_and_counts_equal_the_servers() {
         assert!(is_right(&snapshot[key]), "{key}: {}", snapshot[key]);
     }
     assert!(
-        snapshot.get("workers").is_none(),
+        snapshot.get("workers").is_none() && snapshot.get("worker_count").is_none(),
         "no workers when not distributed"
     );
     let current = &snapshot["current_response_time_percentiles"];
@@ -991,6 +991,7 @@ impl MasterWithWorkers {
 fn a_masters_logs_carry_its_workers_lines_and_a_killed_worker_shows_missing() {
     let mut cluster = MasterWithWorkers::start();
     let ids = cluster.wait_running();
+    assert_eq!(cluster.ui.json("/stats/requests")["worker_count"], 2);
     for (_, id) in &ids {
         // Logged by the worker itself when it attached, at INFO, and forwarded.
         let logs = cluster.wait_for_log_line(id, "worker: attached to master");
@@ -1035,6 +1036,11 @@ fn a_masters_logs_carry_its_workers_lines_and_a_killed_worker_shows_missing() {
                         && w["user_count"].as_u64() == Some(MasterWithWorkers::USERS)
                 })
         },
+    );
+    assert_eq!(
+        cluster.ui.json("/stats/requests")["worker_count"],
+        1,
+        "Locust's worker_count: the workers heard from"
     );
     let missing = workers
         .iter()
