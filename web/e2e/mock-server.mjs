@@ -8,7 +8,9 @@
 //
 // PORT (default 0: any free port) is printed as "mock: http://127.0.0.1:PORT". MOCK_ROWS adds that
 // many extra request names (to try the stats table with 1,000 rows). MOCK_SSE=0 answers /events with
-// 404 (to try the polling fallback). Listens on 127.0.0.1 only.
+// 404 (to try the polling fallback). MOCK_WORKERS=N makes it a cluster master with N fake workers (the
+// Workers tab; the last one goes missing 8 s into a run, the first holds spawning while the generator
+// is saturated) whose log lines carry their ids. Listens on 127.0.0.1 only.
 
 import { readFileSync, existsSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -56,7 +58,8 @@ const QUANTILE_LABELS = ['50%', '66%', '75%', '80%', '90%', '95%', '98%', '99%',
 
 /** The simulated runner and its statistics. */
 class Simulation {
-  constructor({ extraRows = 0, seed = 7 } = {}) {
+  constructor({ extraRows = 0, seed = 7, workers = 0 } = {}) {
+    this.workerIds = Array.from({ length: Math.max(0, Math.min(1000, workers)) }, (_, i) => `mockhost_${4100 + i}_${(0x1f00a + i * 7919).toString(16).padStart(8, '0')}`);
     this.random = rng(seed);
     this.defaultHost = 'http://127.0.0.1:8089';
     this.extraRows = extraRows;
@@ -74,8 +77,8 @@ class Simulation {
     this.log('INFO', 'Starting web interface (mock)');
   }
 
-  log(level, message) {
-    this.logs.push({ unix_ms: Date.now(), level, message });
+  log(level, message, worker = null) {
+    this.logs.push({ unix_ms: Date.now(), level, message, worker });
     if (this.logs.length > 500) this.logs.splice(0, this.logs.length - 500);
   }
 
@@ -174,6 +177,10 @@ class Simulation {
     }
     this.runSeconds += 1;
     this.statsSeconds += 1;
+    if (this.workerIds.length && this.runSeconds === 2) {
+      for (const id of this.workerIds) this.log('INFO', 'worker: attached to master mock (mock)', id);
+    }
+    if (this.workerIds.length && this.runSeconds === 5) this.log('ERROR', 'user error in view_item: <b>no item</b> (mock)', this.workerIds[0]);
     if (this.runSeconds === SATURATED_FROM_S) this.guardAction('pause_spawning', 'CPU 97% over the limit of 90% (mock)');
     if (this.runSeconds === SATURATED_UNTIL_S) this.guardAction('resume', 'CPU back under the limit (mock)');
     const weights = this.counters.reduce((s, c) => s + c.weight, 0);
@@ -360,8 +367,39 @@ class Simulation {
         exceptions: this.exceptions(),
         exceptions_omitted: 0,
         generator: this.state === 'ready' ? null : this.generator(),
+        workers_omitted: 0,
       },
+      ...(this.workerIds.length ? { workers: this.workers() } : {}),
     };
+  }
+
+  /** A master's `workers` (Locust's keys and cicada's): the users split evenly; the last goes missing 8 s into a run. */
+  workers() {
+    const n = this.workerIds.length;
+    const missingFrom = 8;
+    const gone = n > 1 && this.active() && this.runSeconds >= missingFrom;
+    const alive = gone ? n - 1 : n;
+    return this.workerIds.map((id, i) => {
+      const missing = gone && i === n - 1;
+      const users = missing ? 0 : Math.floor(this.users / alive) + (i < this.users % alive ? 1 : 0);
+      const holding = i === 0 && this.saturated();
+      const guard = { phase: holding ? 'holding' : 'normal', over: holding ? [{ limit: 'cpu', value: 97, limit_value: 90, over_by_percent: 7.8 }] : [], users_held_back: 0 };
+      return {
+        id,
+        state: missing ? 'missing' : this.state === 'stopping' ? 'stopping' : this.active() ? (users ? 'running' : 'spawning') : 'ready',
+        user_count: users,
+        cpu_usage: missing ? 0 : 20 + 5 * i + users * 0.5,
+        memory_usage: (40 + users) * 1024 * 1024,
+        host: 'mockhost',
+        pid: 4100 + i,
+        cores: 2,
+        last_heard_seconds: missing ? this.runSeconds - missingFrom + 3 : 0.4,
+        guard,
+        guard_phase: guard.phase,
+        guard_over: guard.over.map((b) => b.limit),
+        reconnects: 0,
+      };
+    });
   }
 
   /** GET /exceptions rows (Locust's keys). */
@@ -476,8 +514,8 @@ function readDist(file) {
 }
 
 /** Starts the mock on 127.0.0.1. Resolves to {url, close, simulation}. */
-export function startMockServer({ port = 0, extraRows = 0, sse = true } = {}) {
-  const sim = new Simulation({ extraRows });
+export function startMockServer({ port = 0, extraRows = 0, sse = true, workers = 0 } = {}) {
+  const sim = new Simulation({ extraRows, workers });
   const clients = new Set();
   const timer = setInterval(() => {
     sim.tick();
@@ -596,6 +634,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] || '').href) {
     port: Number(process.env.PORT || 0),
     extraRows: Number(process.env.MOCK_ROWS || 0),
     sse: process.env.MOCK_SSE !== '0',
+    workers: Number(process.env.MOCK_WORKERS || 0),
   });
   console.log(`mock: ${mock.url}`);
   const stop = async () => {

@@ -10,72 +10,17 @@
 // Prints one line of JSON summary; exits 0 when every check passed, 1 otherwise. Only 127.0.0.1 /
 // localhost (and the report's file:// URL) may be reached: any other request is aborted and fails.
 
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { chromium } from 'playwright-core';
+import { StepFailure, expect, isLocal, launchBrowser, runTest, step, waitInPage } from './harness.mjs';
 
 const TOTAL_LIMIT_MS = 88000;
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const CSV_HEADER = 'Type,Name,Request Count,Failure Count';
 const EXTERNAL_REF = /(?:src|href)\s*=\s*["']?\s*(?:https?:)?\/\//i;
 
-const started = Date.now();
-const summary = { e2e: 'failed', target: null, checks: {} };
-const log = (line) => process.stderr.write(`[e2e ${((Date.now() - started) / 1000).toFixed(1)}s] ${line}\n`);
-
-class StepFailure extends Error {}
-
-/** Runs one step with its own time limit; a failure names the step. */
-async function step(name, timeoutMs, fn) {
-  const t0 = Date.now();
-  let timer;
-  try {
-    await Promise.race([
-      fn(),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs / 1000} s`)), timeoutMs);
-      }),
-    ]);
-  } catch (err) {
-    throw new StepFailure(`step "${name}" failed: ${err.message.split('\n')[0]}`);
-  } finally {
-    clearTimeout(timer);
-  }
-  log(`ok: ${name} (${Date.now() - t0} ms)`);
-}
-
-function expect(condition, message) {
-  if (!condition) throw new Error(message);
-}
-
-/** Waits for `fn(arg)` in the page to be truthy, with a readable message on timeout. */
-async function waitInPage(page, what, fn, arg, timeout) {
-  try {
-    return await (await page.waitForFunction(fn, arg, { timeout, polling: 250 })).jsonValue();
-  } catch (err) {
-    throw new Error(`${what} (${err.message.split('\n')[0]})`);
-  }
-}
-
-const isLocal = (url) => {
-  const u = new URL(url);
-  if (u.protocol === 'file:' || u.protocol === 'data:' || u.protocol === 'about:' || u.protocol === 'blob:') return true;
-  return u.hostname === '127.0.0.1' || u.hostname === 'localhost' || u.hostname === '[::1]';
-};
-
-async function main() {
+async function main(summary) {
   let mock = null;
   let base = (process.env.CICADA_UI_URL || '').replace(/\/+$/, '');
   if (!base) {
@@ -90,28 +35,14 @@ async function main() {
   const artifacts = process.env.CICADA_ARTIFACTS || mkdtempSync(join(tmpdir(), 'cicada-e2e-'));
   mkdirSync(artifacts, { recursive: true });
   summary.artifacts = artifacts;
-  const userDataDir = mkdtempSync(join(tmpdir(), 'cicada-e2e-chromium-'));
-  const blocked = [];
-  const pageErrors = [];
-  let context = null;
+  let browser = null;
+  let pageErrors = [];
   let page = null;
 
   try {
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: CHROMIUM_ARGS,
-      acceptDownloads: true,
-      viewport: { width: 1400, height: 900 },
-    });
-    await context.route('**/*', (route) => {
-      const url = route.request().url();
-      if (isLocal(url)) return route.continue();
-      blocked.push(url);
-      return route.abort('blockedbyclient');
-    });
-    page = context.pages()[0] || (await context.newPage());
-    page.on('pageerror', (err) => pageErrors.push(`ui: ${err.message}`));
+    browser = await launchBrowser();
+    const { context, blocked } = browser;
+    ({ page, pageErrors } = browser);
 
     await step('open the UI and start 5 users at 5/s', 15000, async () => {
       await page.goto(`${base}/`, { timeout: 10000 });
@@ -286,31 +217,9 @@ async function main() {
     if (pageErrors.length) summary.page_errors = pageErrors;
     if (page) await page.screenshot({ path: join(artifacts, 'ui-failure.png') }).catch(() => {});
   } finally {
-    if (context) await context.close().catch(() => {});
+    if (browser) await browser.close();
     if (mock) await mock.close();
-    rmSync(userDataDir, { recursive: true, force: true });
   }
-  summary.seconds = Math.round((Date.now() - started) / 100) / 10;
-  console.log(JSON.stringify(summary));
-  return summary.e2e === 'passed' ? 0 : 1;
 }
 
-const watchdog = setTimeout(() => {
-  summary.error = `the e2e test took longer than ${TOTAL_LIMIT_MS / 1000} s`;
-  summary.seconds = Math.round((Date.now() - started) / 100) / 10;
-  console.log(JSON.stringify(summary));
-  process.exit(1);
-}, TOTAL_LIMIT_MS);
-
-main().then(
-  (code) => {
-    clearTimeout(watchdog);
-    process.exit(code);
-  },
-  (err) => {
-    clearTimeout(watchdog);
-    summary.error = `e2e: ${err.message}`;
-    console.log(JSON.stringify(summary));
-    process.exit(1);
-  },
-);
+runTest(TOTAL_LIMIT_MS, main);

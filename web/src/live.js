@@ -1,12 +1,13 @@
 // live.js — owns the live UI of a running load test: it wires the page shell (src/index.html) to the
-// server — the header figures, the start and edit forms, the Stop / Reset / New test buttons, the tabs
-// and the timers that refresh the open tab (history for the charts, logs, the task ratio). Rendering
+// server — the header figures, the start and edit forms, the Stop / Reset / New test buttons, the tabs,
+// the timers that refresh the open tab (history for the charts, logs, the task ratio), and the Logs
+// tab's choice of source on a cluster master (all, the master's own lines, or one worker's). Rendering
 // of tables and panels is delegated to table.js, charts.js and panels.js.
 
 import { getJson, postForm, streamSnapshots } from './api.js';
 import { Charts } from './charts.js';
 import { esc, fmtBytes, fmtInt, fmtPercent, fmtRate, setHtml } from './format.js';
-import { exceptionsHtml, failuresHtml, generatorHtml, logsHtml, ratioHtml, workersHtml } from './panels.js';
+import { OWN_LINES, exceptionsHtml, failuresHtml, generatorHtml, logWorkers, logsHtml, ratioHtml, workersHtml } from './panels.js';
 import { HISTORY_REQUEST_POINTS, TABS, controls, createModel, headerFigures, setHistory, setSnapshot, snapshotParts } from './state.js';
 import { StatsTable } from './table.js';
 
@@ -45,6 +46,8 @@ export function startLive(doc = document) {
     exceptions: $('exceptions'),
     ratio: $('ratio'),
     logs: $('logs'),
+    logsControls: $('logs-controls'),
+    logsSource: $('logs-source'),
     resource: $('resource'),
     workers: $('workers'),
     tabs: doc.querySelector('nav.tabs'),
@@ -115,7 +118,9 @@ export function startLive(doc = document) {
     workersTab.hidden = parts.workers === null;
     if (parts.workers !== null) {
       const missing = parts.workers.filter((w) => w.state === 'missing').length;
-      el.tabs.querySelector('[data-count="workers"]').textContent = `${fmtInt(parts.workers.length)}${missing ? ` (${fmtInt(missing)} missing)` : ''}`;
+      const badge = el.tabs.querySelector('[data-count="workers"]');
+      badge.textContent = `${fmtInt(parts.workers.length)}${missing ? ` (${fmtInt(missing)} missing)` : ''}`;
+      badge.classList.toggle('neutral', missing === 0);
     }
   }
 
@@ -142,7 +147,7 @@ export function startLive(doc = document) {
         setHtml(el.resource, generatorHtml(parts.generator));
         break;
       case 'workers':
-        setHtml(el.workers, workersHtml(parts.workers));
+        setHtml(el.workers, workersHtml(parts.workers, parts.workersOmitted));
         break;
       default:
         break;
@@ -206,14 +211,50 @@ export function startLive(doc = document) {
     }
   }
 
+  /**
+   * The Logs tab from the latest /logs: on a cluster master (or once a line names a worker), the
+   * source column and the source list (every worker the lines or the snapshot name).
+   */
+  function renderLogs() {
+    const workers = snapshotParts(model.snapshot).workers;
+    const ids = new Set(logWorkers(model.logs));
+    for (const w of workers || []) if (typeof w.id === 'string') ids.add(w.id);
+    const cluster = workers !== null || ids.size > 0;
+    el.logsControls.hidden = !cluster;
+    if (cluster) {
+      const wanted = ['', OWN_LINES, ...[...ids].sort().map((id) => `w:${id}`)];
+      if (!wanted.includes(model.logFilter)) wanted.push(model.logFilter);
+      const have = [...el.logsSource.options].map((o) => o.value);
+      if (have.join('\n') !== wanted.join('\n')) {
+        setHtml(
+          el.logsSource,
+          wanted
+            .map((value) => {
+              const label = value === '' ? 'All' : value === OWN_LINES ? 'Master' : `Worker ${value.slice(2)}`;
+              return `<option value="${esc(value)}">${esc(label)}</option>`;
+            })
+            .join(''),
+        );
+      }
+      el.logsSource.value = model.logFilter;
+    }
+    if (model.logs) setHtml(el.logs, logsHtml(model.logs, { filter: cluster ? model.logFilter : '', sourceColumn: cluster }));
+  }
+
   async function loadLogs() {
     timing.logs = Date.now();
     try {
-      setHtml(el.logs, logsHtml(await getJson('logs')));
+      model.logs = await getJson('logs');
+      renderLogs();
     } catch (err) {
       setHtml(el.logs, `<p class="empty">Could not load the logs: ${esc(err.message)}</p>`);
     }
   }
+
+  el.logsSource.addEventListener('change', () => {
+    model.logFilter = el.logsSource.value;
+    renderLogs();
+  });
 
   async function loadTasks() {
     try {

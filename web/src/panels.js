@@ -1,17 +1,21 @@
 // panels.js — owns the HTML of the smaller views shared by the live UI and the report: failures,
-// exceptions (user errors), the current task ratio, logs, the load generator (resource guard) panel
-// and its actions, and the schedule lateness table. Each function takes server data and returns an
+// exceptions (user errors), the current task ratio, logs (with the worker that forwarded a line, and
+// the choice of source), a master's workers, the load generator (resource guard) panel and its
+// actions, and the schedule lateness table. Each function takes server data and returns an
 // HTML string in which every server string is escaped.
 
 import { DASH, esc, fmtBytes, fmtClock, fmtDuration, fmtInt, fmtMs, fmtPercent, fmtShare, toNumber } from './format.js';
 
-/** A table from column specs `{label, num?, cell(row) -> html}`; `empty` when there are no rows. */
-export function dataTable(columns, rows, { id = '', empty = 'Nothing yet.', cls = '' } = {}) {
+/**
+ * A table from column specs `{label, num?, cell(row) -> html}`; `empty` when there are no rows.
+ * `rowAttrs(row)` may return attributes for a row's `<tr>` (already escaped, with a leading space).
+ */
+export function dataTable(columns, rows, { id = '', empty = 'Nothing yet.', cls = '', rowAttrs = null } = {}) {
   const list = Array.isArray(rows) ? rows : [];
   if (list.length === 0) return `<p class="empty">${esc(empty)}</p>`;
   const head = columns.map((c) => `<th scope="col" class="${c.num ? 'num' : 'text'}">${esc(c.label)}</th>`).join('');
   const body = list
-    .map((row) => `<tr>${columns.map((c) => `<td class="${c.num ? 'num' : c.cls || ''}">${c.cell(row)}</td>`).join('')}</tr>`)
+    .map((row) => `<tr${rowAttrs ? rowAttrs(row) : ''}>${columns.map((c) => `<td class="${c.num ? 'num' : c.cls || ''}">${c.cell(row)}</td>`).join('')}</tr>`)
     .join('');
   return `<table${id ? ` id="${esc(id)}"` : ''} class="data ${esc(cls)}"><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table>`;
 }
@@ -82,18 +86,50 @@ export function ratioHtml(tasks) {
     .join('');
 }
 
-/** GET /logs, newest first. */
-export function logsHtml(logs) {
-  const lines = logs && Array.isArray(logs.logs) ? [...logs.logs].reverse() : [];
-  return dataTable(
-    [
-      { label: 'Time', cell: (l) => esc(fmtClock(l.unix_ms)) },
-      { label: 'Level', cell: (l) => `<span class="level level-${esc(String(l.level || '').toLowerCase())}">${esc(l.level)}</span>` },
-      { label: 'Message', cls: 'msg', cell: (l) => esc(l.message) },
-    ],
-    lines,
-    { id: 'logs-table', empty: 'No log lines.' },
-  );
+/** The log filter's value for this process's own lines (a worker's is `w:` and its id). */
+export const OWN_LINES = 'own';
+
+/** Whether a log line passes the filter: '' (all), OWN_LINES, or `w:` + a worker id. */
+export function logLineShown(line, filter) {
+  if (!filter) return true;
+  const worker = line && typeof line.worker === 'string' ? line.worker : null;
+  if (filter === OWN_LINES) return worker === null;
+  return filter.startsWith('w:') && worker === filter.slice(2);
+}
+
+/**
+ * GET /logs, newest first, keeping the lines `filter` shows (see logLineShown). With `sourceColumn`
+ * (a cluster master), a Source column says which worker forwarded each line, or "master".
+ */
+export function logsHtml(logs, { filter = '', sourceColumn = false } = {}) {
+  const all = logs && Array.isArray(logs.logs) ? logs.logs : [];
+  const lines = all.filter((l) => logLineShown(l, filter)).reverse();
+  const columns = [
+    { label: 'Time', cell: (l) => esc(fmtClock(l.unix_ms)) },
+    { label: 'Level', cell: (l) => `<span class="level level-${esc(String(l.level || '').toLowerCase())}">${esc(l.level)}</span>` },
+  ];
+  if (sourceColumn) {
+    columns.push({
+      label: 'Source',
+      cls: 'source',
+      cell: (l) => (typeof l.worker === 'string' ? esc(l.worker) : '<span class="muted">master</span>'),
+    });
+  }
+  columns.push({ label: 'Message', cls: 'msg', cell: (l) => esc(l.message) });
+  return dataTable(columns, lines, {
+    id: 'logs-table',
+    empty: filter ? 'No log lines from this source among the last 500.' : 'No log lines.',
+    rowAttrs: (l) => (typeof l.worker === 'string' ? ` data-worker="${esc(l.worker)}"` : ' data-worker=""'),
+  });
+}
+
+/** The worker ids that log lines name, in order of first appearance (at most 500: the ring's size). */
+export function logWorkers(logs) {
+  const seen = new Set();
+  for (const line of logs && Array.isArray(logs.logs) ? logs.logs : []) {
+    if (line && typeof line.worker === 'string') seen.add(line.worker);
+  }
+  return [...seen];
 }
 
 const ACTION_LABELS = {
@@ -185,24 +221,67 @@ export function generatorHtml(generator) {
   ])}<h3>Guard actions</h3>${actionsHtml(g.actions)}`;
 }
 
-/** A master's workers: id, host, state (missing ones marked), users, CPU, memory, guard, last heartbeat. */
-export function workersHtml(workers) {
+const GUARD_PHASES = { normal: 'normal', holding: 'holding spawning', stopped: 'stopped the test', emergency: 'emergency stop' };
+
+/** A worker's guard: its phase, and the limits over now (warned); a dash when its guard is off. */
+function workerGuardHtml(w) {
+  const phase = typeof w.guard_phase === 'string' ? w.guard_phase : null;
+  const over = Array.isArray(w.guard_over) ? w.guard_over.filter((l) => typeof l === 'string') : [];
+  if (phase === null && over.length === 0) return DASH;
+  const phaseText = `<span class="guard-phase guard-${esc(phase || 'unknown')}">${esc(GUARD_PHASES[phase] || phase || 'unknown')}</span>`;
+  return over.length ? `${phaseText} · <span class="guard-over">over ${over.map(esc).join(', ')}</span>` : phaseText;
+}
+
+/** Seconds as "0.8 s ago" / "12 s ago" / "3m 05s ago". */
+function agoText(seconds) {
+  const n = toNumber(seconds);
+  if (n === null) return DASH;
+  return n < 10 ? `${n.toFixed(1)} s ago` : `${fmtDuration(Math.round(n))} ago`;
+}
+
+/**
+ * A master's workers: id, host and pid, state, users, CPU, memory, guard (phase, limits over), last
+ * heartbeat, reconnects. A missing worker's row is dimmed and says for how long it has been silent.
+ */
+export function workersHtml(workers, omitted = 0) {
   if (!workers) return '<p class="empty">This process is not a cluster master.</p>';
-  return dataTable(
+  const missing = workers.filter((w) => w.state === 'missing').length;
+  const users = workers.reduce((sum, w) => sum + (w.state === 'missing' ? 0 : toNumber(w.user_count) || 0), 0);
+  const summary = workers.length
+    ? `<p id="workers-summary" class="muted">${fmtInt(workers.length)} worker${workers.length === 1 ? '' : 's'}${
+        missing ? `, <strong class="missing-count">${fmtInt(missing)} missing</strong>` : ''
+      }; ${fmtInt(users)} users on the connected ones.${
+        toNumber(omitted) ? ` ${fmtInt(omitted)} more workers are not listed (the table holds at most 1,000).` : ''
+      }</p>`
+    : '';
+  const table = dataTable(
     [
-      { label: 'Worker', cell: (w) => esc(w.id) },
-      { label: 'Host', cell: (w) => esc(w.host) },
-      { label: 'State', cell: (w) => `<span class="${w.state === 'missing' ? 'alert bad' : ''}">${esc(w.state)}</span>` },
+      { label: 'Worker', cls: 'worker-id', cell: (w) => esc(w.id) },
+      { label: 'Host', cell: (w) => `${esc(w.host)}${toNumber(w.pid) !== null ? ` <span class="muted">pid ${esc(w.pid)}</span>` : ''}` },
+      {
+        label: 'State',
+        cls: 'worker-state',
+        cell: (w) =>
+          w.state === 'missing'
+            ? `<span class="state-missing">missing</span> <span class="muted">for ${esc(fmtDuration(Math.round(toNumber(w.last_heard_seconds) || 0)))}</span>`
+            : esc(w.state),
+      },
       { label: 'Users', num: true, cell: (w) => fmtInt(w.user_count) },
       { label: 'CPU', num: true, cell: (w) => fmtPercent(w.cpu_usage) },
-      { label: 'Memory', num: true, cell: (w) => esc(fmtBytes(w.memory_usage)) },
-      { label: 'Guard', cell: (w) => esc((w.guard && w.guard.phase) || DASH) },
-      { label: 'Last heard', num: true, cell: (w) => `${(toNumber(w.last_heard_seconds) ?? 0).toFixed(1)} s` },
+      // 0 until the worker's guard has sampled (or with its guard off): not measured, not empty.
+      { label: 'Memory', num: true, cell: (w) => (toNumber(w.memory_usage) ? esc(fmtBytes(w.memory_usage)) : DASH) },
+      { label: 'Guard', cls: 'worker-guard', cell: workerGuardHtml },
+      { label: 'Last heartbeat', num: true, cell: (w) => esc(agoText(w.last_heard_seconds)) },
       { label: 'Reconnects', num: true, cell: (w) => fmtInt(w.reconnects) },
     ],
     workers,
-    { id: 'workers-table', empty: 'No worker is connected yet.' },
+    {
+      id: 'workers-table',
+      empty: 'No worker is connected yet.',
+      rowAttrs: (w) => ` data-worker="${esc(w.id)}" data-state="${esc(w.state)}"${w.state === 'missing' ? ' class="missing"' : ''}`,
+    },
   );
+  return summary + table;
 }
 
 /** The report's generator section (the guard's full report). */

@@ -9,7 +9,7 @@ export const MAX_HISTORY_POINTS = 3000;
 /** Asked of /stats/history. */
 export const HISTORY_REQUEST_POINTS = 2000;
 
-export const TABS = ['stats', 'charts', 'failures', 'exceptions', 'ratio', 'downloads', 'logs', 'resource'];
+export const TABS = ['stats', 'charts', 'failures', 'exceptions', 'ratio', 'downloads', 'logs', 'resource', 'workers'];
 
 /** Runner states in which users are running and can be edited or stopped. */
 const ACTIVE_STATES = new Set(['spawning', 'running']);
@@ -22,6 +22,8 @@ export function createModel(initialTab = 'stats') {
     tab: TABS.includes(initialTab) ? initialTab : 'stats',
     newTestOpen: false, // "New test" clicked after a stop
     editOpen: false, // the edit form is shown
+    logs: null, // latest GET /logs
+    logFilter: '', // the Logs tab's source: '' (all), 'own', or 'w:' + a worker id
     connection: 'connecting', // live | polling | offline | connecting
   };
 }
@@ -73,6 +75,7 @@ export function snapshotParts(snapshot) {
     generator: cicada.generator || null,
     // Only a master has workers (Locust's `workers` key); null elsewhere.
     workers: snapshot && Array.isArray(snapshot.workers) ? snapshot.workers : null,
+    workersOmitted: toNumber(cicada.workers_omitted) || 0,
     host: cicada.host ?? null,
     targetUsers: toNumber(cicada.target_user_count),
     spawnRate: toNumber(cicada.spawn_rate),

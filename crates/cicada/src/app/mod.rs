@@ -222,7 +222,9 @@ impl Cicada {
                 return i32::from(EXIT_USAGE);
             }
         };
-        if let Err(error) = crate::logging::init(options.loglevel, options.logfile.as_deref()) {
+        if let Err(error) =
+            crate::logging::init(options.loglevel, options.logfile.as_deref(), options.worker)
+        {
             eprintln!("error: --logfile: {error}");
             return i32::from(EXIT_USAGE);
         }

@@ -625,11 +625,12 @@ impl Dispatcher {
                 }
             }
             MasterEvent::Custom { .. } => {}
+            // Into the master's log output and the web UI's Logs tab, tagged with the worker.
             MasterEvent::Log {
                 worker,
                 level,
                 text,
-            } => tracing::info!("worker {} ({level:?}): {text}", worker.as_str()),
+            } => crate::logging::worker_line(worker.as_str(), level, &text),
         }
     }
 

@@ -1,9 +1,11 @@
 //! The engine's side of a cluster: a master that hands users to workers and merges their statistics
-//! ([`master`]), a worker that runs its share and reports back ([`worker`]), and `--processes`, which starts
-//! workers of this same binary on this machine ([`processes`]). The transport, the sessions and their failure rules
-//! live in the `cicada-cluster` crate; this module decides what travels (a worker's share of the target, the
-//! statistics epoch, the statistics as [`cicada_stats::StatsDelta`]) and what the run does with it.
+//! ([`master`]), a worker that runs its share and reports back ([`worker`]) and forwards its log lines
+//! ([`forward_logs`]), and `--processes`, which starts workers of this same binary on this machine ([`processes`]).
+//! The transport, the sessions and their failure rules live in the `cicada-cluster` crate; this module decides
+//! what travels (a worker's share of the target, the statistics epoch, the statistics as
+//! [`cicada_stats::StatsDelta`]) and what the run does with it.
 
+pub(crate) mod forward_logs;
 pub(crate) mod health;
 pub(crate) mod master;
 pub(crate) mod placement;

@@ -68,6 +68,8 @@ impl WorkerRun<'_> {
     /// asks this worker to leave (its users stop, its last delta is sent).
     pub(crate) async fn run(mut self) -> i32 {
         let runner = self.env.runner.clone();
+        // This worker's log lines go to the master for as long as this run lasts.
+        let _forwarding = super::forward_logs::attach(&self.handle);
         // The first take starts the tracking of per-second data: from here on every delta is complete.
         let _ = self.env.stats.take_delta();
         let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -157,7 +157,7 @@ pub(super) fn live_snapshot(context: &WebContext) -> RequestsReport {
     let runner = env.runner();
     let snapshot = env.stats().snapshot();
     let max_errors = RequestsReport::MAX_ERRORS;
-    let extras = LiveExtras {
+    let mut extras = LiveExtras {
         version: API_VERSION,
         target_user_count: runner.target_user_count(),
         spawn_rate: runner.spawn_rate(),
@@ -179,14 +179,21 @@ pub(super) fn live_snapshot(context: &WebContext) -> RequestsReport {
             .collect(),
         exceptions_omitted: snapshot.user_errors.len().saturating_sub(max_errors),
         generator: generator_view(context),
+        workers_omitted: 0,
     };
     let workers = context.cluster.as_ref().map(|master| {
-        master
-            .workers()
+        let all = master.workers();
+        extras.workers_omitted = all.len().saturating_sub(RequestsReport::MAX_WORKERS);
+        let connected = all
+            .iter()
+            .filter(|w| w.presence == cicada_cluster::Presence::Connected)
+            .count();
+        let listed = all
             .iter()
             .take(RequestsReport::MAX_WORKERS)
             .map(super::schema::LocustWorker::from_info)
-            .collect()
+            .collect();
+        (listed, connected)
     });
     RequestsReport::new(
         runner.state().as_str(),

@@ -195,9 +195,12 @@ pub(crate) struct RequestsReport {
     pub(crate) stats: Vec<LocustEntry>,
     /// At most [`RequestsReport::MAX_ERRORS`] failure groups, most frequent first.
     pub(crate) errors: Vec<LocustError>,
-    /// A master's workers (Locust's key, only in distributed runs), at most [`RequestsReport::MAX_WORKERS`].
+    /// A master's workers (Locust's key, only on a master), sorted by id, at most [`RequestsReport::MAX_WORKERS`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) workers: Option<Vec<LocustWorker>>,
+    /// A master's workers that are heard from (Locust's key: not missing), all of them, listed or not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) worker_count: Option<usize>,
     pub(crate) cicada: LiveExtras,
 }
 
@@ -214,18 +217,42 @@ pub(crate) struct LocustWorker {
     pub(crate) memory_usage: u64,
     /// The host it runs on, as it says.
     pub(crate) host: String,
+    /// Its process id on that host.
+    pub(crate) pid: u32,
     pub(crate) cores: u32,
-    /// Seconds since anything was heard from it.
+    /// Seconds since anything was heard from it (its last heartbeat, about every second); for a missing worker,
+    /// how long it has been silent.
     pub(crate) last_heard_seconds: f64,
-    /// Its resource guard's state (phase, limits over now, headroom), as its heartbeats carry it.
+    /// Its resource guard's state (phase, limits over now, headroom), as its heartbeats carry it; `null` when they
+    /// carry none (its guard is off).
     pub(crate) guard: serde_json::Value,
+    /// The guard's phase, read from `guard`: `normal`, `holding`, `stopped` or `emergency`; `null` without one.
+    pub(crate) guard_phase: Option<String>,
+    /// The limits over now, read from `guard`: `cpu`, `memory`, `lag`.
+    pub(crate) guard_over: Vec<String>,
     /// Sessions after its first.
     pub(crate) reconnects: u32,
 }
 
+/// Limits a heartbeat's guard state names at most (there are three kinds; more means a malformed state).
+const MAX_GUARD_OVER: usize = 8;
+
 impl LocustWorker {
     pub(crate) fn from_info(info: &cicada_cluster::WorkerInfo) -> LocustWorker {
         let missing = info.presence == cicada_cluster::Presence::Missing;
+        let guard: serde_json::Value =
+            serde_json::from_slice(&info.status.guard_state).unwrap_or(serde_json::Value::Null);
+        let guard_phase = guard["phase"].as_str().map(str::to_string);
+        let guard_over = guard["over"]
+            .as_array()
+            .map(|over| {
+                over.iter()
+                    .filter_map(|breach| breach["limit"].as_str())
+                    .take(MAX_GUARD_OVER)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
         LocustWorker {
             id: info.id.as_str().to_string(),
             state: if missing {
@@ -237,10 +264,12 @@ impl LocustWorker {
             cpu_usage: f64::from(info.status.cpu_percent),
             memory_usage: info.status.memory_bytes,
             host: info.hostname.clone(),
+            pid: info.pid,
             cores: info.cores,
             last_heard_seconds: info.silent_for.as_secs_f64(),
-            guard: serde_json::from_slice(&info.status.guard_state)
-                .unwrap_or(serde_json::Value::Null),
+            guard,
+            guard_phase,
+            guard_over,
             reconnects: info.reconnects,
         }
     }
@@ -261,7 +290,7 @@ impl RequestsReport {
         user_count: u64,
         snapshot: &StatsSnapshot,
         cicada: LiveExtras,
-        workers: Option<Vec<LocustWorker>>,
+        workers: Option<(Vec<LocustWorker>, usize)>,
     ) -> RequestsReport {
         let total = &snapshot.total;
         let current = |q: f64| total.current_percentile(q).map(whole_ms);
@@ -292,7 +321,8 @@ impl RequestsReport {
                 .take(Self::MAX_ERRORS)
                 .map(LocustError::from)
                 .collect(),
-            workers,
+            worker_count: workers.as_ref().map(|(_, connected)| *connected),
+            workers: workers.map(|(listed, _)| listed),
             cicada,
         }
     }
@@ -326,6 +356,8 @@ pub(crate) struct LiveExtras {
     pub(crate) exceptions_omitted: usize,
     /// The load generator's own state; `null` when the resource guard is off or has not sampled yet.
     pub(crate) generator: Option<GeneratorView>,
+    /// A master's workers not listed in `workers` (over [`RequestsReport::MAX_WORKERS`]); 0 elsewhere.
+    pub(crate) workers_omitted: usize,
 }
 
 /// The load generator as the resource guard sees it now.
@@ -535,7 +567,8 @@ pub(crate) struct HistoryReport {
 /// `GET /logs`.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct LogsReport {
-    /// The last log lines (at most 500), oldest first.
+    /// The last log lines (at most 500, this process's and, on a master, its workers' together), oldest first;
+    /// a worker's line carries its id in `worker`.
     pub(crate) logs: Vec<LogLine>,
 }
 
@@ -655,6 +688,7 @@ mod tests {
             exceptions: Vec::new(),
             exceptions_omitted: 0,
             generator: None,
+            workers_omitted: 0,
         };
         let report = RequestsReport::new("ready", 0, &snapshot, extras, None);
         assert_eq!(report.stats.len(), RequestsReport::MAX_ROWS + 1);
@@ -665,6 +699,81 @@ mod tests {
             json["current_response_time_percentiles"]["response_time_percentile_0.5"].is_null()
         );
         assert_eq!(json["cicada"]["version"], API_VERSION);
+    }
+
+    fn worker_info(
+        guard_state: &[u8],
+        presence: cicada_cluster::Presence,
+    ) -> cicada_cluster::WorkerInfo {
+        cicada_cluster::WorkerInfo {
+            id: cicada_cluster::WorkerId::new("box_4242_0badcafe"),
+            hostname: "box".to_string(),
+            version: "0".to_string(),
+            pid: 4242,
+            cores: 4,
+            address: None,
+            status: cicada_cluster::WorkerStatus {
+                state: cicada_cluster::WorkerState::Running,
+                user_count: 12,
+                cpu_percent: 37.5,
+                memory_bytes: 64 << 20,
+                guard_state: bytes::Bytes::copy_from_slice(guard_state),
+            },
+            presence,
+            silent_for: std::time::Duration::from_millis(4_500),
+            attached_at: std::time::SystemTime::UNIX_EPOCH,
+            reconnects: 1,
+            heartbeats: 10,
+            deltas_received: 10,
+            deltas_lost: 0,
+            deltas_dropped_by_worker: 0,
+            queued_messages: 0,
+        }
+    }
+
+    #[test]
+    fn a_worker_row_reads_its_guard_phase_and_limits_and_shows_missing() {
+        let status = crate::guard::GuardStatus {
+            phase: crate::guard::GuardPhase::Holding,
+            over: vec![crate::guard::LimitBreach {
+                limit: crate::guard::GuardLimitKind::Memory,
+                value: 120.0,
+                limit_value: 100.0,
+                over_by_percent: 20.0,
+            }],
+            ..crate::guard::GuardStatus::default()
+        };
+        let bytes = serde_json::to_vec(&status).unwrap();
+        let row =
+            LocustWorker::from_info(&worker_info(&bytes, cicada_cluster::Presence::Connected));
+        assert_eq!(row.state, "running");
+        assert_eq!(row.guard_phase.as_deref(), Some("holding"));
+        assert_eq!(row.guard_over, ["memory"]);
+        assert_eq!(
+            row.guard["users_held_back"], 0,
+            "the whole state travels too"
+        );
+        let json = serde_json::to_value(&row).unwrap();
+        for key in ["id", "state", "user_count", "cpu_usage", "memory_usage"] {
+            assert!(json.get(key).is_some(), "Locust's key {key}: {json}");
+        }
+        assert_eq!(json["pid"], 4242);
+        assert_eq!(json["last_heard_seconds"], 4.5);
+
+        let missing = LocustWorker::from_info(&worker_info(b"", cicada_cluster::Presence::Missing));
+        assert_eq!(missing.state, "missing");
+        assert!(missing.guard.is_null() && missing.guard_phase.is_none());
+        assert!(missing.guard_over.is_empty());
+        let garbage = LocustWorker::from_info(&worker_info(
+            br#"{"phase": 3, "over": [{"limit": "cpu"}, {"limit": null}, 7]}"#,
+            cicada_cluster::Presence::Connected,
+        ));
+        assert_eq!(garbage.guard_phase, None);
+        assert_eq!(
+            garbage.guard_over,
+            ["cpu"],
+            "what does not read is left out"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The web UI's server in a real process: the API the browser uses, downloads, authentication, TLS, autostart and
-//! autoquit, the HTML report; and (where Chromium and the UI build are available) the browser end to end.
+//! autoquit, the HTML report, a cluster master's workers and their forwarded log lines; and (where Chromium and the
+//! UI build are available) the browser end to end, for one process and for a master with two workers.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -12,11 +13,16 @@ use cicada_demo::Route;
 
 use crate::common::{DemoTarget, example};
 
+/// Lines of a UI process's stderr kept for the tests, at most (the first ones).
+const STDERR_LINES_KEPT: usize = 2_000;
+
 /// A test binary serving its web UI on an ephemeral port.
 struct UiProcess {
     child: Child,
     /// `127.0.0.1:PORT`: where to connect, and the Host the UI answers to.
     address: String,
+    /// Its stderr (its log), the first [`STDERR_LINES_KEPT`] lines.
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// An HTTP answer: status, headers (lower-case names) and body.
@@ -44,6 +50,8 @@ impl UiProcess {
         let mut child = command.spawn().expect("test binary starts");
         let stderr = child.stderr.take().unwrap();
         let (found_tx, found_rx) = std::sync::mpsc::channel();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = lines.clone();
         std::thread::spawn(move || {
             let mut found = Some(found_tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -51,6 +59,10 @@ impl UiProcess {
                     && let Some(tx) = found.take()
                 {
                     let _ = tx.send(url.trim().to_string());
+                }
+                let mut kept = kept.lock().unwrap();
+                if kept.len() < STDERR_LINES_KEPT {
+                    kept.push(line);
                 }
             }
         });
@@ -63,7 +75,22 @@ impl UiProcess {
             // Bound to every address: reach it on the loopback one.
             .replace("0.0.0.0:", "127.0.0.1:")
             .to_string();
-        UiProcess { child, address }
+        UiProcess {
+            child,
+            address,
+            stderr: lines,
+        }
+    }
+
+    /// The stderr lines so far that contain all of `parts`.
+    fn stderr_lines_with(&self, parts: &[&str]) -> Vec<String> {
+        self.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| parts.iter().all(|part| line.contains(part)))
+            .cloned()
+            .collect()
     }
 
     fn port(&self) -> &str {
@@ -317,7 +344,7 @@ fn stats_requests_has_locusts_keys_and_counts_equal_the_servers() {
         assert!(is_right(&snapshot[key]), "{key}: {}", snapshot[key]);
     }
     assert!(
-        snapshot.get("workers").is_none(),
+        snapshot.get("workers").is_none() && snapshot.get("worker_count").is_none(),
         "no workers when not distributed"
     );
     let current = &snapshot["current_response_time_percentiles"];
@@ -786,4 +813,308 @@ fn the_browser_drives_a_test_end_to_end() {
         target.counters().total() > 0,
         "the test the browser started sent requests"
     );
+}
+
+/// A free port on 127.0.0.1 (bound and released: another process could take it, which these tests accept).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A quickstart worker attached to a master on 127.0.0.1, logging at its default level (INFO); killed (by its
+/// pid) when dropped.
+struct WorkerProcess {
+    child: Child,
+}
+
+impl WorkerProcess {
+    fn start(master_port: &str) -> WorkerProcess {
+        let child = Command::new(example("quickstart"))
+            // A short --master-timeout: a worker whose master is gone does not outlive the test by long.
+            .args([
+                "--worker",
+                "--master-port",
+                master_port,
+                "--master-timeout",
+                "15s",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("worker starts");
+        WorkerProcess { child }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, by pid; answers once the process is gone, with the signal that ended it.
+    fn kill(&mut self) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        self.child.kill().unwrap();
+        self.child.wait().unwrap().signal()
+    }
+
+    /// Whether it has ended, and by which signal.
+    fn ended_by(&mut self) -> Option<Option<i32>> {
+        use std::os::unix::process::ExitStatusExt;
+        self.child.try_wait().unwrap().map(|status| status.signal())
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A master of the quickstart example serving its UI, with two workers, already running 4 users across them.
+struct MasterWithWorkers {
+    // Dropped in this order: the workers first, so none waits for a master that is gone.
+    workers: Vec<WorkerProcess>,
+    ui: UiProcess,
+    target: DemoTarget,
+}
+
+impl MasterWithWorkers {
+    const USERS: u64 = 4;
+
+    fn start() -> MasterWithWorkers {
+        let target = DemoTarget::start();
+        let port = free_port().to_string();
+        let users = Self::USERS.to_string();
+        let ui = UiProcess::start(&[
+            "--master",
+            "--master-bind-port",
+            &port,
+            "--expect-workers",
+            "2",
+            "--autostart",
+            "-u",
+            &users,
+            "-r",
+            &users,
+            "-H",
+            &target.url(),
+        ]);
+        let workers = vec![WorkerProcess::start(&port), WorkerProcess::start(&port)];
+        MasterWithWorkers {
+            workers,
+            ui,
+            target,
+        }
+    }
+
+    /// The snapshot's workers, once `done` holds for them (30 s at most).
+    fn wait_for_workers(&self, what: &str, mut done: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
+        let snapshot = self.ui.wait_for(what, |snapshot| {
+            snapshot["workers"]
+                .as_array()
+                .is_some_and(|workers| done(workers))
+        });
+        snapshot["workers"].as_array().unwrap().clone()
+    }
+
+    /// Both workers running, with the master's users split across them; their ids by pid.
+    fn wait_running(&self) -> Vec<(u32, String)> {
+        let workers = self.wait_for_workers("two running workers with all the users", |workers| {
+            workers.len() == 2
+                && workers.iter().all(|w| {
+                    w["state"] == "running"
+                        && w["user_count"].as_u64() > Some(0)
+                        // 0 until the worker's guard took its first sample.
+                        && w["memory_usage"].as_u64() > Some(0)
+                })
+                && workers
+                    .iter()
+                    .filter_map(|w| w["user_count"].as_u64())
+                    .sum::<u64>()
+                    == Self::USERS
+        });
+        let ids: Vec<(u32, String)> = workers
+            .iter()
+            .map(|w| {
+                (
+                    u32::try_from(w["pid"].as_u64().unwrap()).unwrap(),
+                    w["id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        for worker in &self.workers {
+            assert!(
+                ids.iter().any(|(pid, _)| *pid == worker.pid()),
+                "worker pid {} is listed: {workers:?}",
+                worker.pid()
+            );
+        }
+        for worker in &workers {
+            assert!(worker["cores"].as_u64() > Some(0), "{worker}");
+            assert!(
+                worker["last_heard_seconds"].as_f64() < Some(3.0),
+                "{worker}"
+            );
+            assert!(
+                worker["guard_phase"].is_string() && worker["guard_over"].is_array(),
+                "the guard's phase and limits over, read from its heartbeat: {worker}"
+            );
+        }
+        ids
+    }
+
+    /// `/logs`, once it holds a line of `worker` that contains `text` (30 s at most).
+    fn wait_for_log_line(&self, worker: &str, text: &str) -> Vec<Value> {
+        let started = Instant::now();
+        loop {
+            let logs = self.ui.json("/logs")["logs"].as_array().unwrap().clone();
+            if logs.iter().any(|line| {
+                line["worker"] == worker
+                    && line["message"].as_str().is_some_and(|m| m.contains(text))
+            }) {
+                return logs;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no line of worker {worker} with {text:?} in /logs: {logs:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+#[test]
+fn a_masters_logs_carry_its_workers_lines_and_a_killed_worker_shows_missing() {
+    let mut cluster = MasterWithWorkers::start();
+    let ids = cluster.wait_running();
+    assert_eq!(cluster.ui.json("/stats/requests")["worker_count"], 2);
+    for (_, id) in &ids {
+        // Logged by the worker itself when it attached, at INFO, and forwarded.
+        let logs = cluster.wait_for_log_line(id, "worker: attached to master");
+        let line = logs
+            .iter()
+            .find(|line| line["worker"] == id.as_str())
+            .unwrap();
+        assert_eq!(line["level"], "INFO", "{line}");
+        assert!(line["unix_ms"].as_u64() > Some(0), "{line}");
+        assert!(
+            logs.iter().any(|line| line["worker"].is_null()
+                && line["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("cluster: worker"))),
+            "the master's own lines carry no worker: {logs:#?}"
+        );
+        assert!(
+            !cluster
+                .ui
+                .stderr_lines_with(&["worker: attached to master", &format!("worker={id}")])
+                .is_empty(),
+            "the forwarded line is in the master's own log output too"
+        );
+    }
+
+    let (killed_pid, killed_id) = ids[0].clone();
+    let survivor_id = ids[1].1.clone();
+    let killed = cluster
+        .workers
+        .iter_mut()
+        .find(|w| w.pid() == killed_pid)
+        .unwrap();
+    assert_eq!(killed.kill(), Some(9), "ended by SIGKILL");
+    let workers = cluster.wait_for_workers(
+        "the killed worker missing, its users on the other",
+        |workers| {
+            let killed = workers.iter().find(|w| w["id"] == killed_id.as_str());
+            let survivor = workers.iter().find(|w| w["id"] == survivor_id.as_str());
+            killed.is_some_and(|w| w["state"] == "missing")
+                && survivor.is_some_and(|w| {
+                    w["state"] == "running"
+                        && w["user_count"].as_u64() == Some(MasterWithWorkers::USERS)
+                })
+        },
+    );
+    assert_eq!(
+        cluster.ui.json("/stats/requests")["worker_count"],
+        1,
+        "Locust's worker_count: the workers heard from"
+    );
+    let missing = workers
+        .iter()
+        .find(|w| w["id"] == killed_id.as_str())
+        .unwrap();
+    assert!(
+        missing["last_heard_seconds"].as_f64() >= Some(3.0),
+        "missing after 3 s of silence: {missing}"
+    );
+    assert!(
+        cluster.target.counters().total() > 0,
+        "the workers sent requests"
+    );
+}
+
+#[test]
+#[ignore = "needs Debian's Chromium (apt-get install chromium) and the web UI built with npm; run: cargo test -p cicada --test integration -- --ignored web::the_browser"]
+fn the_browser_shows_a_masters_workers_their_logs_and_a_killed_one_missing() {
+    let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web");
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "Chromium is not installed: apt-get install chromium"
+    );
+    assert!(
+        web.join("node_modules/playwright-core").exists() && web.join("e2e/workers.mjs").exists(),
+        "the web UI's npm dependencies are not installed (cargo build runs npm ci in web/, unless CICADA_SKIP_WEB_BUILD is set)"
+    );
+    let mut cluster = MasterWithWorkers::start();
+    let ids = cluster.wait_running();
+    let (killed_pid, killed_id) = ids[1].clone();
+    let artifacts =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-artifacts/workers");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let mut command = Command::new("node");
+    command
+        .arg("e2e/workers.mjs")
+        .current_dir(&web)
+        .env("CICADA_UI_URL", format!("http://{}", cluster.ui.address))
+        .env("CICADA_EXPECT_WORKERS", "2")
+        // The browser test kills this worker (our child) by its pid, and watches the tab.
+        .env("CICADA_KILL_PID", killed_pid.to_string())
+        .env("CICADA_ARTIFACTS", &artifacts);
+    let output = crate::common::output_within(command, Duration::from_secs(120));
+    assert!(
+        output.status.success(),
+        "e2e failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let killed = cluster
+        .workers
+        .iter_mut()
+        .find(|w| w.pid() == killed_pid)
+        .unwrap();
+    assert_eq!(
+        killed.ended_by(),
+        Some(Some(9)),
+        "the browser test killed it with SIGKILL"
+    );
+    let snapshot = cluster.ui.json("/stats/requests");
+    let row = snapshot["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == killed_id.as_str())
+        .unwrap_or_else(|| panic!("{snapshot:#}"));
+    assert_eq!(row["state"], "missing", "{row}");
+    for (_, id) in &ids {
+        cluster.wait_for_log_line(id, "worker: attached to master");
+    }
+    for shot in ["workers.png", "logs.png", "workers-missing.png"] {
+        assert!(
+            artifacts.join(shot).exists(),
+            "the screenshot {shot} is kept"
+        );
+    }
 }
