@@ -525,7 +525,8 @@ impl TestData {
                         queue.items.extend(items);
                     }
                     Take::Exhausted => queue.exhausted = true,
-                    Take::Empty => {}
+                    // Nothing changed: waking the other waiters would only make them ask again.
+                    Take::Empty => return,
                 }
                 drop(queue);
                 slot.arrived.notify_waiters();
