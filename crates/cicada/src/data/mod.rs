@@ -15,6 +15,8 @@
 mod csv_cycle;
 mod hub;
 mod source;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
