@@ -350,6 +350,7 @@ impl Messages {
 
     /// Send `data` as a message of `kind`: from a master to every attached worker (none attached: nobody gets
     /// it), from a worker to its master, in a single process to this process's own handler (Locust's rules).
+    /// A master's error names the first worker the message could not be queued for; the others got it.
     pub fn send<T: Serialize + ?Sized>(&self, kind: &str, data: &T) -> Result<(), MessageError> {
         let payload = self.prepare(kind, data)?;
         match (self.inner.mode, self.inner.route.get()) {
