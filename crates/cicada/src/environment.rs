@@ -1,4 +1,5 @@
-//! The environment of a run: what event listeners and tasks can reach (stats, runner, options, host).
+//! The environment of a run: what event listeners and tasks can reach (stats, runner, options, host, custom
+//! messages, test data).
 
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,8 @@ pub struct Environment {
     exit_code_override: AtomicI32,
     /// Paced user types' schedule lateness; one entry per user type.
     schedules: Mutex<Vec<Arc<ScheduleLag>>>,
+    pub(crate) messages: crate::messages::Messages,
+    pub(crate) data: crate::data::TestData,
 }
 
 impl Environment {
@@ -30,6 +33,7 @@ impl Environment {
         events: Arc<Events>,
         options: Arc<Options>,
         host: String,
+        (messages, data): (crate::messages::Messages, crate::data::TestData),
     ) -> Self {
         Environment {
             stats,
@@ -39,7 +43,19 @@ impl Environment {
             host: Mutex::new(host),
             exit_code_override: AtomicI32::new(i32::MIN),
             schedules: Mutex::new(Vec::new()),
+            messages,
+            data,
         }
+    }
+
+    /// Custom messages: send to the master, to one worker or to all (Locust's `runner.send_message`).
+    pub fn messages(&self) -> &crate::messages::Messages {
+        &self.messages
+    }
+
+    /// The test data sources registered with [`crate::Cicada::data_source`]: push items, count what was handed out.
+    pub fn data(&self) -> &crate::data::TestData {
+        &self.data
     }
 
     /// The run's request statistics.

@@ -33,7 +33,8 @@
 //!
 //! The module tree follows the architecture: [`user`] (user types, tasks, wait times), [`client`] (the per-user
 //! HTTP client), [`runner`] (spawning and stopping users), [`stats`] (request statistics), [`events`] (hooks),
-//! [`shape`] (load shapes), [`options`] (command line) and [`report`] (end-of-run reports).
+//! [`shape`] (load shapes), [`options`] (command line), [`report`] (end-of-run reports), [`messages`] (custom
+//! messages between master and workers) and [`data`] (test data handed out across a cluster, CSV files).
 
 #![deny(missing_docs)]
 
@@ -41,10 +42,12 @@ mod app;
 mod assets;
 pub mod client;
 mod cluster;
+pub mod data;
 mod environment;
 pub mod events;
 pub mod guard;
 mod logging;
+pub mod messages;
 pub mod options;
 mod recording;
 pub mod report;
@@ -72,7 +75,9 @@ pub use web::WebError;
 /// Everything a test file needs: `use cicada::prelude::*;`
 pub mod prelude {
     pub use crate::client::{ClientOptions, HttpVersion, RequestError, Response};
+    pub use crate::data::{CsvCycle, DataSource, WhenExhausted};
     pub use crate::events::{RequestEvent, UserErrorEvent};
+    pub use crate::messages::{Message, MessageError, MessageSource};
     pub use crate::runner::{RunnerState, Target};
     pub use crate::shape::LoadShape;
     pub use crate::user::{

@@ -56,6 +56,32 @@ pub struct Cicada {
     types: Vec<Box<dyn UserKind>>,
     shape: Option<Box<dyn LoadShape>>,
     events: Events,
+    exchange: Exchange,
+}
+
+/// What a test registered for custom messages and test data, before the run.
+#[derive(Default)]
+pub(crate) struct Exchange {
+    messages: crate::messages::Registry,
+    data: crate::data::Definitions,
+}
+
+impl Exchange {
+    /// The run's message and test data handles, for a process in this mode.
+    pub(crate) fn into_parts(
+        self,
+        mode: crate::runner::RunnerMode,
+    ) -> (crate::messages::Messages, crate::data::TestData) {
+        let messages = crate::messages::Messages::new(self.messages, mode);
+        let data = crate::data::TestData::new(self.data, mode, messages.clone());
+        (messages, data)
+    }
+
+    /// Check the registrations; the process that owns the test data (not a worker) reads its files whole.
+    fn check(&self, mode: RunMode) -> Result<(), String> {
+        self.messages.check()?;
+        self.data.check(mode != RunMode::Worker)
+    }
 }
 
 impl Cicada {
@@ -191,6 +217,50 @@ impl Cicada {
         self
     }
 
+    /// Handle custom messages of `kind` (Locust's `runner.register_message`), on whichever side receives them: a
+    /// worker gets what its master sends, a master what its workers send, a single process what it sends itself.
+    /// Each message's handler runs on a task of its own, so a long handler delays neither the cluster nor other
+    /// messages; the data is JSON-decoded into `T`. One handler per kind; kinds starting with `cicada.` are
+    /// reserved. Send with `env.messages()` ([`crate::messages::Messages`]).
+    ///
+    /// ```no_run
+    /// use cicada::prelude::*;
+    ///
+    /// # async fn index(user: &mut User) -> TaskResult { Ok(()) }
+    /// Cicada::new()
+    ///     .on_message("greeting", |env, message: Message<String>| async move {
+    ///         println!("{:?} says {}", message.source, message.data);
+    ///         let _ = env.messages().reply(&message.source, "thanks", &"you too");
+    ///     })
+    ///     .on_test_start(|env| {
+    ///         let _ = env.messages().send("greeting", "hello");
+    ///     })
+    ///     .user(UserType::<()>::new("Visitor").task(index));
+    /// ```
+    pub fn on_message<T, F, Fut>(mut self, kind: &str, handler: F) -> Self
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+        F: Fn(Arc<Environment>, crate::messages::Message<T>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.exchange.messages.register(kind, handler);
+        self
+    }
+
+    /// Bounds on the custom messages this process sends (size and rate; see [`crate::messages::MessageLimits`]).
+    pub fn message_limits(mut self, limits: crate::messages::MessageLimits) -> Self {
+        self.exchange.messages.set_limits(limits);
+        self
+    }
+
+    /// Register a test data source: its items are handed out in order, each once across the whole cluster, to
+    /// users that call `user.next_item::<T>(name)`. A file source is checked whole before the run: a missing,
+    /// too large or malformed file stops the run with exit code 2, naming the file and the line.
+    pub fn data_source(mut self, name: &str, source: crate::data::DataSource) -> Self {
+        self.exchange.data.add(name, source);
+        self
+    }
+
     /// The test as a cluster compares it: a digest and one line per user type and task. A master refuses a worker
     /// whose digest differs, naming the lines that differ; tools that speak the cluster protocol themselves (the
     /// benchmarks' simulated workers) present it.
@@ -243,7 +313,13 @@ impl Cicada {
                     }
                 };
                 let events = Arc::new(self.events);
-                runtime.block_on(run(types, self.shape, events, Arc::new(options)))
+                runtime.block_on(run(
+                    types,
+                    self.shape,
+                    events,
+                    Arc::new(options),
+                    self.exchange,
+                ))
             }
             Err(message) => {
                 eprintln!("error: {message}");
@@ -301,6 +377,10 @@ impl Cicada {
             print!("{}", report::task_ratio_table(&types));
             return Ok(Prepared::Done);
         }
+        // A `--worker --processes` parent only starts workers: the files are the master's to check.
+        if !(options.worker && options.processes.is_some()) {
+            self.exchange.check(RunMode::of(options))?;
+        }
         Ok(Prepared::Run(types))
     }
 }
@@ -339,11 +419,12 @@ async fn run(
     shape: Option<Box<dyn LoadShape>>,
     events: Arc<Events>,
     options: Arc<Options>,
+    exchange: Exchange,
 ) -> i32 {
     match RunMode::of(&options) {
         RunMode::Worker if options.processes.is_some() => run_local_workers(&options).await,
-        RunMode::Worker => run_worker(types, events, options).await,
-        mode => run_driven(types, shape, events, options, mode).await,
+        RunMode::Worker => run_worker(types, events, options, exchange).await,
+        mode => run_driven(types, shape, events, options, mode, exchange).await,
     }
 }
 
@@ -355,12 +436,13 @@ async fn run_driven(
     events: Arc<Events>,
     options: Arc<Options>,
     mode: RunMode,
+    exchange: Exchange,
 ) -> i32 {
-    let (mut setup, mut signals) = match setup::RunSetup::build(types, events, options, mode).await
-    {
-        Ok(built) => built,
-        Err(code) => return code,
-    };
+    let (mut setup, mut signals) =
+        match setup::RunSetup::build(types, events, options, mode, exchange).await {
+            Ok(built) => built,
+            Err(code) => return code,
+        };
     let mut local_workers = None;
     if let (Some(requested), Some(master)) = (setup.options.processes, setup.cluster.as_ref()) {
         let started = crate::cluster::processes::count(requested).and_then(|count| {
@@ -404,10 +486,13 @@ async fn run_worker(
     types: Vec<Box<dyn UserKind>>,
     events: Arc<Events>,
     options: Arc<Options>,
+    exchange: Exchange,
 ) -> i32 {
     let identity = crate::cluster::test_identity(&types);
     let (setup, mut signals) =
-        match setup::RunSetup::build(types, events, options.clone(), RunMode::Worker).await {
+        match setup::RunSetup::build(types, events, options.clone(), RunMode::Worker, exchange)
+            .await
+        {
             Ok(built) => built,
             Err(code) => return code,
         };
@@ -419,6 +504,7 @@ async fn run_worker(
             return i32::from(EXIT_USAGE);
         }
     };
+    setup.env.messages.connect_worker(handle.clone());
     let code = crate::cluster::worker::WorkerRun {
         env: &setup.env,
         spawners: &setup.web.spawners,

@@ -53,6 +53,7 @@ impl RunSetup {
         events: Arc<Events>,
         options: Arc<Options>,
         mode: RunMode,
+        exchange: super::Exchange,
     ) -> Result<(RunSetup, StopSignals), i32> {
         let usage = i32::from(EXIT_USAGE);
         // A worker writes no report and serves no UI: the master does.
@@ -121,7 +122,9 @@ impl RunSetup {
             events.clone(),
             options.clone(),
             host.clone(),
+            exchange.into_parts(parts.handle.mode()),
         ));
+        env.messages.bind(&env);
         let tasks = report::tasks_json(&types);
         let mut runnable = Vec::with_capacity(types.len());
         for kind in types {
@@ -156,6 +159,7 @@ impl RunSetup {
                         eprintln!("error: cannot start the master: {error}");
                         usage
                     })?;
+            env.messages.connect_master(master.clone());
             let dispatcher = crate::cluster::master::Dispatcher::new(
                 env.clone(),
                 master.clone(),

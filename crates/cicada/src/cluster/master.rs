@@ -499,6 +499,8 @@ impl Dispatcher {
     }
 
     fn on_event(&mut self, event: MasterEvent) {
+        // Custom messages and the test data distributor: routed to their module, never waited for here.
+        crate::messages::on_master_event(&self.env, &event);
         match event {
             MasterEvent::WorkerConnected(info) => {
                 tracing::info!(

@@ -121,7 +121,10 @@ impl WorkerRun<'_> {
                     Some(WorkerEvent::Disconnected { reason }) => {
                         tracing::warn!("worker: lost the master ({reason}); keeping the users and reconnecting");
                     }
-                    Some(WorkerEvent::Custom { .. }) => {}
+                    // Handed to its handler's own task (or, for test data, to the users' queue): never waited for.
+                    Some(WorkerEvent::Custom { kind, payload }) => {
+                        self.env.messages.deliver(crate::messages::MessageSource::Master, kind, payload);
+                    }
                     Some(WorkerEvent::Refused(refusal)) => {
                         eprintln!("error: the master refused this worker: {refusal}");
                         break i32::from(EXIT_USAGE);

@@ -215,6 +215,8 @@ pub struct User<S = ()> {
     rng: fastrand::Rng,
     id: u64,
     context: Arc<UserTypeContext>,
+    /// The runner's stop requests, for waits that must end when the user is stopped (test data).
+    control: Option<Arc<run::UserControl>>,
 }
 
 impl<S> User<S> {
@@ -230,7 +232,41 @@ impl<S> User<S> {
             rng: fastrand::Rng::with_seed(id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5DEE_CE66),
             id,
             context,
+            control: None,
         }
+    }
+
+    pub(crate) fn with_control(mut self, control: Arc<run::UserControl>) -> Self {
+        self.control = Some(control);
+        self
+    }
+
+    /// The next item of a test data source registered with [`crate::Cicada::data_source`], decoded into `T`
+    /// (JSON items with serde_json, CSV rows by column name). Items come in the source's order, each handed out
+    /// once across the whole cluster; a take is a pop from this process's queue, refilled in batches ahead of
+    /// need. When the source has run out it follows the source's [`crate::data::WhenExhausted`]: the error stops
+    /// this user (`?` passes it on), or the call waits for pushed items (a stopped user stops waiting), or the
+    /// source started over. An unknown source or an item that does not decode is a user error.
+    ///
+    /// ```
+    /// use cicada::prelude::*;
+    ///
+    /// async fn view(user: &mut User) -> TaskResult {
+    ///     let id: u64 = user.next_item("item_ids").await?;
+    ///     user.get(&format!("/items/{id}")).name("/items/[id]").send().await?;
+    ///     Ok(())
+    /// }
+    /// # let _ = Cicada::new().data_source("item_ids", DataSource::iter(1..=100u64)).user(UserType::<()>::new("V").task(view));
+    /// ```
+    pub async fn next_item<T: serde::de::DeserializeOwned>(
+        &self,
+        source: &str,
+    ) -> Result<T, TaskError> {
+        let control = match &self.control {
+            Some(control) => control.clone(),
+            None => run::UserControl::new(),
+        };
+        self.context.env.data.next_item(source, &control).await
     }
 
     /// This user's HTTP client (connections and cookies are its own).

@@ -201,7 +201,8 @@ async fn run_user<S: Send + 'static>(
         HttpClient::new(active.client.clone()),
         id,
         active.context.clone(),
-    );
+    )
+    .with_control(control.clone());
     let exit = {
         let main = async {
             if let Some(hook) = &definition.on_start

@@ -8,6 +8,8 @@ mod cli;
 mod client;
 mod cluster;
 mod cluster_netns;
+mod data;
 mod engine;
 mod guard;
+mod messages;
 mod web;
