@@ -718,6 +718,7 @@ mod tests {
                 cpu_percent: 37.5,
                 memory_bytes: 64 << 20,
                 guard_state: bytes::Bytes::copy_from_slice(guard_state),
+                run_state: bytes::Bytes::new(),
             },
             presence,
             silent_for: std::time::Duration::from_millis(4_500),
