@@ -147,7 +147,7 @@ export function startLive(doc = document) {
         setHtml(el.resource, generatorHtml(parts.generator));
         break;
       case 'workers':
-        setHtml(el.workers, workersHtml(parts.workers, parts.workersOmitted));
+        setHtml(el.workers, workersHtml(parts.workers, parts.workersOmitted, parts.cluster));
         break;
       default:
         break;

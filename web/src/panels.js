@@ -243,8 +243,17 @@ function agoText(seconds) {
  * A master's workers: id, host and pid, state, users, CPU, memory, guard (phase, limits over), last
  * heartbeat, reconnects. A missing worker's row is dimmed and says for how long it has been silent.
  */
-export function workersHtml(workers, omitted = 0) {
+export function workersHtml(workers, omitted = 0, cluster = null) {
   if (!workers) return '<p class="empty">This process is not a cluster master.</p>';
+  const heldBack = cluster ? toNumber(cluster.users_held_back) || 0 : 0;
+  const over = cluster ? toNumber(cluster.workers_over_limits) || 0 : 0;
+  const capacity = heldBack || over
+    ? `<p id="cluster-capacity" class="${heldBack ? 'alert warn' : 'muted'}">${
+        over ? `${fmtInt(over)} worker${over === 1 ? ' is' : 's are'} over their limits: they get no new users, and the users they shed run on workers with room.` : ''
+      }${
+        heldBack ? ` <strong>${fmtInt(heldBack)} users are held back: no worker has room for them.</strong> Spawning them waits until a worker recovers; these seconds are marked as saturated.` : ''
+      }</p>`
+    : '';
   const missing = workers.filter((w) => w.state === 'missing').length;
   const users = workers.reduce((sum, w) => sum + (w.state === 'missing' ? 0 : toNumber(w.user_count) || 0), 0);
   const summary = workers.length
@@ -281,7 +290,7 @@ export function workersHtml(workers, omitted = 0) {
       rowAttrs: (w) => ` data-worker="${esc(w.id)}" data-state="${esc(w.state)}"${w.state === 'missing' ? ' class="missing"' : ''}`,
     },
   );
-  return summary + table;
+  return summary + capacity + table;
 }
 
 /** The report's generator section (the guard's full report). */

@@ -76,6 +76,8 @@ export function snapshotParts(snapshot) {
     // Only a master has workers (Locust's `workers` key); null elsewhere.
     workers: snapshot && Array.isArray(snapshot.workers) ? snapshot.workers : null,
     workersOmitted: toNumber(cicada.workers_omitted) || 0,
+    // A master's view of its workers' capacity: users held back, workers over their limits, the last actions.
+    cluster: cicada.cluster || null,
     host: cicada.host ?? null,
     targetUsers: toNumber(cicada.target_user_count),
     spawnRate: toNumber(cicada.spawn_rate),

@@ -180,6 +180,10 @@ pub(super) fn live_snapshot(context: &WebContext) -> RequestsReport {
         exceptions_omitted: snapshot.user_errors.len().saturating_sub(max_errors),
         generator: generator_view(context),
         workers_omitted: 0,
+        cluster: context
+            .cluster_health
+            .as_ref()
+            .map(|health| health.report_with_actions(20)),
     };
     let workers = context.cluster.as_ref().map(|master| {
         let all = master.workers();

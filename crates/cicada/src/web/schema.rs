@@ -358,6 +358,9 @@ pub(crate) struct LiveExtras {
     pub(crate) generator: Option<GeneratorView>,
     /// A master's workers not listed in `workers` (over [`RequestsReport::MAX_WORKERS`]); 0 elsewhere.
     pub(crate) workers_omitted: usize,
+    /// A master's view of its workers' capacity (users held back, workers over their limits, the last 20 actions);
+    /// `null` elsewhere.
+    pub(crate) cluster: Option<crate::cluster::health::ClusterReport>,
 }
 
 /// The load generator as the resource guard sees it now.
@@ -689,6 +692,7 @@ mod tests {
             exceptions_omitted: 0,
             generator: None,
             workers_omitted: 0,
+            cluster: None,
         };
         let report = RequestsReport::new("ready", 0, &snapshot, extras, None);
         assert_eq!(report.stats.len(), RequestsReport::MAX_ROWS + 1);

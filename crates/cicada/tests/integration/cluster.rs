@@ -533,21 +533,7 @@ impl WatchedMaster {
 
     /// `GET /stats/requests`, the workers' part: (id, state, users) of each.
     fn workers(&self) -> Vec<(String, String, u64)> {
-        let mut stream = std::net::TcpStream::connect(&self.address).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        write!(
-            stream,
-            "GET /stats/requests HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.address
-        )
-        .unwrap();
-        let mut response = String::new();
-        std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
-        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        let value: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-        value["workers"]
+        self.requests()["workers"]
             .as_array()
             .map(|workers| {
                 workers
@@ -562,6 +548,24 @@ impl WatchedMaster {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// `GET /stats/requests`.
+    fn requests(&self) -> Value {
+        let mut stream = std::net::TcpStream::connect(&self.address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /stats/requests HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.address
+        )
+        .unwrap();
+        let mut response = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        serde_json::from_str(body).unwrap_or(Value::Null)
     }
 
     /// Poll the workers until `done` holds, at most `limit`; the last list seen.
@@ -632,6 +636,16 @@ fn a_worker_over_its_limits_gets_no_users_and_they_run_where_there_is_room() {
     if let Some(starved) = worker_with_pid(&placed, starved_pid) {
         assert_eq!(starved.2, 0, "the starved worker runs nobody: {placed:?}");
     }
+    // The web UI's data says why.
+    let capacity = &master.requests()["cicada"]["cluster"];
+    assert!(
+        capacity["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "worker_capped"),
+        "{capacity:#}"
+    );
     // The starved worker cannot run anyone at all: its guard stops it and it leaves (exit 4) rather than hold a
     // share it cannot run.
     let output = starved.wait(Duration::from_secs(30));
