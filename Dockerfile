@@ -64,7 +64,8 @@ LABEL org.opencontainers.image.title="cicada load test" \
       org.opencontainers.image.description="A cicada load test binary: --master, --worker, or a single process" \
       org.opencontainers.image.licenses="MIT OR Apache-2.0"
 # A user without a shell or a home outside the reports folder; numeric, so that Kubernetes' runAsNonRoot can check it.
-RUN useradd --system --uid 10001 --user-group --home-dir /reports --no-create-home --shell /usr/sbin/nologin cicada \
+RUN groupadd --system --gid 10001 cicada \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /reports --no-create-home --shell /usr/sbin/nologin cicada \
     && mkdir /reports \
     && chown 10001:10001 /reports
 COPY --from=builder /cicada-test /usr/local/bin/cicada-test
