@@ -55,6 +55,10 @@
 //! | A message above `max_message_bytes` (4 MiB) | refused when queued ([`SendError::TooLarge`], [`WorkerSendError::TooLarge`]); a peer that sends one loses its session |
 //! | The embedding code does not read its events | sessions wait (HTTP/2 flow control pushes back to the peer); nothing is lost and the wait is not taken for silence |
 //!
+//! The same port serves the standard gRPC health service, `grpc.health.v1.Health`: `SERVING` for `""` and for
+//! [`CLUSTER_SERVICE`] while the master serves sessions, so that a Kubernetes `grpc:` probe or
+//! `grpc_health_probe` can watch the master. It needs no token and tells nothing about the test or the workers.
+//!
 //! # Security
 //!
 //! The master listens on 127.0.0.1 unless told otherwise, and refuses to start on any other address without a
@@ -151,8 +155,8 @@ pub mod proto {
 }
 
 pub use master::{
-    Broadcast, GoneReason, MasterConfig, MasterCounters, MasterError, MasterEvent, MasterHandle,
-    MasterServer, Presence, SendError, WorkerInfo,
+    Broadcast, CLUSTER_SERVICE, GoneReason, MasterConfig, MasterCounters, MasterError, MasterEvent,
+    MasterHandle, MasterServer, Presence, SendError, WorkerInfo,
 };
 pub use tls::{MasterTls, TlsFileError, WorkerTls};
 pub use types::{

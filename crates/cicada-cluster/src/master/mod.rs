@@ -2,6 +2,7 @@
 //! [`MasterHandle`] sends commands and reads the registry; [`MasterEvent`]s tell the embedding code what the
 //! workers do. See the crate documentation for the protocol and the failure rules.
 
+mod health;
 mod listener;
 mod registry;
 mod session;
@@ -21,6 +22,7 @@ use crate::tls::MasterTls;
 use crate::types::{Command, LogLevel, Refusal, TestIdentity, Token, WorkerId, WorkerStatus};
 use crate::{DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PORT};
 
+pub use health::CLUSTER_SERVICE;
 use registry::Registry;
 
 /// How the master is set up. [`MasterConfig::default`] binds 127.0.0.1:5557 with Locust's timings.
@@ -446,13 +448,14 @@ impl MasterServer {
         ))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
+        // The standard health service beside the sessions, for orchestrators' probes (see `health`).
+        let router = server
+            .add_service(health::serving().await)
+            .add_service(service);
         let mut stop = shared.shutdown.subscribe();
         let server_task = tokio::spawn(async move {
             let signal = async move { session::turned_true(&mut stop).await };
-            if let Err(error) = server
-                .serve_with_incoming_shutdown(service, incoming, signal)
-                .await
-            {
+            if let Err(error) = router.serve_with_incoming_shutdown(incoming, signal).await {
                 tracing::error!("the cluster server stopped: {error}");
             }
         });

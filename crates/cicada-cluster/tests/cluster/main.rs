@@ -4,5 +4,6 @@
 mod bounds;
 mod common;
 mod failures;
+mod health;
 mod security;
 mod session;
