@@ -160,12 +160,12 @@ pub use master::{
 };
 pub use tls::{MasterTls, TlsFileError, WorkerTls};
 pub use types::{
-    Command, LogLevel, Refusal, RefusalCode, Spawn, TestIdentity, Token, WorkerId, WorkerState,
-    WorkerStatus,
+    Command, LogLevel, Refusal, RefusalCode, Spawn, TestIdentity, TestSource, Token, WorkerId,
+    WorkerState, WorkerStatus,
 };
 pub use worker::{
-    DeltaMerge, ShutdownReport, WorkerClient, WorkerConfig, WorkerCounters, WorkerError,
-    WorkerEvent, WorkerHandle, WorkerSendError,
+    DeltaMerge, FetchTestError, ShutdownReport, WorkerClient, WorkerConfig, WorkerCounters,
+    WorkerError, WorkerEvent, WorkerHandle, WorkerSendError, fetch_test,
 };
 
 /// The protocol revision a worker announces in `Attach.protocol`; a master refuses any other.

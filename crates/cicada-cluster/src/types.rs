@@ -409,3 +409,13 @@ mod tests {
         assert_eq!(Token::new(""), None);
     }
 }
+
+/// A test as source, served by a master to workers started without one (`cicada --worker -f -`): a name (the test
+/// file's, for messages) and a payload the embedding program builds and reads (the file and the modules it needs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TestSource {
+    /// The test's name, e.g. its file name.
+    pub name: String,
+    /// What the embedding program needs to build the test.
+    pub payload: Bytes,
+}

@@ -19,7 +19,9 @@ use tokio::task::JoinHandle;
 
 use crate::proto;
 use crate::tls::MasterTls;
-use crate::types::{Command, LogLevel, Refusal, TestIdentity, Token, WorkerId, WorkerStatus};
+use crate::types::{
+    Command, LogLevel, Refusal, TestIdentity, TestSource, Token, WorkerId, WorkerStatus,
+};
 use crate::{DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PORT};
 
 pub use health::CLUSTER_SERVICE;
@@ -62,6 +64,8 @@ pub struct MasterConfig {
     /// Capacity of the event channel; a full channel pauses the sessions (see [`MasterEvent`]). In bytes, at
     /// most `event_queue × max_message_bytes` (deltas are usually a few KiB).
     pub event_queue: usize,
+    /// The test as source, served to workers started without one (`FetchTest`); `None` for a compiled test.
+    pub test_source: Option<TestSource>,
 }
 
 impl Default for MasterConfig {
@@ -82,6 +86,7 @@ impl Default for MasterConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             worker_queue: 256,
             event_queue: 4096,
+            test_source: None,
         }
     }
 }
@@ -346,6 +351,7 @@ pub(crate) struct Settings {
     pub(crate) attach_timeout: Duration,
     pub(crate) max_message_bytes: usize,
     pub(crate) worker_queue: usize,
+    pub(crate) test_source: Option<TestSource>,
 }
 
 /// What the service, the liveness task and every handle share.
@@ -426,6 +432,7 @@ impl MasterServer {
                 attach_timeout: config.attach_timeout,
                 max_message_bytes: config.max_message_bytes,
                 worker_queue: config.worker_queue,
+                test_source: config.test_source,
             },
             run_id: Mutex::new(config.run_id),
             registry: Mutex::new(Registry::new(config.max_workers, config.worker_queue)),

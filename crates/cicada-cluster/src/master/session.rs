@@ -63,6 +63,42 @@ impl proto::cluster_server::Cluster for ClusterService {
         ));
         Ok(Response::new(ReceiverStream::new(stream)))
     }
+
+    async fn fetch_test(
+        &self,
+        request: Request<proto::TestRequest>,
+    ) -> Result<Response<proto::TestSource>, Status> {
+        let request = request.into_inner();
+        let settings = &self.shared.settings;
+        // The same order as an attach: nothing about the test before the token matched.
+        if let Some(expected) = &settings.token
+            && !crate::auth::tokens_match(expected, &request.token)
+        {
+            return Err(Status::permission_denied(
+                "the worker's cluster token is missing or differs from the master's: give both the same token",
+            ));
+        }
+        if request.protocol != crate::PROTOCOL_VERSION || request.version != settings.version {
+            return Err(Status::failed_precondition(format!(
+                "the worker runs version {:?} (protocol {}) and the master {:?} (protocol {}): run the same \
+                 build on the master and every worker",
+                request.version,
+                request.protocol,
+                settings.version,
+                crate::PROTOCOL_VERSION
+            )));
+        }
+        match &settings.test_source {
+            Some(source) => Ok(Response::new(proto::TestSource {
+                name: source.name.clone(),
+                payload: source.payload.clone(),
+            })),
+            None => Err(Status::not_found(
+                "this master runs a compiled test, which it cannot send: start the worker with the same test \
+                 binary (or script) instead of -f -",
+            )),
+        }
+    }
 }
 
 /// How a session ended.

@@ -670,3 +670,91 @@ mod tests {
         assert!(matches!(result, Err(WorkerError::NoRuntime)));
     }
 }
+
+/// Why [`fetch_test`] got no test.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchTestError {
+    /// The worker's settings are not usable (address, TLS).
+    #[error(transparent)]
+    Config(#[from] WorkerError),
+    /// The master answered, and refused: wrong token, another version, or a compiled test.
+    #[error("the master at {master} will not send its test: {reason}")]
+    Refused {
+        /// `host:port`.
+        master: String,
+        /// The master's words.
+        reason: String,
+    },
+    /// No master answered within the wait.
+    #[error("no master answered at {master} within {waited:?} (last error: {last_error})")]
+    Unreachable {
+        /// `host:port`.
+        master: String,
+        /// How long it tried.
+        waited: Duration,
+        /// The last attempt's error.
+        last_error: String,
+    },
+}
+
+/// Fetch the master's test as source (for a worker started without one, `-f -`), trying again (100 ms doubling
+/// to 2 s) until `wait` has passed; a refusal (token, version, a master without a test source) is final.
+pub async fn fetch_test(
+    config: &WorkerConfig,
+    wait: Duration,
+) -> Result<crate::types::TestSource, FetchTestError> {
+    let endpoint = session::endpoint(config)?;
+    let master = format!("{}:{}", config.master_host, config.master_port);
+    let request = crate::proto::TestRequest {
+        token: config
+            .token
+            .as_ref()
+            .map(|token| token.expose().to_string())
+            .unwrap_or_default(),
+        protocol: crate::PROTOCOL_VERSION,
+        version: config.version.clone(),
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut pause = config.reconnect_backoff_min;
+    loop {
+        let attempt = async {
+            let channel = endpoint.connect().await.map_err(|e| (false, e.to_string()))?;
+            let mut client = crate::proto::cluster_client::ClusterClient::new(channel)
+                .max_decoding_message_size(config.max_message_bytes);
+            client
+                .fetch_test(request.clone())
+                .await
+                .map(|answer| answer.into_inner())
+                .map_err(|status| {
+                    let final_answer = matches!(
+                        status.code(),
+                        tonic::Code::PermissionDenied
+                            | tonic::Code::FailedPrecondition
+                            | tonic::Code::NotFound
+                            | tonic::Code::Unimplemented
+                    );
+                    (final_answer, status.message().to_string())
+                })
+        };
+        let last_error = match tokio::time::timeout(config.connect_timeout, attempt).await {
+            Ok(Ok(source)) => {
+                return Ok(crate::types::TestSource {
+                    name: source.name,
+                    payload: source.payload,
+                });
+            }
+            Ok(Err((true, reason))) => return Err(FetchTestError::Refused { master, reason }),
+            Ok(Err((false, reason))) => reason,
+            Err(_) => format!("no answer within {:?}", config.connect_timeout),
+        };
+        if tokio::time::Instant::now() + pause >= deadline {
+            return Err(FetchTestError::Unreachable {
+                master,
+                waited: wait,
+                last_error,
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(config.reconnect_backoff_max);
+    }
+}

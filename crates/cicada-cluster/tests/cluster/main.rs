@@ -4,6 +4,7 @@
 mod bounds;
 mod common;
 mod failures;
+mod fetch;
 mod health;
 mod security;
 mod session;
