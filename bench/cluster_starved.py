@@ -117,11 +117,14 @@ def run(name, users, duration, target, starved_cgroup=None):
     address = web_address(master_log, time.time() + 30)
     worker_args = [QUICKSTART, "--worker", "--master-port", port, "-L", "WARNING"]
     pids = {}
+    run_processes = [master]
     if starved_cgroup:
         starved = start(worker_args, os.path.join(RESULTS, f"{name}-starved.log"), starved_cgroup.enter)
         pids[starved.pid] = "starved"
+        run_processes.append(starved)
     healthy = start(worker_args, os.path.join(RESULTS, f"{name}-healthy.log"))
     pids[healthy.pid] = "healthy"
+    run_processes.append(healthy)
     polls = []
     while master.poll() is None:
         try:
@@ -136,12 +139,14 @@ def run(name, users, duration, target, starved_cgroup=None):
         time.sleep(1)
     with open(os.path.join(RESULTS, f"{name}-polls.json"), "w") as f:
         json.dump(polls, f)
-    for process in started:
+    # The workers leave when their master quits; the demo target stays for the next run.
+    for process in run_processes:
         if process.poll() is None:
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
     with open(report) as f:
         return json.load(f), polls
 
@@ -195,12 +200,16 @@ def main():
     s_p95, s_n, s_marked = unmarked_p95(starved)
     print("\n| run | history points unmarked / marked | p95 of the unmarked points (median) | vs healthy |")
     print("| --- | ---: | ---: | ---: |")
-    print(f"| healthy, one worker | {h_n} / {h_marked} | {h_p95:.2f} ms | |")
-    diff = (s_p95 / h_p95 - 1) * 100 if (s_p95 and h_p95) else float("nan")
-    print(f"| one of two workers starved | {s_n} / {s_marked} | {s_p95:.2f} ms | {diff:+.1f}% |")
-    total_h = healthy["stats"]["total"]["num_requests"]
-    total_s = starved["stats"]["total"]["num_requests"]
-    print(f"\nRequests counted: healthy {total_h}, starved {total_s}.")
+    def ms(value):
+        return f"{value:.2f} ms" if value is not None else "none unmarked"
+
+    print(f"| healthy, one worker | {h_n} / {h_marked} | {ms(h_p95)} | |")
+    diff = f"{(s_p95 / h_p95 - 1) * 100:+.1f}%" if (s_p95 and h_p95) else "-"
+    print(f"| one of two workers starved | {s_n} / {s_marked} | {ms(s_p95)} | {diff} |")
+    for name, report in (("healthy", healthy), ("starved", starved)):
+        total = report["stats"]["total"]
+        print(f"\n{name}: {total['num_requests']} requests, {total['num_failures']} failures.", end="")
+    print()
 
 
 if __name__ == "__main__":

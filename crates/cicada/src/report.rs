@@ -344,10 +344,12 @@ fn cluster_summary(cluster: &ClusterReport) -> String {
     if capped > 0 || cluster.hold_seconds > 0.0 || cluster.saturated_worker_seconds > 0 {
         let _ = writeln!(
             text,
-            "\nWorkers' capacity: workers went over their limits {capped} times (their users moved to workers with \
+            "\nWorkers' capacity: a worker went over its limits {capped} time{} (its users moved to workers with \
              room); the cluster held users back for {:.0} s; worker guards marked {} worker-seconds with users as \
              saturated (those intervals are marked in the history).",
-            cluster.hold_seconds, cluster.saturated_worker_seconds
+            if capped == 1 { "" } else { "s" },
+            cluster.hold_seconds,
+            cluster.saturated_worker_seconds
         );
     }
     if adopted > 0 {

@@ -15,6 +15,8 @@ pub(crate) const MAX_KEPT_ACTIONS: usize = 1_000;
 pub(crate) enum ClusterActionKind {
     /// A worker's guard went over a limit: it gets no new users, and users it shed go to the others.
     WorkerCapped,
+    /// A worker stayed over a limit while others had room: its users move to them, a fifth at a time.
+    MovingOff,
     /// A worker's guard is back under its limits: it takes users again (up to where it struggled, for a while).
     WorkerRecovered,
     /// No worker had room for the whole target: the cluster holds the rest back.

@@ -37,6 +37,9 @@ const LEAVE_WAIT: Duration = Duration::from_secs(5);
 /// How long a worker that recovered from a limit is given at most the users it struggled with, before it is offered
 /// its full share again (at the spawn rate).
 pub(crate) const CEILING_HOLD: Duration = Duration::from_secs(30);
+/// How often the users of a worker that stays over a limit are cut, and by how much, while other workers have room.
+const MOVE_OFF_EVERY: Duration = Duration::from_secs(2);
+const MOVE_OFF_SHARE: f64 = 0.2;
 /// How long a master that adopted a running worker waits for the others to reconnect before it places users again:
 /// placing while half of them are back would move users for nothing.
 const ADOPT_GRACE: Duration = Duration::from_secs(5);
@@ -57,6 +60,11 @@ struct WorkerView {
     guard: Option<GuardStatus>,
     /// Its guard holds it: it gets no new users.
     capped: bool,
+    /// Its guard says a limit is over now (not only paused): its measurements are not trusted.
+    over: bool,
+    /// While it stays over a limit: the users it is left, cut by a fifth every [`MOVE_OFF_EVERY`], and when the
+    /// next cut is due.
+    moving_off: Option<(u64, Instant)>,
     /// Where it struggled, and until when it gets no more than that.
     ceiling: Option<(u64, Instant)>,
 }
@@ -72,6 +80,8 @@ impl WorkerView {
             epoch: None,
             guard: None,
             capped: false,
+            over: false,
+            moving_off: None,
             ceiling: None,
         }
     }
@@ -79,7 +89,8 @@ impl WorkerView {
     /// How much this worker may run now.
     fn room(&self, now: Instant) -> Room {
         if self.capped {
-            Room::Capped(self.status.user_count)
+            let kept = self.moving_off.map_or(u64::MAX, |(kept, _)| kept);
+            Room::Capped(self.status.user_count.min(kept))
         } else {
             match self.ceiling {
                 Some((ceiling, until)) if now < until => Room::Ceiling(ceiling),
@@ -372,6 +383,8 @@ impl Dispatcher {
         };
         view.connected = true;
         let now_capped = guard.as_ref().is_some_and(holds_users);
+        let now_over = guard.as_ref().is_some_and(|g| !g.over.is_empty())
+            || run.as_ref().is_some_and(|r| r.saturated);
         let share: u64 = view.share.iter().sum();
         if now_capped && !view.capped {
             let reason = guard.as_ref().map(limits_over).unwrap_or_default();
@@ -411,6 +424,10 @@ impl Dispatcher {
             self.place_again = true;
         }
         view.capped = now_capped;
+        view.over = now_capped && now_over;
+        if !view.capped {
+            view.moving_off = None;
+        }
         view.guard = guard;
         view.status = status;
     }
@@ -647,8 +664,38 @@ impl Dispatcher {
             self.place_again = true;
         }
         let mut over = 0;
-        for view in self.workers.values_mut().filter(|w| w.connected) {
+        // A worker that stays over a limit, not only paused, measures badly: while another worker has room its
+        // users move there, a fifth at a time (the guard of a single process cannot do that; a cluster can).
+        let room_elsewhere = self.connected().any(|(_, w)| !w.capped);
+        for (id, view) in self.workers.iter_mut().filter(|(_, w)| w.connected) {
             over += u64::from(view.capped);
+            if view.over && room_elsewhere {
+                let due = view.moving_off.is_none_or(|(_, next)| now >= next);
+                if due {
+                    let running = view.status.user_count;
+                    let kept = view
+                        .moving_off
+                        .map_or(running, |(kept, _)| kept.min(running));
+                    let cut = ((kept as f64 * MOVE_OFF_SHARE).ceil() as u64).min(kept);
+                    if cut > 0 {
+                        if view.moving_off.is_none() {
+                            tracing::warn!(
+                                "cluster: worker {id} stays over its limits with {running} users: moving them to \
+                                 workers with room, a fifth every {} s",
+                                MOVE_OFF_EVERY.as_secs()
+                            );
+                            self.health.action(
+                                ClusterActionKind::MovingOff,
+                                Some(id.as_str()),
+                                running,
+                                "over its limits while other workers have room".into(),
+                            );
+                        }
+                        view.moving_off = Some((kept - cut, now + MOVE_OFF_EVERY));
+                        self.place_again = true;
+                    }
+                }
+            }
             if view.ceiling.is_some_and(|(_, until)| now >= until) {
                 view.ceiling = None;
                 self.place_again = true;

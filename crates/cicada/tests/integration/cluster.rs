@@ -780,3 +780,64 @@ fn a_restarted_master_adopts_the_running_workers_and_counts_what_they_kept() {
         assert_eq!(output.status.code(), Some(0));
     }
 }
+
+#[test]
+fn a_worker_that_stays_over_its_limits_has_its_users_moved_to_one_with_room() {
+    let target = DemoTarget::start();
+    let port = free_port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json").display().to_string();
+    let master = WatchedMaster::start(
+        &port,
+        &target.url(),
+        &json,
+        &[
+            "--expect-workers",
+            "2",
+            "-u",
+            "20",
+            "-r",
+            "100",
+            "-t",
+            "60s",
+            "-s",
+            "5",
+        ],
+    );
+    // A CPU bar no process can stay under: this worker's guard is over its CPU limit from its first sample on. CPU
+    // over a limit pauses spawning and marks the seconds, but never sheds: only the master can move these users.
+    let mut over_args = worker_args(&port);
+    over_args.extend_from_slice(&["--max-cpu", "0.01"]);
+    let over = Process::start("quickstart", &over_args, &[]);
+    let healthy = Process::start("quickstart", &worker_args(&port), &[]);
+    let (over_pid, healthy_pid) = (over.pid(), healthy.pid());
+    let moved = master.wait_for_workers(
+        "every user moved to the worker with room",
+        Duration::from_secs(45),
+        |workers| {
+            worker_with_pid(workers, healthy_pid).is_some_and(|w| w.2 == 20)
+                && worker_with_pid(workers, over_pid).is_some_and(|w| w.2 == 0)
+        },
+    );
+    // The worker over its limits is still attached (it was not lost or stopped): it just runs nobody.
+    assert!(
+        worker_with_pid(&moved, over_pid).is_some_and(|w| w.1 != "missing"),
+        "{moved:?}"
+    );
+    master.process.signal("TERM");
+    let output = master.process.wait(Duration::from_secs(60));
+    let report = report(std::path::Path::new(&json), &output);
+    let actions: Vec<&str> = report["cluster"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"worker_capped"), "{actions:?}");
+    assert!(actions.contains(&"moving_off"), "{actions:?}");
+    assert_eq!(
+        report["stats"]["total"]["num_requests"].as_u64().unwrap(),
+        target.counters().total()
+    );
+    drop(over);
+}
