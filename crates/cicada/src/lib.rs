@@ -64,7 +64,7 @@ pub use cicada_stats as stats;
 /// The async runtime users run on, for sleeps, timeouts and custom clients (`cicada::tokio::time::sleep`).
 pub use tokio;
 
-pub use app::{Cicada, EXIT_GUARD_STOPPED, EXIT_USAGE};
+pub use app::{Cicada, EXIT_GUARD_STOPPED, EXIT_USAGE, FetchSourceError, fetch_test_source};
 pub use client::{ClientOptions, HttpClient, HttpVersion, RequestBuilder, RequestError, Response};
 pub use environment::Environment;
 pub use runner::{RunnerHandle, RunnerState, Target};

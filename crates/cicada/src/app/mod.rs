@@ -64,16 +64,19 @@ pub struct Cicada {
 pub(crate) struct Exchange {
     messages: crate::messages::Registry,
     data: crate::data::Definitions,
+    /// The test as source, which a master serves to workers started without one (`-f -`).
+    pub(crate) test_source: Option<cicada_cluster::TestSource>,
 }
 
 impl Exchange {
     /// The run's message and test data handles, for a process in this mode.
-    pub(crate) fn into_parts(
-        self,
+    pub(crate) fn take_parts(
+        &mut self,
         mode: crate::runner::RunnerMode,
     ) -> (crate::messages::Messages, crate::data::TestData) {
-        let messages = crate::messages::Messages::new(self.messages, mode);
-        let data = crate::data::TestData::new(self.data, mode, messages.clone());
+        let messages = crate::messages::Messages::new(std::mem::take(&mut self.messages), mode);
+        let data =
+            crate::data::TestData::new(std::mem::take(&mut self.data), mode, messages.clone());
         (messages, data)
     }
 
@@ -258,6 +261,17 @@ impl Cicada {
     /// too large or malformed file stops the run with exit code 2, naming the file and the line.
     pub fn data_source(mut self, name: &str, source: crate::data::DataSource) -> Self {
         self.exchange.data.add(name, source);
+        self
+    }
+
+    /// The test as source (a script and what it requires, in a form the embedding program reads back), for a
+    /// master to serve to workers started without a test (`cicada --worker -f -`, Locust's `-f -`); `name` is shown
+    /// in messages (the test file's name). Compiled tests have no source: their workers run the same binary.
+    pub fn test_source(mut self, name: impl Into<String>, payload: impl Into<Vec<u8>>) -> Self {
+        self.exchange.test_source = Some(cicada_cluster::TestSource {
+            name: name.into(),
+            payload: bytes::Bytes::from(payload.into()),
+        });
         self
     }
 
@@ -559,4 +573,61 @@ async fn run_local_workers(options: &Options) -> i32 {
     }
     drop(workers);
     0
+}
+
+/// Why [`fetch_test_source`] got no test.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchSourceError {
+    /// The command line is not usable (the message says what to fix).
+    #[error("{0}")]
+    Usage(String),
+    /// The master refused (token, version), or runs a compiled test it cannot send.
+    #[error("{0}")]
+    Refused(String),
+    /// No master answered within `--master-timeout`.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+impl FetchSourceError {
+    /// The process exit code for this error: 2 (usage, refused) or 3 (no master, as a worker that lost its master).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            FetchSourceError::Usage(_) | FetchSourceError::Refused(_) => i32::from(EXIT_USAGE),
+            FetchSourceError::Unreachable(_) => crate::cluster::EXIT_MASTER_LOST,
+        }
+    }
+}
+
+/// For a worker started without a test (`-f -`): fetch the master's test as source, with the master's address,
+/// token and TLS settings taken from this command line (the same flags, environment variables and config file as
+/// a run), waiting for the master up to `--master-timeout`. Returns the test's name and its payload (what the
+/// master gave [`Cicada::test_source`]); the worker then builds the test from it and runs it with the same
+/// arguments.
+pub fn fetch_test_source<I, T>(args: I) -> Result<(String, Vec<u8>), FetchSourceError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let options = Options::parse_args(args).map_err(|error| match error {
+        OptionsError::Cli(error) => FetchSourceError::Usage(error.to_string()),
+        error => FetchSourceError::Usage(format!("error: {error}")),
+    })?;
+    let config = crate::cluster::worker::config(&options, cicada_cluster::TestIdentity::default())
+        .map_err(FetchSourceError::Usage)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| FetchSourceError::Usage(format!("cannot start a runtime: {error}")))?;
+    let fetched = runtime.block_on(cicada_cluster::fetch_test(&config, options.master_timeout));
+    match fetched {
+        Ok(source) => Ok((source.name, source.payload.to_vec())),
+        Err(error @ cicada_cluster::FetchTestError::Unreachable { .. }) => {
+            Err(FetchSourceError::Unreachable(error.to_string()))
+        }
+        Err(error @ cicada_cluster::FetchTestError::Refused { .. }) => {
+            Err(FetchSourceError::Refused(error.to_string()))
+        }
+        Err(error) => Err(FetchSourceError::Usage(error.to_string())),
+    }
 }

@@ -53,7 +53,7 @@ impl RunSetup {
         events: Arc<Events>,
         options: Arc<Options>,
         mode: RunMode,
-        exchange: super::Exchange,
+        mut exchange: super::Exchange,
     ) -> Result<(RunSetup, StopSignals), i32> {
         let usage = i32::from(EXIT_USAGE);
         // A worker writes no report and serves no UI: the master does.
@@ -122,7 +122,7 @@ impl RunSetup {
             events.clone(),
             options.clone(),
             host.clone(),
-            exchange.into_parts(parts.handle.mode()),
+            exchange.take_parts(parts.handle.mode()),
         ));
         env.messages.bind(&env);
         let tasks = report::tasks_json(&types);
@@ -152,13 +152,16 @@ impl RunSetup {
         let cluster_health = (mode == RunMode::Master)
             .then(|| Arc::new(crate::cluster::health::ClusterHealth::new()));
         let (runner_task, cluster) = if let Some(health) = &cluster_health {
-            let (master, cluster_events) =
-                crate::cluster::master::start_server(&options, identity.unwrap_or_default())
-                    .await
-                    .map_err(|error| {
-                        eprintln!("error: cannot start the master: {error}");
-                        usage
-                    })?;
+            let (master, cluster_events) = crate::cluster::master::start_server(
+                &options,
+                identity.unwrap_or_default(),
+                exchange.test_source.take(),
+            )
+            .await
+            .map_err(|error| {
+                eprintln!("error: cannot start the master: {error}");
+                usage
+            })?;
             env.messages.connect_master(master.clone());
             let dispatcher = crate::cluster::master::Dispatcher::new(
                 env.clone(),

@@ -771,6 +771,7 @@ impl Dispatcher {
 pub(crate) async fn start_server(
     options: &crate::options::Options,
     identity: cicada_cluster::TestIdentity,
+    test_source: Option<cicada_cluster::TestSource>,
 ) -> Result<(MasterHandle, mpsc::Receiver<MasterEvent>), String> {
     let tls = match (&options.cluster_tls_cert, &options.cluster_tls_key) {
         (Some(cert), Some(key)) => Some(
@@ -791,6 +792,7 @@ pub(crate) async fn start_server(
             .cluster_token
             .as_deref()
             .and_then(cicada_cluster::Token::new),
+        test_source,
         ..cicada_cluster::MasterConfig::default()
     };
     let (handle, events) = cicada_cluster::MasterServer::start(config)

@@ -23,6 +23,15 @@ pub(crate) fn connect(
     options: &crate::options::Options,
     identity: cicada_cluster::TestIdentity,
 ) -> Result<(WorkerHandle, tokio::sync::mpsc::Receiver<WorkerEvent>), String> {
+    cicada_cluster::WorkerClient::start(config(options, identity)?)
+        .map_err(|error| error.to_string())
+}
+
+/// The session's settings from the command line: the master's address, the token, TLS, `--master-timeout`.
+pub(crate) fn config(
+    options: &crate::options::Options,
+    identity: cicada_cluster::TestIdentity,
+) -> Result<WorkerConfig, String> {
     let tls = match &options.cluster_tls_ca {
         Some(ca) => {
             let client = options
@@ -50,7 +59,7 @@ pub(crate) fn connect(
         master_lost_after: options.master_timeout,
         ..WorkerConfig::default()
     };
-    cicada_cluster::WorkerClient::start(config).map_err(|error| error.to_string())
+    Ok(config)
 }
 
 /// What the worker's loop needs from the run.

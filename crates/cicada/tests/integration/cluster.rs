@@ -841,3 +841,52 @@ fn a_worker_that_stays_over_its_limits_has_its_users_moved_to_one_with_room() {
     );
     drop(over);
 }
+
+#[test]
+fn a_compiled_tests_master_sends_no_test_and_an_absent_master_is_exit_3() {
+    let port = free_port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json").display().to_string();
+    let master = Process::start(
+        "quickstart",
+        &master_args(
+            &port,
+            "http://127.0.0.1:9",
+            &json,
+            &["--expect-workers", "1", "-u", "1", "-t", "30s"],
+        ),
+        &[],
+    );
+    let args = [
+        "cicada",
+        "--worker",
+        "--master-port",
+        &port,
+        "--master-timeout",
+        "20s",
+    ];
+    let error = cicada::fetch_test_source(args).unwrap_err();
+    assert!(
+        matches!(error, cicada::FetchSourceError::Refused(_)),
+        "{error}"
+    );
+    assert!(error.to_string().contains("compiled test"), "{error}");
+    assert_eq!(error.exit_code(), 2);
+    drop(master);
+
+    let nobody = free_port().to_string();
+    let args = [
+        "cicada",
+        "--worker",
+        "--master-port",
+        &nobody,
+        "--master-timeout",
+        "1s",
+    ];
+    let error = cicada::fetch_test_source(args).unwrap_err();
+    assert!(
+        matches!(error, cicada::FetchSourceError::Unreachable(_)),
+        "{error}"
+    );
+    assert_eq!(error.exit_code(), 3);
+}
