@@ -3,68 +3,12 @@
 //! wrong token; garbage on the master's port; `--processes`.
 
 use std::io::Write;
-use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{DemoTarget, example, wait_within};
-
-/// A free port on 127.0.0.1 (bound and released: another process could take it, which these tests accept).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process ended by pid when dropped.
-struct Process {
-    child: Option<Child>,
-}
-
-impl Process {
-    fn start(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Process {
-        let mut command = Command::new(example(name));
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (key, value) in envs {
-            command.env(key, value);
-        }
-        Process {
-            child: Some(command.spawn().expect("process starts")),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    fn signal(&self, signal: &str) {
-        let _ = Command::new("kill")
-            .args([&format!("-{signal}"), &self.pid().to_string()])
-            .status();
-    }
-
-    /// Wait for it to exit, at most `limit`.
-    fn wait(mut self, limit: Duration) -> Output {
-        wait_within(self.child.take().unwrap(), limit)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+use crate::common::{DemoTarget, Process, free_port};
 
 fn master_args<'a>(
     port: &'a str,

@@ -2,7 +2,7 @@
 //! process, and read its JSON report.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cicada::Cicada;
@@ -223,4 +223,60 @@ fn parse_csv_line(line: &str) -> Vec<String> {
     }
     fields.push(field);
     fields
+}
+
+/// A free port on 127.0.0.1 (bound and released: another process could take it, which these tests accept).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process of a compiled example, its output piped, ended by its pid when dropped.
+pub(crate) struct Process {
+    pub(crate) child: Option<Child>,
+}
+
+impl Process {
+    pub(crate) fn start(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Process {
+        let mut command = Command::new(example(name));
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        Process {
+            child: Some(command.spawn().expect("process starts")),
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Send it a signal (`KILL`, `TERM`, `STOP`, ...) by its pid.
+    pub(crate) fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status();
+    }
+
+    /// Wait for it to exit, at most `limit`.
+    pub(crate) fn wait(mut self, limit: Duration) -> Output {
+        wait_within(self.child.take().unwrap(), limit)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use cicada::prelude::*;
 
-use crate::common::run_test;
-use crate::messages::{Cluster, free_port};
+use crate::common::{free_port, run_test};
+use crate::messages::Cluster;
 
 /// Distinct paths a [`PathCounter`] keeps apart; more are counted under `(other)`.
 const MAX_PATHS: usize = 100_000;
@@ -342,7 +342,7 @@ const PRODUCTS: u64 = 200;
 #[test]
 fn a_cluster_hands_each_product_to_exactly_one_user_of_one_worker() {
     let target = PathCounter::start();
-    let port = free_port();
+    let port = free_port().to_string();
     let cluster = Cluster::start(
         "test_data",
         &port,
@@ -387,7 +387,7 @@ fn a_cluster_hands_each_product_to_exactly_one_user_of_one_worker() {
 #[test]
 fn a_worker_killed_mid_run_takes_only_its_prefetched_items_with_it() {
     let target = PathCounter::start();
-    let port = free_port();
+    let port = free_port().to_string();
     let cluster = Cluster::start(
         "test_data",
         &port,

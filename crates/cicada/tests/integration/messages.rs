@@ -4,8 +4,7 @@
 //! master (whose handler writes it to a file the test reads); a payload over the size bound and a sender over the
 //! rate bound are refused with their documented errors.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,60 +13,8 @@ use cicada::messages::{MessageError, MessageLimits};
 use cicada::prelude::*;
 use serde_json::Value;
 
-use crate::common::{example, run_test, wait_within};
+use crate::common::{Process, free_port, run_test};
 use crate::data::{PathCounter, assert_each_once};
-
-/// A free port on 127.0.0.1 (bound and released: another process could take it, which these tests accept).
-pub(crate) fn free_port() -> String {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string()
-}
-
-/// A child process of an example, ended by its pid when dropped.
-pub(crate) struct Process {
-    child: Option<Child>,
-}
-
-impl Process {
-    fn start(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Process {
-        let mut command = Command::new(example(name));
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (key, value) in envs {
-            command.env(key, value);
-        }
-        Process {
-            child: Some(command.spawn().expect("process starts")),
-        }
-    }
-
-    pub(crate) fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().unwrap().id();
-        let _ = Command::new("kill")
-            .args([&format!("-{signal}"), &pid.to_string()])
-            .status();
-    }
-
-    fn wait(mut self, limit: Duration) -> Output {
-        wait_within(self.child.take().unwrap(), limit)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// A headless master of an example against a target of the test's own, with its JSON report in a temporary
 /// directory; workers of the same example join it.
@@ -189,7 +136,7 @@ fn messages_go_from_the_master_to_every_worker_and_back() {
     let dir = tempfile::tempdir().unwrap();
     let ack_file = dir.path().join("acks.txt");
     let ack_path = ack_file.display().to_string();
-    let port = free_port();
+    let port = free_port().to_string();
     let cluster = Cluster::start(
         "messages",
         &port,

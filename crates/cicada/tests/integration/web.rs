@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use cicada_demo::Route;
 
-use crate::common::{DemoTarget, example};
+use crate::common::{DemoTarget, example, free_port};
 
 /// Lines of a UI process's stderr kept for the tests, at most (the first ones).
 const STDERR_LINES_KEPT: usize = 2_000;
@@ -813,15 +813,6 @@ fn the_browser_drives_a_test_end_to_end() {
         target.counters().total() > 0,
         "the test the browser started sent requests"
     );
-}
-
-/// A free port on 127.0.0.1 (bound and released: another process could take it, which these tests accept).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A quickstart worker attached to a master on 127.0.0.1, logging at its default level (INFO); killed (by its
