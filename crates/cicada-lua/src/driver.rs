@@ -1,0 +1,295 @@
+//! Running a Lua task for a user: each call is a fresh coroutine in the user's Lua state, resumed until it returns.
+//! Whenever the task needs its user (a request, a sleep, a cookie, a control-flow request) it yields an operation
+//! to this driver, which does it with the engine's `&mut User` and resumes the coroutine with the result, so task
+//! code reads like blocking code while the state is free for other users. Errors become user errors with the Lua
+//! message (`FILE:LINE: ...`) and traceback; the user goes on with its next task.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cicada::user::task::TaskFuture;
+use cicada::user::{Flow, TaskFn};
+use cicada::{TaskError, TaskResult, User};
+use mlua::{AnyUserData, Function, MultiValue, RegistryKey, Thread, Value};
+
+use crate::http::{self, Caught, LuaRng, RequestSpec};
+use crate::script::Script;
+use crate::vm::{Op, Vm};
+
+/// A Lua user's state in the engine: which Lua state it lives in, and its `self` table there once created.
+pub struct LuaUser {
+    vm: usize,
+    this: Option<RegistryKey>,
+}
+
+impl LuaUser {
+    pub(crate) fn new(vm: usize) -> Self {
+        LuaUser { vm, this: None }
+    }
+}
+
+/// A task (or an `on_start` / `on_stop` hook) written in Lua: the same function in every Lua state of the test.
+pub(crate) struct LuaTask {
+    pub(crate) script: Arc<Script>,
+    pub(crate) type_index: usize,
+    /// The function in each state, by state index.
+    pub(crate) functions: Vec<Function>,
+}
+
+impl TaskFn<LuaUser> for LuaTask {
+    fn call<'a>(&'a self, user: &'a mut User<LuaUser>) -> TaskFuture<'a> {
+        Box::pin(drive(self, user))
+    }
+}
+
+/// What a task's coroutine handed back when it stopped running.
+enum Yielded {
+    Finished,
+    Failed {
+        message: String,
+        traceback: String,
+    },
+    Request(RequestSpec),
+    Sleep(Duration),
+    Record {
+        kind: String,
+        name: String,
+        response_time: Duration,
+        size: u64,
+        error: Option<String>,
+    },
+    Cookie(String),
+    ClearCookies,
+    BasicAuth(Option<(String, String)>),
+    Flow(Flow),
+}
+
+async fn drive(task: &LuaTask, user: &mut User<LuaUser>) -> TaskResult {
+    let index = user.state.vm;
+    let vm = &task.script.vms[index];
+    let this =
+        user_self(task, vm, user).map_err(|e| internal("cannot create the user's self", &e))?;
+    let thread = vm
+        .lua
+        .create_thread(vm.run_task.clone())
+        .map_err(|e| internal("cannot start a coroutine", &e))?;
+    let mut pending: Vec<Arc<Mutex<Caught>>> = Vec::new();
+    let outcome = run(
+        vm,
+        &thread,
+        (task.functions[index].clone(), this),
+        user,
+        &mut pending,
+    )
+    .await;
+    // Caught responses the task left without a verdict count by the usual rule, now rather than whenever the
+    // garbage collector frees them.
+    for caught in pending {
+        caught.lock().unwrap_or_else(|p| p.into_inner()).settle();
+    }
+    outcome
+}
+
+async fn run(
+    vm: &Vm,
+    thread: &Thread,
+    start: (Function, Value),
+    user: &mut User<LuaUser>,
+    pending: &mut Vec<Arc<Mutex<Caught>>>,
+) -> TaskResult {
+    let mut yielded = read(vm, thread.resume::<MultiValue>(start))?;
+    loop {
+        let reply = match yielded {
+            Yielded::Finished => return Ok(()),
+            Yielded::Failed { message, traceback } => {
+                return Err(TaskError::with_traceback(message, traceback));
+            }
+            Yielded::Flow(flow) => return Err(TaskError::flow(flow)),
+            Yielded::Request(spec) => {
+                let response = http::perform(user, spec, pending).await;
+                let response = vm
+                    .lua
+                    .create_userdata(response)
+                    .map_err(|e| internal("cannot hand the response to Lua", &e))?;
+                thread.resume::<MultiValue>(response)
+            }
+            Yielded::Sleep(pause) => {
+                cicada::tokio::time::sleep(pause).await;
+                thread.resume::<MultiValue>(())
+            }
+            Yielded::Record {
+                kind,
+                name,
+                response_time,
+                size,
+                error,
+            } => {
+                user.record(&kind, &name, response_time, size, error.as_deref());
+                thread.resume::<MultiValue>(())
+            }
+            Yielded::Cookie(name) => {
+                let value = user.client().cookie(&name);
+                thread.resume::<MultiValue>(value)
+            }
+            Yielded::ClearCookies => {
+                user.client().clear_cookies();
+                thread.resume::<MultiValue>(())
+            }
+            Yielded::BasicAuth(credentials) => {
+                match credentials {
+                    Some((name, password)) => user.client().set_basic_auth(&name, &password),
+                    None => user.client().clear_basic_auth(),
+                }
+                thread.resume::<MultiValue>(())
+            }
+        };
+        yielded = read(vm, reply)?;
+    }
+}
+
+/// The user's `self` table, made on its first task (or `on_start`).
+fn user_self(task: &LuaTask, vm: &Vm, user: &mut User<LuaUser>) -> mlua::Result<Value> {
+    if let Some(key) = &user.state.this {
+        return vm.lua.registry_value(key);
+    }
+    let owner = &task.script.owners[task.type_index][user.state.vm];
+    let rng = LuaRng(fastrand::Rng::with_seed(user.rng().u64(..)));
+    let this: Value = vm.new_user.call((owner.clone(), user.id(), rng))?;
+    user.state.this = Some(vm.lua.create_registry_value(this.clone())?);
+    Ok(this)
+}
+
+/// Turn what a resume returned into the next step.
+fn read(vm: &Vm, resumed: mlua::Result<MultiValue>) -> Result<Yielded, TaskError> {
+    let values = match resumed {
+        Ok(values) => values,
+        Err(error) => {
+            let (message, traceback) = crate::split_traceback(&crate::lua_message(&error));
+            return Err(TaskError::with_traceback(message, traceback));
+        }
+    };
+    let mut values = values.into_iter();
+    match values.next() {
+        None => return Ok(Yielded::Finished),
+        Some(Value::Table(token)) if token == vm.token => {}
+        Some(_) => {
+            return Err(TaskError::msg(
+                "a task yielded to cicada with coroutine.yield (yield only inside coroutines the task creates itself)",
+            ));
+        }
+    }
+    let op = match values.next() {
+        Some(Value::Integer(code)) => Op::from_code(code),
+        _ => None,
+    };
+    let mut arg = move || values.next().unwrap_or(Value::Nil);
+    let text = |value: Value| -> String {
+        match value {
+            Value::String(s) => s.to_string_lossy(),
+            Value::Nil => String::new(),
+            other => other.to_string().unwrap_or_default(),
+        }
+    };
+    let number = |value: Value| -> f64 {
+        match value {
+            Value::Integer(i) => i as f64,
+            Value::Number(n) => n,
+            _ => 0.0,
+        }
+    };
+    Ok(match op {
+        Some(Op::Error) => {
+            let message = crate::strip_error_kind(&text(arg())).to_string();
+            let traceback = clean_traceback(&text(arg()));
+            Yielded::Failed { message, traceback }
+        }
+        Some(Op::Request) => {
+            let spec = match arg() {
+                Value::UserData(data) => take_spec(&data),
+                _ => None,
+            };
+            match spec {
+                Some(spec) => Yielded::Request(spec),
+                None => return Err(TaskError::msg("cicada: a request without its options")),
+            }
+        }
+        Some(Op::Sleep) => Yielded::Sleep(Duration::from_secs_f64(number(arg()).max(0.0))),
+        Some(Op::Record) => {
+            let kind = text(arg());
+            let name = text(arg());
+            let millis = number(arg()).max(0.0);
+            let size = number(arg()).max(0.0) as u64;
+            let error = match arg() {
+                Value::Nil => None,
+                other => Some(text(other)),
+            };
+            Yielded::Record {
+                kind,
+                name,
+                response_time: Duration::from_secs_f64(millis / 1000.0),
+                size,
+                error,
+            }
+        }
+        Some(Op::Cookie) => Yielded::Cookie(text(arg())),
+        Some(Op::ClearCookies) => Yielded::ClearCookies,
+        Some(Op::BasicAuth) => match (arg(), arg()) {
+            (Value::Nil, _) => Yielded::BasicAuth(None),
+            (name, password) => Yielded::BasicAuth(Some((text(name), text(password)))),
+        },
+        Some(Op::Flow) => {
+            let kind = text(arg());
+            let reschedule = arg().as_boolean().unwrap_or(true);
+            Yielded::Flow(match kind.as_str() {
+                "stop_user" => Flow::StopUser,
+                "stop_test" => Flow::StopTest,
+                "interrupt" => Flow::Interrupt { reschedule },
+                _ => Flow::Reschedule,
+            })
+        }
+        None => return Err(TaskError::msg("cicada: an unknown operation was yielded")),
+    })
+}
+
+fn take_spec(data: &AnyUserData) -> Option<RequestSpec> {
+    data.take::<RequestSpec>().ok()
+}
+
+/// The traceback without the lines of cicada's own machinery (the prelude and the message handler).
+fn clean_traceback(traceback: &str) -> String {
+    let mut out = String::from("stack traceback:");
+    for line in traceback.lines().skip_while(|l| l.trim().is_empty()) {
+        let trimmed = line.trim();
+        if trimmed == "stack traceback:" || trimmed.starts_with("[C]: in function 'error'") {
+            continue;
+        }
+        if trimmed.starts_with("[C]: in function 'xpcall'") {
+            break;
+        }
+        if trimmed.starts_with("cicada:") {
+            continue;
+        }
+        out.push_str("\n\t");
+        out.push_str(trimmed);
+    }
+    out
+}
+
+fn internal(what: &str, error: &mlua::Error) -> TaskError {
+    TaskError::msg(format!("{what}: {}", crate::lua_message(error)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracebacks_lose_the_machinery() {
+        let raw = "\nstack traceback:\n\t[C]: in function 'error'\n\tshop.lua:4: in function <shop.lua:2>\n\t\
+                   cicada:12: in function 'request'\n\t[C]: in function 'xpcall'\n\tcicada:300: in function <cicada:298>";
+        assert_eq!(
+            clean_traceback(raw),
+            "stack traceback:\n\tshop.lua:4: in function <shop.lua:2>"
+        );
+    }
+}
