@@ -199,7 +199,14 @@ fn read(vm: &Vm, resumed: mlua::Result<MultiValue>) -> Result<Yielded, TaskError
     };
     Ok(match op {
         Some(Op::Error) => {
-            let message = crate::strip_error_kind(&text(arg())).to_string();
+            let mut message = crate::strip_error_kind(&text(arg())).to_string();
+            if message == "not enough memory" {
+                message = format!(
+                    "not enough memory: the task's Lua state reached its limit of {} MiB (raise \
+                     cicada.settings {{ memory_limit_mib = .. }} if the test needs more)",
+                    vm.memory_limit / (1024 * 1024)
+                );
+            }
             let traceback = clean_traceback(&text(arg()));
             Yielded::Failed { message, traceback }
         }

@@ -112,6 +112,8 @@ pub(crate) struct Vm {
     /// What the test file registered: user types, listeners, shape, settings.
     pub(crate) registry: Table,
     pub(crate) watchdog: Arc<Watchdog>,
+    /// Bytes this state may allocate.
+    pub(crate) memory_limit: usize,
 }
 
 /// Shared values every state's native functions reach.
@@ -126,7 +128,8 @@ impl Vm {
     pub(crate) fn load(main: &ScriptSource, natives: &Natives) -> Result<Vm, ScriptError> {
         let lua = Lua::new_with(StdLib::ALL_SAFE, LuaOptions::new().catch_rust_panics(true))
             .map_err(|e| ScriptError::Internal(e.to_string()))?;
-        let vm = Self::prepare(lua, natives).map_err(|e| ScriptError::Internal(e.to_string()))?;
+        let mut vm =
+            Self::prepare(lua, natives).map_err(|e| ScriptError::Internal(e.to_string()))?;
         vm.watchdog.arm();
         let chunk = vm
             .lua
@@ -212,11 +215,12 @@ impl Vm {
             new_user,
             registry,
             watchdog,
+            memory_limit: DEFAULT_MEMORY_LIMIT,
         })
     }
 
     /// `cicada.settings { .. }` from the test file: the watchdog's limit and the memory limit.
-    fn apply_settings(&self) -> Result<(), ScriptError> {
+    fn apply_settings(&mut self) -> Result<(), ScriptError> {
         let internal = |e: mlua::Error| ScriptError::Internal(e.to_string());
         let settings: Table = self.registry.get("settings").map_err(internal)?;
         if let Some(seconds) = settings
@@ -237,6 +241,7 @@ impl Vm {
                 )));
             }
             self.lua.set_memory_limit(bytes).map_err(internal)?;
+            self.memory_limit = bytes;
         }
         Ok(())
     }
