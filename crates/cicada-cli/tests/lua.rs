@@ -472,3 +472,36 @@ fn the_lua_examples_run() {
         assert!(total > 0, "{}: no requests", path.display());
     }
 }
+
+#[test]
+fn processes_run_the_script_in_local_workers() {
+    let target = Target::start();
+    let test = r#"
+local U = cicada.user { name = "U" }
+U:task(function(self)
+  self.done = (self.done or 0) + 1
+  self.client:get("/fast")
+  if self.done == 5 then self:stop_user() end
+end)
+"#;
+    let run = run_lua(
+        &[("test.lua", test)],
+        &[
+            "-H",
+            &target.url(),
+            "-u",
+            "4",
+            "-r",
+            "100",
+            "-t",
+            "6s",
+            "--processes",
+            "2",
+            "--master-bind-port",
+            "0",
+        ],
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(target.counters().route(Route::Fast), 20);
+    assert_eq!(run.requests("GET", "/fast"), 20);
+}

@@ -28,8 +28,8 @@ impl EventListeners {
 
     fn fire(&self, args: impl Fn(&Lua) -> mlua::Result<mlua::MultiValue>) {
         for function in &self.functions {
-            self.script.vms[0].watchdog.arm();
-            let outcome = args(self.lua()).and_then(|args| function.call::<()>(args));
+            let vm = &self.script.vms[0];
+            let outcome = args(self.lua()).and_then(|args| vm.call::<()>(function, args));
             if let Err(error) = outcome {
                 let now = self.origin.elapsed().as_millis() as u64 + 1_000;
                 let last = self.last_logged_ms.load(Ordering::Relaxed);

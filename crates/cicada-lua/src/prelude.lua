@@ -304,9 +304,17 @@ local function run_task(body, user)
   return TOKEN, OP.error, err[1], err[2]
 end
 
+-- Listeners, shapes and wait-time functions are called through this, so the watchdog is armed under the state's
+-- lock, by the call itself, not by a caller still waiting for the lock.
+local arm = native.arm
+local function call_armed(f, ...)
+  arm()
+  return f(...)
+end
+
 -- A new user's self: its type's fields and methods, its own id and random generator.
 local function new_user(user_type, id, rng)
   return setmetatable({ id = id, rng = rng }, user_type)
 end
 
-return cicada, registry, run_task, new_user
+return cicada, registry, run_task, new_user, call_armed

@@ -281,8 +281,7 @@ fn wait_time(script: &Arc<Script>, wait: WaitDef) -> WaitTime {
         WaitDef::Function(f) => {
             let script = script.clone();
             custom_wait(move |context: &mut WaitContext<'_>| {
-                script.vms[0].watchdog.arm();
-                match f.call::<f64>(context.task_elapsed.as_secs_f64()) {
+                match script.vms[0].call::<f64>(&f, context.task_elapsed.as_secs_f64()) {
                     Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => {
                         Duration::from_secs_f64(seconds)
                     }
@@ -431,17 +430,17 @@ struct LuaShape {
 
 impl LoadShape for LuaShape {
     fn tick(&mut self, run_time: Duration) -> Option<Target> {
-        self.script.vms[0].watchdog.arm();
-        let answer: Option<Table> = match self.tick.call(run_time.as_secs_f64()) {
-            Ok(answer) => answer,
-            Err(error) => {
-                tracing::error!(
-                    "the load shape failed, so the test ends: {}",
-                    crate::lua_message(&error)
-                );
-                return None;
-            }
-        };
+        let answer: Option<Table> =
+            match self.script.vms[0].call(&self.tick, run_time.as_secs_f64()) {
+                Ok(answer) => answer,
+                Err(error) => {
+                    tracing::error!(
+                        "the load shape failed, so the test ends: {}",
+                        crate::lua_message(&error)
+                    );
+                    return None;
+                }
+            };
         let answer = answer?;
         let read = || -> mlua::Result<Target> {
             let user_types: Option<Vec<String>> = answer.get("user_types")?;

@@ -109,6 +109,8 @@ pub(crate) struct Vm {
     pub(crate) run_task: Function,
     /// The prelude's `new_user(user_type, id, rng)`.
     pub(crate) new_user: Function,
+    /// The prelude's `call_armed(f, ...)`: calls `f` with the watchdog armed.
+    call_armed: Function,
     /// What the test file registered: user types, listeners, shape, settings.
     pub(crate) registry: Table,
     pub(crate) watchdog: Arc<Watchdog>,
@@ -161,6 +163,14 @@ impl Vm {
             })?,
         )?;
         native.set("runner", runner_table(&lua, natives)?)?;
+        let arming = watchdog.clone();
+        native.set(
+            "arm",
+            lua.create_function(move |_, ()| {
+                arming.arm();
+                Ok(())
+            })?,
+        )?;
         native.set(
             "traceback",
             lua.create_function(|lua, level: usize| lua.traceback(None, level))?,
@@ -199,8 +209,11 @@ impl Vm {
                 "the prelude returned no cicada module",
             ));
         };
-        let (Some(Value::Function(run_task)), Some(Value::Function(new_user))) =
-            (values.next(), values.next())
+        let (
+            Some(Value::Function(run_task)),
+            Some(Value::Function(new_user)),
+            Some(Value::Function(call_armed)),
+        ) = (values.next(), values.next(), values.next())
         else {
             return Err(mlua::Error::runtime("the prelude returned no task runner"));
         };
@@ -213,10 +226,22 @@ impl Vm {
             token,
             run_task,
             new_user,
+            call_armed,
             registry,
             watchdog,
             memory_limit: DEFAULT_MEMORY_LIMIT,
         })
+    }
+
+    /// Call `function` (a listener, a shape, a wait-time function) with the watchdog armed when it starts to run.
+    pub(crate) fn call<R: mlua::FromLuaMulti>(
+        &self,
+        function: &Function,
+        args: impl mlua::IntoLuaMulti,
+    ) -> mlua::Result<R> {
+        let mut values = args.into_lua_multi(&self.lua)?;
+        values.push_front(Value::Function(function.clone()));
+        self.call_armed.call(values)
     }
 
     /// `cicada.settings { .. }` from the test file: the watchdog's limit and the memory limit.
