@@ -10,9 +10,12 @@ use std::time::Duration;
 use cicada::user::task::TaskFuture;
 use cicada::user::{Flow, TaskFn};
 use cicada::{TaskError, TaskResult, User};
-use mlua::{AnyUserData, Function, MultiValue, RegistryKey, Thread, Value};
+use mlua::{Function, RegistryKey, Thread, Value};
 
 use crate::http::{self, Caught, LuaRng, RequestSpec};
+
+/// What a resume hands back: the token, the operation and up to two arguments (a tuple, so no allocation).
+type Resumed = (Value, Value, Value, Value);
 use crate::script::Script;
 use crate::vm::{Op, Vm};
 
@@ -70,8 +73,7 @@ async fn drive(task: &LuaTask, user: &mut User<LuaUser>) -> TaskResult {
     let this =
         user_self(task, vm, user).map_err(|e| internal("cannot create the user's self", &e))?;
     let thread = vm
-        .lua
-        .create_thread(vm.run_task.clone())
+        .task_thread()
         .map_err(|e| internal("cannot start a coroutine", &e))?;
     let mut pending: Vec<Arc<Mutex<Caught>>> = Vec::new();
     let outcome = run(
@@ -87,6 +89,7 @@ async fn drive(task: &LuaTask, user: &mut User<LuaUser>) -> TaskResult {
     for caught in pending {
         caught.lock().unwrap_or_else(|p| p.into_inner()).settle();
     }
+    vm.recycle(thread);
     outcome
 }
 
@@ -97,7 +100,7 @@ async fn run(
     user: &mut User<LuaUser>,
     pending: &mut Vec<Arc<Mutex<Caught>>>,
 ) -> TaskResult {
-    let mut yielded = read(vm, thread.resume::<MultiValue>(start))?;
+    let mut yielded = read(vm, thread.resume::<Resumed>(start))?;
     loop {
         let reply = match yielded {
             Yielded::Finished => return Ok(()),
@@ -111,11 +114,11 @@ async fn run(
                     .lua
                     .create_userdata(response)
                     .map_err(|e| internal("cannot hand the response to Lua", &e))?;
-                thread.resume::<MultiValue>(response)
+                thread.resume::<Resumed>(response)
             }
             Yielded::Sleep(pause) => {
                 cicada::tokio::time::sleep(pause).await;
-                thread.resume::<MultiValue>(())
+                thread.resume::<Resumed>(())
             }
             Yielded::Record {
                 kind,
@@ -125,22 +128,22 @@ async fn run(
                 error,
             } => {
                 user.record(&kind, &name, response_time, size, error.as_deref());
-                thread.resume::<MultiValue>(())
+                thread.resume::<Resumed>(())
             }
             Yielded::Cookie(name) => {
                 let value = user.client().cookie(&name);
-                thread.resume::<MultiValue>(value)
+                thread.resume::<Resumed>(value)
             }
             Yielded::ClearCookies => {
                 user.client().clear_cookies();
-                thread.resume::<MultiValue>(())
+                thread.resume::<Resumed>(())
             }
             Yielded::BasicAuth(credentials) => {
                 match credentials {
                     Some((name, password)) => user.client().set_basic_auth(&name, &password),
                     None => user.client().clear_basic_auth(),
                 }
-                thread.resume::<MultiValue>(())
+                thread.resume::<Resumed>(())
             }
         };
         yielded = read(vm, reply)?;
@@ -160,7 +163,7 @@ fn user_self(task: &LuaTask, vm: &Vm, user: &mut User<LuaUser>) -> mlua::Result<
 }
 
 /// Turn what a resume returned into the next step.
-fn read(vm: &Vm, resumed: mlua::Result<MultiValue>) -> Result<Yielded, TaskError> {
+fn read(vm: &Vm, resumed: mlua::Result<Resumed>) -> Result<Yielded, TaskError> {
     let values = match resumed {
         Ok(values) => values,
         Err(error) => {
@@ -168,20 +171,21 @@ fn read(vm: &Vm, resumed: mlua::Result<MultiValue>) -> Result<Yielded, TaskError
             return Err(TaskError::with_traceback(message, traceback));
         }
     };
-    let mut values = values.into_iter();
-    match values.next() {
-        None => return Ok(Yielded::Finished),
-        Some(Value::Table(token)) if token == vm.token => {}
-        Some(_) => {
+    let (first, op, a, b) = values;
+    match first {
+        Value::Nil => return Ok(Yielded::Finished),
+        Value::LightUserData(token) if token == crate::vm::token() => {}
+        _ => {
             return Err(TaskError::msg(
                 "a task yielded to cicada with coroutine.yield (yield only inside coroutines the task creates itself)",
             ));
         }
     }
-    let op = match values.next() {
-        Some(Value::Integer(code)) => Op::from_code(code),
+    let op = match op {
+        Value::Integer(code) => Op::from_code(code),
         _ => None,
     };
+    let mut values = [a, b].into_iter();
     let mut arg = move || values.next().unwrap_or(Value::Nil);
     let text = |value: Value| -> String {
         match value {
@@ -212,7 +216,7 @@ fn read(vm: &Vm, resumed: mlua::Result<MultiValue>) -> Result<Yielded, TaskError
         }
         Some(Op::Request) => {
             let spec = match arg() {
-                Value::UserData(data) => take_spec(&data),
+                Value::Integer(slot) => vm.requests.take(slot as usize),
                 _ => None,
             };
             match spec {
@@ -221,23 +225,12 @@ fn read(vm: &Vm, resumed: mlua::Result<MultiValue>) -> Result<Yielded, TaskError
             }
         }
         Some(Op::Sleep) => Yielded::Sleep(Duration::from_secs_f64(number(arg()).max(0.0))),
-        Some(Op::Record) => {
-            let kind = text(arg());
-            let name = text(arg());
-            let millis = number(arg()).max(0.0);
-            let size = number(arg()).max(0.0) as u64;
-            let error = match arg() {
-                Value::Nil => None,
-                other => Some(text(other)),
-            };
-            Yielded::Record {
-                kind,
-                name,
-                response_time: Duration::from_secs_f64(millis / 1000.0),
-                size,
-                error,
-            }
-        }
+        Some(Op::Record) => match arg() {
+            Value::Table(sample) => read_record(&sample).map_err(|e| {
+                TaskError::msg(format!("cicada.record: {}", crate::lua_message(&e)))
+            })?,
+            _ => return Err(TaskError::msg("cicada.record: a sample table is missing")),
+        },
         Some(Op::Cookie) => Yielded::Cookie(text(arg())),
         Some(Op::ClearCookies) => Yielded::ClearCookies,
         Some(Op::BasicAuth) => match (arg(), arg()) {
@@ -258,8 +251,17 @@ fn read(vm: &Vm, resumed: mlua::Result<MultiValue>) -> Result<Yielded, TaskError
     })
 }
 
-fn take_spec(data: &AnyUserData) -> Option<RequestSpec> {
-    data.take::<RequestSpec>().ok()
+/// A `cicada.record { .. }` sample (the prelude checked its fields' types).
+fn read_record(sample: &mlua::Table) -> mlua::Result<Yielded> {
+    let millis: f64 = sample.get("response_time")?;
+    let size: Option<u64> = sample.get("response_length")?;
+    Ok(Yielded::Record {
+        kind: sample.get("type")?,
+        name: sample.get("name")?,
+        response_time: Duration::from_secs_f64(millis.max(0.0) / 1000.0),
+        size: size.unwrap_or(0),
+        error: sample.get("error")?,
+    })
 }
 
 /// The traceback without the lines of cicada's own machinery (the prelude and the message handler).

@@ -10,9 +10,7 @@ use cicada::client::CaughtResponse;
 use cicada::{RequestError, Response};
 use http::Method;
 use mlua::serde::SerializeOptions;
-use mlua::{
-    AnyUserData, Lua, LuaSerdeExt, Table, UserData, UserDataFields, UserDataMethods, Value,
-};
+use mlua::{Lua, LuaSerdeExt, Table, UserData, UserDataFields, UserDataMethods, Value};
 
 /// A request body as given in the options.
 #[derive(Debug)]
@@ -37,7 +35,49 @@ pub(crate) struct RequestSpec {
     catch_response: bool,
 }
 
-impl UserData for RequestSpec {}
+/// Requests between `client:get(..)` building them and the driver taking them, by slot number: the task yields the
+/// number instead of a userdata, which would cost an allocation and a finalizer per request. A slot is taken back as
+/// soon as the driver sees the yield, so few are ever in use; the bound only stops a test that yields requests into
+/// coroutines of its own, where no driver takes them.
+#[derive(Default)]
+pub(crate) struct PendingRequests {
+    slots: Mutex<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    specs: Vec<Option<RequestSpec>>,
+    free: Vec<usize>,
+}
+
+/// Requests built but not yet taken, at most.
+const MAX_PENDING_REQUESTS: usize = 65_536;
+
+impl PendingRequests {
+    fn put(&self, spec: RequestSpec) -> mlua::Result<usize> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = slots.free.pop() {
+            slots.specs[slot] = Some(spec);
+            return Ok(slot);
+        }
+        if slots.specs.len() >= MAX_PENDING_REQUESTS {
+            return Err(mlua::Error::runtime(
+                "too many requests built and never sent: call the client only from a task's own flow, not from \
+                 a coroutine the task created",
+            ));
+        }
+        slots.specs.push(Some(spec));
+        Ok(slots.specs.len() - 1)
+    }
+
+    /// The request in `slot`, freeing it.
+    pub(crate) fn take(&self, slot: usize) -> Option<RequestSpec> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let spec = slots.specs.get_mut(slot)?.take()?;
+        slots.free.push(slot);
+        Some(spec)
+    }
+}
 
 /// A scalar of a query, form or header table as text.
 fn scalar(value: &Value, what: &str) -> mlua::Result<String> {
@@ -77,8 +117,10 @@ fn table_of<'a>(value: &'a Value, what: &str) -> mlua::Result<&'a Table> {
 /// `native.build_request(method, path, opts)`: the options checked and copied out of Lua.
 pub(crate) fn build_request(
     lua: &Lua,
-    (method, path, opts): (String, Value, Option<Table>),
-) -> mlua::Result<AnyUserData> {
+    pending: &PendingRequests,
+    (method, path, opts): (mlua::LuaString, Value, Option<Table>),
+) -> mlua::Result<usize> {
+    let method = method.to_str()?;
     let method = Method::from_bytes(method.as_bytes())
         .map_err(|_| mlua::Error::runtime(format!("`{method}` is not an HTTP method")))?;
     let path = match path {
@@ -159,7 +201,7 @@ pub(crate) fn build_request(
             }
         }
     }
-    lua.create_userdata(spec)
+    pending.put(spec)
 }
 
 /// A response handed to Lua. A caught one (`catch_response = true`) is shared with the driver, which settles it by

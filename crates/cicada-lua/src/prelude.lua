@@ -9,6 +9,15 @@ local traceback, place_of, defined_at = native.traceback, native.where, native.d
 local select, type, error, tostring, pcall, xpcall = select, type, error, tostring, pcall, xpcall
 local setmetatable, ipairs = setmetatable, ipairs
 
+local arm = native.arm
+
+-- Hand an operation to the driver and wait for its answer; the watchdog's clock restarts when the task runs again.
+local function ask(op, a, b)
+  local answer = yield(TOKEN, op, a, b)
+  arm()
+  return answer
+end
+
 local cicada = {}
 -- What the Rust side reads once the test file has run.
 local registry = { types = {}, listeners = {}, shape = nil, settings = {} }
@@ -153,7 +162,7 @@ local Client = {}
 local function request(method, path, opts)
   local ok, spec = pcall(build_request, method, path, opts)
   if not ok then error(tostring(spec), 3) end
-  return yield(TOKEN, OP.request, spec)
+  return ask(OP.request, spec)
 end
 
 for _, method in ipairs({ "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD" }) do
@@ -163,15 +172,15 @@ function Client:request(method, path, opts)
   if type(method) ~= "string" then error("client:request(method, path, opts): method must be a string", 2) end
   return request(method:upper(), path, opts)
 end
-function Client:cookie(name) return yield(TOKEN, OP.cookie, name) end
-function Client:clear_cookies() return yield(TOKEN, OP.clear_cookies) end
+function Client:cookie(name) return ask(OP.cookie, name) end
+function Client:clear_cookies() return ask(OP.clear_cookies) end
 function Client:set_basic_auth(user, password)
   if type(user) ~= "string" or type(password) ~= "string" then
     error("client:set_basic_auth(user, password) takes two strings", 2)
   end
-  return yield(TOKEN, OP.basic_auth, user, password)
+  return ask(OP.basic_auth, user, password)
 end
-function Client:clear_basic_auth() return yield(TOKEN, OP.basic_auth) end
+function Client:clear_basic_auth() return ask(OP.basic_auth) end
 
 -- User types ----------------------------------------------------------------------------------------------------------
 
@@ -182,11 +191,11 @@ UserMethods.__index = UserMethods
 function UserMethods:task(a, b, c) return add_task(self, a, b, c) end
 function UserMethods:sleep(seconds)
   positive_number(seconds, "sleep(seconds)", 2)
-  return yield(TOKEN, OP.sleep, seconds)
+  return ask(OP.sleep, seconds)
 end
-function UserMethods:stop_user() return yield(TOKEN, OP.flow, "stop_user") end
-function UserMethods:interrupt(reschedule) return yield(TOKEN, OP.flow, "interrupt", reschedule ~= false) end
-function UserMethods:reschedule() return yield(TOKEN, OP.flow, "reschedule") end
+function UserMethods:stop_user() return ask(OP.flow, "stop_user") end
+function UserMethods:interrupt(reschedule) return ask(OP.flow, "interrupt", reschedule ~= false) end
+function UserMethods:reschedule() return ask(OP.flow, "reschedule") end
 function UserMethods:record(sample) return cicada.record(sample) end
 
 local known_user_keys = { name = true, weight = true, fixed_count = true, host = true, wait_time = true, tags = true }
@@ -237,15 +246,15 @@ function cicada.record(sample)
   local size = sample.response_length or 0
   if math.type(size) ~= "integer" or size < 0 then error("cicada.record: response_length must be an integer >= 0", 2) end
   if sample.error ~= nil and type(sample.error) ~= "string" then sample.error = tostring(sample.error) end
-  return yield(TOKEN, OP.record, sample.type, sample.name, sample.response_time, size, sample.error)
+  return ask(OP.record, sample)
 end
 
 function cicada.sleep(seconds)
   positive_number(seconds, "cicada.sleep(seconds)", 2)
-  return yield(TOKEN, OP.sleep, seconds)
+  return ask(OP.sleep, seconds)
 end
 
-function cicada.stop_test() return yield(TOKEN, OP.flow, "stop_test") end
+function cicada.stop_test() return ask(OP.flow, "stop_test") end
 
 local known_events = {
   init = true, test_start = true, test_stopping = true, test_stop = true, spawning_complete = true,
@@ -298,6 +307,7 @@ local function on_error(message)
 end
 
 local function run_task(body, user)
+  arm()
   local ok, err = xpcall(body, on_error, user)
   if ok then return end
   if type(err) ~= "table" then err = { tostring(err), "" } end
@@ -306,7 +316,6 @@ end
 
 -- Listeners, shapes and wait-time functions are called through this, so the watchdog is armed under the state's
 -- lock, by the call itself, not by a caller still waiting for the lock.
-local arm = native.arm
 local function call_armed(f, ...)
   arm()
   return f(...)
