@@ -6,8 +6,9 @@
 # Builds the release `cicada` binary, the compiled quickstart and the cicada-bench programs, starts the demo target
 # (`cicada demo`, one thread, pinned to CPU 1 when there are two), and measures with every generator pinned to CPU 0:
 #   1. throughput: `GET /` without wait by 50 users, compiled (get_root) and Lua: CPU microseconds per request;
-#   2. the quickstart (examples/quickstart.rs and examples/lua/quickstart.lua) with --users users: CPU per request;
-#   3. memory: --idle-users idle users (no request, constant(3600)), compiled and Lua: bytes per user from RSS.
+#   2. the same at a fixed rate (50 users, 100 requests/s each: paced_root and Lua), so both send as many requests;
+#   3. the quickstart (examples/quickstart.rs and examples/lua/quickstart.lua) with --users users: CPU per request;
+#   4. memory: --idle-users idle users (no request, constant(3600)), compiled and Lua: bytes per user from RSS.
 # Prints a Markdown table; raw logs stay in a temporary folder it names. Every process it starts is stopped by pid.
 
 set -euo pipefail
@@ -16,7 +17,7 @@ export LC_ALL=C
 BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$BENCH/.." && pwd)"
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}/release"
-DURATION=10 USERS=200 IDLE_USERS=100000 BUILD=1
+DURATION=10 USERS=2000 IDLE_USERS=100000 BUILD=1
 
 usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
@@ -55,7 +56,8 @@ if ((BUILD)); then
         -p cicada --example quickstart)
 fi
 CICADA="$TARGET_DIR/cicada"
-for bin in "$CICADA" "$TARGET_DIR/get_root" "$TARGET_DIR/idle_users" "$TARGET_DIR/examples/quickstart"; do
+for bin in "$CICADA" "$TARGET_DIR/get_root" "$TARGET_DIR/paced_root" "$TARGET_DIR/idle_users" \
+    "$TARGET_DIR/examples/quickstart"; do
     [[ -x "$bin" ]] || { echo "lua.sh: $bin is missing (run without --no-build)" >&2; exit 2; }
 done
 
@@ -69,6 +71,10 @@ log "demo target at $URL; logs in $TMP"
 cat >"$TMP/get_root.lua" <<'EOF'
 local GetRoot = cicada.user { name = "GetRoot" }
 GetRoot:task(function(self) self.client:get("/") end)
+EOF
+cat >"$TMP/paced.lua" <<'EOF'
+local PacedRoot = cicada.user { name = "PacedRoot", wait_time = cicada.constant_throughput(100) }
+PacedRoot:task(function(self) self.client:get("/") end)
 EOF
 cat >"$TMP/idle.lua" <<'EOF'
 local Idle = cicada.user { name = "Idle", wait_time = cicada.constant(3600) }
@@ -113,27 +119,34 @@ idle_rss() {
 log "throughput: GET / by 50 users without wait, ${DURATION}s each"
 read -r tp_rust tp_rust_n _ < <(cpu_per_request get_root_rust "$TARGET_DIR/get_root" -u 50 -r 1000)
 read -r tp_lua tp_lua_n _ < <(cpu_per_request get_root_lua "$CICADA" -f "$TMP/get_root.lua" -u 50 -r 1000)
+log "GET / at 100 requests/s by each of 50 users, ${DURATION}s each"
+read -r pc_rust pc_rust_n _ < <(BENCH_RATE=100 cpu_per_request paced_rust "$TARGET_DIR/paced_root" -u 50 -r 1000)
+read -r pc_lua pc_lua_n _ < <(cpu_per_request paced_lua "$CICADA" -f "$TMP/paced.lua" -u 50 -r 1000)
 log "quickstart: $USERS users, ${DURATION}s each"
-read -r qs_rust qs_rust_n _ < <(cpu_per_request quickstart_rust "$TARGET_DIR/examples/quickstart" -u "$USERS" -r 1000)
+read -r qs_rust qs_rust_n _ < <(cpu_per_request quickstart_rust "$TARGET_DIR/examples/quickstart" -u "$USERS" \
+    -r "$USERS")
 read -r qs_lua qs_lua_n _ < <(cpu_per_request quickstart_lua "$CICADA" -f "$REPO/examples/lua/quickstart.lua" \
-    -u "$USERS" -r 1000)
+    -u "$USERS" -r "$USERS")
 log "memory: 1 and $IDLE_USERS idle users"
 rust_1="$(idle_rss idle_rust_1 1 "$TARGET_DIR/idle_users")"
 rust_n="$(idle_rss idle_rust_n "$IDLE_USERS" "$TARGET_DIR/idle_users")"
 lua_1="$(idle_rss idle_lua_1 1 "$CICADA" -f "$TMP/idle.lua")"
 lua_n="$(idle_rss idle_lua_n "$IDLE_USERS" "$CICADA" -f "$TMP/idle.lua")"
 
-python3 - "$tp_rust" "$tp_lua" "$tp_rust_n" "$tp_lua_n" "$qs_rust" "$qs_lua" "$qs_rust_n" "$qs_lua_n" \
+python3 - "$tp_rust" "$tp_lua" "$tp_rust_n" "$tp_lua_n" "$pc_rust" "$pc_lua" "$pc_rust_n" "$pc_lua_n" \
+    "$qs_rust" "$qs_lua" "$qs_rust_n" "$qs_lua_n" \
     "$rust_1" "$rust_n" "$lua_1" "$lua_n" "$IDLE_USERS" "$DURATION" "$USERS" <<'EOF'
 import sys
 a = sys.argv[1:]
-tp_rust, tp_lua, tp_rust_n, tp_lua_n, qs_rust, qs_lua, qs_rust_n, qs_lua_n = a[:8]
-rust_1, rust_n, lua_1, lua_n, idle, duration, users = (int(x) if x.isdigit() else x for x in a[8:])
+tp_rust, tp_lua, tp_rust_n, tp_lua_n, pc_rust, pc_lua, pc_rust_n, pc_lua_n = a[:8]
+qs_rust, qs_lua, qs_rust_n, qs_lua_n = a[8:12]
+rust_1, rust_n, lua_1, lua_n, idle, duration, users = (int(x) if x.isdigit() else x for x in a[12:])
 ratio = lambda x, y: f"{float(y) / float(x):.2f}x" if float(x) > 0 else "-"
 per_user = lambda one, n: f"{(n - one) * 1024 / (idle - 1):.0f} B" if n and one else "did not finish"
 print(f"| Measure ({duration}s runs, generator on one core) | compiled | Lua | Lua / compiled |")
 print("| --- | --- | --- | --- |")
 print(f"| CPU per request, GET / by 50 users without wait | {tp_rust} us ({tp_rust_n} req) | {tp_lua} us ({tp_lua_n} req) | {ratio(tp_rust, tp_lua)} |")
+print(f"| CPU per request, GET / at 100/s by each of 50 users | {pc_rust} us ({pc_rust_n} req) | {pc_lua} us ({pc_lua_n} req) | {ratio(pc_rust, pc_lua)} |")
 print(f"| CPU per request, the quickstart with {users} users | {qs_rust} us ({qs_rust_n} req) | {qs_lua} us ({qs_lua_n} req) | {ratio(qs_rust, qs_lua)} |")
 print(f"| memory per idle user, {idle:,} users (RSS) | {per_user(rust_1, rust_n)} | {per_user(lua_1, lua_n)} | |")
 print(f"| RSS with {idle:,} idle users | {rust_n / 1024:.0f} MiB | {lua_n / 1024:.0f} MiB | |")
