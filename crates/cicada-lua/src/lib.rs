@@ -147,9 +147,14 @@ impl LuaTest {
     }
 }
 
-/// Lua states a test gets by default: one per core the runtime uses, so users on different threads rarely share.
+/// Lua states a test gets by default: one per core the runtime uses, so users on different threads rarely share
+/// one. `CICADA_LUA_STATES=N` overrides it (1 to 1,024), to measure the cost of sharing.
 pub fn default_states() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    std::env::var("CICADA_LUA_STATES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| (1..=1_024).contains(n))
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Load the Lua test at `path` and run it with `args` (the first being the program's name, as for
