@@ -505,3 +505,39 @@ end)
     assert_eq!(target.counters().route(Route::Fast), 20);
     assert_eq!(run.requests("GET", "/fast"), 20);
 }
+
+#[test]
+fn random_task_sets_nest_and_interrupt_back() {
+    let target = Target::start();
+    let test = r#"
+local U = cicada.user { name = "U", wait_time = cicada.constant(0) }
+local function count(self)
+  self.tasks = (self.tasks or 0) + 1
+  if self.tasks > 40 then self:stop_user() end
+end
+local outer = cicada.taskset { name = "outer" }
+local inner = cicada.sequential { name = "inner" }
+function inner:on_start() self.client:get("/status/206") end
+inner:task(function(self) self.client:get("/status/205") count(self) end)
+inner:task(function(self) count(self) self:interrupt() end)
+outer:task(function(self) count(self) self.client:get("/status/204") end)
+outer:task(inner)
+outer:task(0, function(self) self.client:get("/status/500") end)
+outer:task(function(self) count(self) self:interrupt() end)
+U:task(outer)
+"#;
+    let run = run_lua(
+        &[("test.lua", test)],
+        &["-H", &target.url(), "-u", "2", "-r", "10", "-t", "4s"],
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let inner_entries = run.requests("GET", "/status/206");
+    assert!(run.requests("GET", "/status/204") > 0);
+    assert!(inner_entries > 0);
+    // Each time in the sequential set runs its first task once, then interrupts back.
+    assert_eq!(run.requests("GET", "/status/205"), inner_entries);
+    assert_eq!(run.requests("GET", "/status/500"), 0);
+    assert_eq!(target.counters().route(Route::Status), {
+        run.requests("GET", "/status/204") + 2 * inner_entries
+    });
+}
