@@ -1,5 +1,6 @@
 //! The `cicada` command: runs a Lua test file with Locust's flags (`cicada -f shop.lua --headless -u 10 -t 30s`,
-//! or `cicada ...` alone for `cicadafile.lua` in the current directory, as Locust looks for locustfile.py), and
+//! `CICADA_LOCUSTFILE=shop.lua`, or `cicada ...` alone for `cicadafile.lua` in the current directory, as Locust looks
+//! for locustfile.py), and
 //! serves the built-in demo target (`cicada demo`) that tests and benchmarks run against. Tests written in Rust are
 //! their own programs and do not need this binary.
 
@@ -103,7 +104,9 @@ fn main() -> ExitCode {
         .rest
         .iter()
         .any(|a| a == "--help" || a == "-h" || a == "--version" || a == "-V");
-    let file = match test.file {
+    // Like every other option, the test file can come from the environment (`CICADA_LOCUSTFILE`, Locust's name).
+    let from_env = std::env::var_os("CICADA_LOCUSTFILE").map(PathBuf::from);
+    let file = match test.file.or(from_env) {
         Some(file) if file.as_os_str() == "-" => {
             eprintln!(
                 "error: -f -: taking the test from a cluster master is not available in this build; give the worker \

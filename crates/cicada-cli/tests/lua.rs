@@ -414,6 +414,31 @@ fn without_f_the_test_is_cicadafile_lua() {
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     assert_eq!(target.counters().route(Route::Fast), 3);
 
+    // The file can also come from the environment.
+    std::fs::rename(
+        dir.path().join("cicadafile.lua"),
+        dir.path().join("other.lua"),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_cicada"))
+        .current_dir(dir.path())
+        .env("CICADA_LOCUSTFILE", "other.lua")
+        .args([
+            "--headless",
+            "-u",
+            "2",
+            "-r",
+            "10",
+            "-t",
+            "2s",
+            "-H",
+            &target.url(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(target.counters().route(Route::Fast), 5);
+
     let empty = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_cicada"))
         .current_dir(empty.path())

@@ -8,11 +8,11 @@
 //! # let _ = code;
 //! ```
 //!
-//! How it works: the test file runs in a few Lua 5.4 states (one per runtime thread; [`vm`] builds one), each user
-//! lives in one of them, and each task runs as a coroutine there that yields to the Rust driver ([`driver`])
-//! whenever it needs its user: a request, a sleep, a cookie. [`script`] turns the definitions into the engine's
-//! user types, [`bundle`] keeps the sources as one serializable value, [`http`] is the client as Lua sees it and
-//! [`events`] attaches listeners. docs/scripting.md has the whole API and the measurements behind the design.
+//! How it works: the test file runs in a few Lua 5.4 states (one per runtime thread; `vm` builds one), each user
+//! lives in one of them, and each task runs as a coroutine there that yields to the Rust driver (`driver`)
+//! whenever it needs its user: a request, a sleep, a cookie. `script` turns the definitions into the engine's
+//! user types, [`bundle`] keeps the sources as one serializable value, `http` is the client as Lua sees it and
+//! `events` attaches listeners. docs/scripting.md has the whole API and the measurements behind the design.
 
 pub mod bundle;
 mod driver;
