@@ -12,9 +12,9 @@ end
 
 Worker:task(function(self)
   local page = self.client:get("/bytes/4096", { name = "/bytes/[n]" }).text
-  local started = os.clock()
+  local started = cicada.time()
   local sum = checksum(page)
-  local elapsed_ms = (os.clock() - started) * 1000
+  local elapsed_ms = (cicada.time() - started) * 1000
   self:record { type = "checksum", name = "bytes-4096", response_time = elapsed_ms, response_length = #page,
                 error = (sum == 0) and "empty checksum" or nil }
 end, { name = "checksum_page" })

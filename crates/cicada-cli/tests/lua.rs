@@ -329,6 +329,49 @@ end)
 }
 
 #[test]
+fn a_user_type_sets_its_client_options() {
+    let target = Target::start();
+    let test = r#"
+local U = cicada.user { name = "U", client = { max_redirects = 0, user_agent = "lua-test/1", timeout = 5 } }
+U:task(function(self)
+  local r = self.client:get("/redirect/2", { name = "redirect", catch_response = true })
+  if r.status >= 300 and r.status < 400 then r:success() else r:failure("followed: " .. r.status) end
+  local echo = self.client:get("/echo"):json()
+  assert(echo.headers["user-agent"] == "lua-test/1", echo.headers["user-agent"])
+  local started = cicada.time()
+  self:sleep(0.05)
+  assert(cicada.time() - started >= 0.05, "a monotonic clock in seconds")
+  self:stop_user()
+end)
+"#;
+    let run = run_lua(
+        &[("test.lua", test)],
+        &["-H", &target.url(), "-u", "2", "-r", "10", "-t", "2s"],
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert!(
+        run.exceptions().lines().count() <= 1,
+        "{}",
+        run.exceptions()
+    );
+    assert_eq!(run.requests("GET", "redirect"), 2);
+    assert_eq!(target.counters().route(Route::Redirect), 2);
+
+    let bad = "local U = cicada.user { name = \"U\", client = { http = \"http3\" } }\nU:task(function(self) end)\n";
+    let run = run_lua(
+        &[("test.lua", bad)],
+        &["-H", &target.url(), "-u", "1", "-t", "1s"],
+    );
+    assert_eq!(run.code(), 2);
+    assert!(
+        run.stderr()
+            .contains("test.lua:1: cicada.user: client: http must be"),
+        "{}",
+        run.stderr()
+    );
+}
+
+#[test]
 fn task_sets_interrupt_and_a_task_can_stop_the_test() {
     let target = Target::start();
     let test = r#"

@@ -198,13 +198,15 @@ function UserMethods:interrupt(reschedule) return ask(OP.flow, "interrupt", resc
 function UserMethods:reschedule() return ask(OP.flow, "reschedule") end
 function UserMethods:record(sample) return cicada.record(sample) end
 
-local known_user_keys = { name = true, weight = true, fixed_count = true, host = true, wait_time = true, tags = true }
+local known_user_keys = {
+  name = true, weight = true, fixed_count = true, host = true, wait_time = true, tags = true, client = true,
+}
 
 function cicada.user(spec)
   if type(spec) ~= "table" then fail("cicada.user takes a table: cicada.user { name = \"Shopper\" }", 2) end
   for key in pairs(spec) do
     if not known_user_keys[key] then
-      fail("cicada.user: unknown key `" .. tostring(key) .. "` (known: name, weight, fixed_count, host, wait_time, tags)", 2)
+      fail("cicada.user: unknown key `" .. tostring(key) .. "` (known: name, weight, fixed_count, host, wait_time, tags, client)", 2)
     end
   end
   if type(spec.name) ~= "string" or spec.name == "" then fail("cicada.user: name must be a non-empty string", 2) end
@@ -215,6 +217,9 @@ function cicada.user(spec)
     fail("cicada.user: fixed_count must be an integer >= 0", 2)
   end
   if spec.host ~= nil and type(spec.host) ~= "string" then fail("cicada.user: host must be a string URL", 2) end
+  if spec.client ~= nil and type(spec.client) ~= "table" then
+    fail("cicada.user: client must be a table of client options { timeout = 5, http = \"http2\", .. }", 2)
+  end
   local user_type = setmetatable({ client = Client }, UserMethods)
   user_type.__index = user_type
   local def = {
@@ -222,6 +227,7 @@ function cicada.user(spec)
     weight = check_weight(spec.weight, "cicada.user: weight", 2),
     fixed_count = spec.fixed_count,
     host = spec.host,
+    client = spec.client,
     wait_time = check_wait(spec.wait_time, "cicada.user: wait_time", 2),
     tags = check_tags(spec.tags, "cicada.user: tags", 2),
     entries = {},
@@ -297,6 +303,7 @@ function cicada.settings(values)
 end
 
 cicada.read_file = native.read_file
+cicada.time = native.time
 cicada.runner = native.runner
 
 -- What the driver runs in each task's coroutine: the task, with errors turned into a message and a traceback. ---------

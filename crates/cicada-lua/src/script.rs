@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cicada::user::{WaitContext, custom_wait};
 use cicada::user::{WaitTime, between, constant, constant_pacing, constant_throughput};
-use cicada::{Cicada, LoadShape, Target, Task, TaskSet, UserType};
+use cicada::{Cicada, ClientOptions, HttpVersion, LoadShape, Target, Task, TaskSet, UserType};
 use mlua::{Function, Table, Value};
 
 use crate::ScriptError;
@@ -62,6 +62,7 @@ struct TypeDef {
     weight: u32,
     fixed_count: Option<u64>,
     host: Option<String>,
+    client: Option<ClientOptions>,
     body: SetDef,
 }
 
@@ -203,12 +204,98 @@ fn read_set(def: &Table, sequential: bool) -> Result<SetDef, ScriptError> {
 }
 
 fn read_type(def: &Table) -> Result<TypeDef, ScriptError> {
+    let place: String = def.get("where").map_err(internal)?;
+    let client = match def.get::<Option<Table>>("client").map_err(internal)? {
+        Some(table) => Some(read_client(&table).map_err(|message| {
+            ScriptError::Definition(format!("{place}: cicada.user: client: {message}"))
+        })?),
+        None => None,
+    };
     Ok(TypeDef {
         weight: def.get("weight").map_err(internal)?,
         fixed_count: def.get("fixed_count").map_err(internal)?,
         host: def.get("host").map_err(internal)?,
+        client,
         body: read_set(def, false)?,
     })
+}
+
+/// `client = { .. }` of a user type: the engine's [`ClientOptions`], each key checked.
+fn read_client(table: &Table) -> Result<ClientOptions, String> {
+    let mut options = ClientOptions::default();
+    let seconds = |key: &str, value: &Value| -> Result<Duration, String> {
+        let number = match value {
+            Value::Integer(i) => *i as f64,
+            Value::Number(n) => *n,
+            _ => return Err(format!("{key} must be a number of seconds")),
+        };
+        if number.is_finite() && number > 0.0 {
+            Ok(Duration::from_secs_f64(number))
+        } else {
+            Err(format!("{key} must be above 0"))
+        }
+    };
+    let flag = |key: &str, value: &Value| -> Result<bool, String> {
+        value
+            .as_boolean()
+            .ok_or_else(|| format!("{key} must be true or false"))
+    };
+    let count = |key: &str, value: &Value| -> Result<u64, String> {
+        match value {
+            Value::Integer(i) if *i >= 0 => Ok(*i as u64),
+            _ => Err(format!("{key} must be an integer >= 0")),
+        }
+    };
+    for pair in table.pairs::<String, Value>() {
+        let (key, value) = pair.map_err(|e| e.to_string())?;
+        match key.as_str() {
+            "timeout" => options.timeout = seconds(&key, &value)?,
+            "connect_timeout" => options.connect_timeout = seconds(&key, &value)?,
+            "http" => {
+                options.http = match value.as_string().map(|s| s.to_string_lossy()).as_deref() {
+                    Some("auto") => HttpVersion::Auto,
+                    Some("http1") => HttpVersion::Http1,
+                    Some("http2") => HttpVersion::Http2,
+                    _ => return Err("http must be \"auto\", \"http1\" or \"http2\"".to_string()),
+                }
+            }
+            "insecure_tls" => options.insecure_tls = flag(&key, &value)?,
+            "tls_session_resumption" => options.tls_session_resumption = flag(&key, &value)?,
+            "share_tls_sessions" => options.share_tls_sessions = flag(&key, &value)?,
+            "shared_pool" => options.shared_pool = flag(&key, &value)?,
+            "decompress" => options.decompress = flag(&key, &value)?,
+            "max_redirects" => {
+                options.max_redirects = u32::try_from(count(&key, &value)?)
+                    .map_err(|_| "max_redirects is too large".to_string())?
+            }
+            "max_body_bytes" => options.max_body_bytes = count(&key, &value)? as usize,
+            "user_agent" => {
+                options.user_agent = value
+                    .as_string()
+                    .map(|s| s.to_string_lossy())
+                    .ok_or_else(|| "user_agent must be a string".to_string())?
+            }
+            "basic_auth" => {
+                let pair = value
+                    .as_table()
+                    .ok_or_else(|| "basic_auth must be { user, password }".to_string())?;
+                let user: Option<String> = pair.get(1).map_err(|e| e.to_string())?;
+                let password: Option<String> = pair.get(2).map_err(|e| e.to_string())?;
+                match (user, password) {
+                    (Some(user), Some(password)) => options.basic_auth = Some((user, password)),
+                    _ => return Err("basic_auth must be { user, password }".to_string()),
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unknown key `{other}` (known: timeout, connect_timeout, http, insecure_tls, \
+                     tls_session_resumption, share_tls_sessions, shared_pool, max_redirects, max_body_bytes, \
+                     user_agent, decompress, basic_auth)"
+                ));
+            }
+        }
+    }
+    Ok(options)
 }
 
 fn differ(place: &str) -> ScriptError {
@@ -378,6 +465,9 @@ fn user_type(
     }
     if let Some(host) = def.host {
         user_type = user_type.host(host);
+    }
+    if let Some(client) = def.client {
+        user_type = user_type.client_options(client);
     }
     if let Some(wait) = body.wait {
         user_type = user_type.wait_time(wait_time(script, wait));

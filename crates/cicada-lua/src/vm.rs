@@ -184,6 +184,11 @@ impl Vm {
             })?,
         )?;
         native.set("runner", runner_table(&lua, natives)?)?;
+        let origin = std::time::Instant::now();
+        native.set(
+            "time",
+            lua.create_function(move |_, ()| Ok(origin.elapsed().as_secs_f64()))?,
+        )?;
         let arming = watchdog.clone();
         native.set(
             "arm",
