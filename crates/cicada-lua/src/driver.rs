@@ -224,7 +224,7 @@ fn read(vm: &Vm, resumed: mlua::Result<Resumed>) -> Result<Yielded, TaskError> {
                 None => return Err(TaskError::msg("cicada: a request without its options")),
             }
         }
-        Some(Op::Sleep) => Yielded::Sleep(Duration::from_secs_f64(number(arg()).max(0.0))),
+        Some(Op::Sleep) => Yielded::Sleep(seconds(number(arg()))),
         Some(Op::Record) => match arg() {
             Value::Table(sample) => read_record(&sample).map_err(|e| {
                 TaskError::msg(format!("cicada.record: {}", crate::lua_message(&e)))
@@ -251,6 +251,11 @@ fn read(vm: &Vm, resumed: mlua::Result<Resumed>) -> Result<Yielded, TaskError> {
     })
 }
 
+/// Seconds from Lua as a duration: a negative or not-a-number value is zero, an infinite one the longest there is.
+fn seconds(value: f64) -> Duration {
+    Duration::try_from_secs_f64(value.max(0.0)).unwrap_or(Duration::MAX)
+}
+
 /// A `cicada.record { .. }` sample (the prelude checked its fields' types).
 fn read_record(sample: &mlua::Table) -> mlua::Result<Yielded> {
     let millis: f64 = sample.get("response_time")?;
@@ -258,7 +263,7 @@ fn read_record(sample: &mlua::Table) -> mlua::Result<Yielded> {
     Ok(Yielded::Record {
         kind: sample.get("type")?,
         name: sample.get("name")?,
-        response_time: Duration::from_secs_f64(millis.max(0.0) / 1000.0),
+        response_time: seconds(millis / 1000.0),
         size: size.unwrap_or(0),
         error: sample.get("error")?,
     })
@@ -291,6 +296,14 @@ fn internal(what: &str, error: &mlua::Error) -> TaskError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_from_lua_never_panic() {
+        assert_eq!(seconds(1.5), Duration::from_millis(1500));
+        assert_eq!(seconds(-1.0), Duration::ZERO);
+        assert_eq!(seconds(f64::NAN), Duration::ZERO);
+        assert_eq!(seconds(f64::INFINITY), Duration::MAX);
+    }
 
     #[test]
     fn tracebacks_lose_the_machinery() {

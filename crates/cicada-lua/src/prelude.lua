@@ -246,7 +246,8 @@ function cicada.record(sample)
   if type(sample.type) ~= "string" or type(sample.name) ~= "string" then
     error("cicada.record: type and name must be strings", 2)
   end
-  if type(sample.response_time) ~= "number" or sample.response_time < 0 then
+  local rt = sample.response_time
+  if type(rt) ~= "number" or not (rt >= 0 and rt < math.huge) then
     error("cicada.record: response_time must be a number of milliseconds >= 0", 2)
   end
   local size = sample.response_length or 0
@@ -297,7 +298,9 @@ function cicada.settings(values)
     if not known_settings[key] then
       fail("cicada.settings: unknown key `" .. tostring(key) .. "` (known: max_busy_seconds, memory_limit_mib)", 2)
     end
-    if type(value) ~= "number" or value <= 0 then fail("cicada.settings: " .. key .. " must be a number > 0", 2) end
+    if type(value) ~= "number" or not (value > 0 and value < math.huge) then
+      fail("cicada.settings: " .. key .. " must be a finite number > 0", 2)
+    end
     registry.settings[key] = value
   end
 end
