@@ -562,7 +562,7 @@ end)
             "-r",
             "100",
             "-t",
-            "6s",
+            "15s",
             "--processes",
             "2",
             "--master-bind-port",
