@@ -68,6 +68,8 @@ pub(crate) enum TaskErrorKind {
 pub(crate) struct UserError {
     pub(crate) error: Box<dyn std::error::Error + Send + Sync>,
     pub(crate) backtrace: Backtrace,
+    /// A traceback the error brought along (a script's own stack), kept instead of the Rust backtrace.
+    pub(crate) traceback: Option<String>,
 }
 
 impl UserError {
@@ -97,6 +99,25 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl TaskError {
+    /// A user error with a message and the traceback of where it was raised, for tasks written in another
+    /// language (a script's stack): the exceptions table keeps `traceback` where a Rust task's backtrace would go.
+    ///
+    /// ```
+    /// use cicada::TaskError;
+    ///
+    /// let error = TaskError::with_traceback("shop.lua:4: out of stock", "stack traceback:\n\tshop.lua:4: in function <shop.lua:2>");
+    /// assert_eq!(error.to_string(), "shop.lua:4: out of stock");
+    /// ```
+    pub fn with_traceback(message: impl fmt::Display, traceback: impl Into<String>) -> Self {
+        TaskError {
+            kind: TaskErrorKind::User(Box::new(UserError {
+                error: message.to_string().into(),
+                backtrace: Backtrace::disabled(),
+                traceback: Some(traceback.into()),
+            })),
+        }
+    }
+
     /// A user error with a message.
     pub fn msg(message: impl fmt::Display) -> Self {
         Self::user(message.to_string().into())
@@ -115,6 +136,7 @@ impl TaskError {
                 error,
                 // Costs a cached flag check unless RUST_BACKTRACE / RUST_LIB_BACKTRACE asks for backtraces.
                 backtrace: Backtrace::capture(),
+                traceback: None,
             })),
         }
     }
@@ -522,5 +544,26 @@ impl<S: Send + 'static> UserType<S> {
     pub fn client_options(mut self, options: ClientOptions) -> Self {
         self.client = options;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_with_a_traceback_keeps_it_in_place_of_the_backtrace() {
+        let error = TaskError::with_traceback("a.lua:3: boom", "stack traceback:\n\ta.lua:3");
+        assert_eq!(error.to_string(), "a.lua:3: boom");
+        match error.into_kind() {
+            TaskErrorKind::User(user) => {
+                assert_eq!(user.chain(), "a.lua:3: boom");
+                assert_eq!(
+                    user.traceback.as_deref(),
+                    Some("stack traceback:\n\ta.lua:3")
+                );
+            }
+            _ => panic!("not a user error"),
+        }
     }
 }

@@ -371,7 +371,10 @@ async fn run_task<S: Send + 'static>(
             TaskErrorKind::User(error) => (
                 error.chain(),
                 format!("task {label}"),
-                trimmed_backtrace(&error.backtrace),
+                error
+                    .traceback
+                    .clone()
+                    .or_else(|| trimmed_backtrace(&error.backtrace)),
             ),
         },
         Err(panic) => (
