@@ -108,11 +108,9 @@ fn main() -> ExitCode {
     let from_env = std::env::var_os("CICADA_LOCUSTFILE").map(PathBuf::from);
     let file = match test.file.or(from_env) {
         Some(file) if file.as_os_str() == "-" => {
-            eprintln!(
-                "error: -f -: taking the test from a cluster master is not available in this build; give the worker \
-                 the test file (-f FILE.lua)"
-            );
-            return ExitCode::from(cicada::EXIT_USAGE);
+            // Locust's `-f -`: a worker takes the test from its master.
+            let code = cicada_lua::run_from_master(test.rest);
+            return ExitCode::from(code.clamp(0, 255) as u8);
         }
         Some(file) => file,
         None if asks_for_help && !std::path::Path::new(DEFAULT_TEST_FILE).exists() => {

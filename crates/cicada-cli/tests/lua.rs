@@ -609,3 +609,91 @@ U:task(outer)
         run.requests("GET", "/status/204") + 2 * inner_entries
     });
 }
+
+#[test]
+fn a_worker_started_with_f_dash_takes_the_test_and_its_modules_from_the_master() {
+    let target = Target::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let master_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(master_dir.path().join("helpers")).unwrap();
+    std::fs::write(
+        master_dir.path().join("helpers/paths.lua"),
+        "return { fast = '/fast' }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        master_dir.path().join("test.lua"),
+        r#"
+local paths = require("helpers.paths")
+local U = cicada.user { name = "U" }
+U:task(function(self)
+  self.done = (self.done or 0) + 1
+  self.client:get(paths.fast)
+  if self.done == 5 then self:stop_user() end
+end)
+"#,
+    )
+    .unwrap();
+    let master = Command::new(env!("CARGO_BIN_EXE_cicada"))
+        .current_dir(master_dir.path())
+        .args(["-f", "test.lua", "--master", "--headless", "--only-summary"])
+        .args(["--expect-workers", "1", "--master-bind-port", &port])
+        .args(["-H", &target.url(), "-u", "4", "-r", "100", "-t", "15s"])
+        .args(["--report-json", "report.json", "--cluster-token", "t0ken"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The worker's folder has no test at all: everything comes from the master, after the token matched.
+    let worker_dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    // Without the token the master sends nothing: exit 2 (it waits for the master to be up, then is refused).
+    let refused = Command::new(env!("CARGO_BIN_EXE_cicada"))
+        .current_dir(worker_dir.path())
+        .args([
+            "--worker",
+            "-f",
+            "-",
+            "--master-port",
+            &port,
+            "--master-timeout",
+            "20s",
+        ])
+        .output()
+        .unwrap();
+    let refusal = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{refusal}");
+    assert!(refusal.contains("token"), "{refusal}");
+    assert_eq!(target.counters().route(Route::Fast), 0);
+    let worker = Command::new(env!("CARGO_BIN_EXE_cicada"))
+        .current_dir(worker_dir.path())
+        .args(["--worker", "-f", "-", "--master-port", &port])
+        .args(["--cluster-token", "t0ken", "-L", "WARNING"])
+        .output()
+        .unwrap();
+    let master = master.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(90));
+    assert_eq!(
+        worker.status.code(),
+        Some(0),
+        "worker:\n{}",
+        String::from_utf8_lossy(&worker.stderr)
+    );
+    assert_eq!(
+        master.status.code(),
+        Some(0),
+        "master:\n{}",
+        String::from_utf8_lossy(&master.stderr)
+    );
+    assert_eq!(target.counters().route(Route::Fast), 20);
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(master_dir.path().join("report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["stats"]["total"]["num_requests"], 20);
+}

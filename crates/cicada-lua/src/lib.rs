@@ -165,9 +165,51 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     match LuaTest::load(path) {
-        Ok(test) => test.cicada().run_with_args(args),
+        Ok(test) => {
+            // A master serves the test to workers started without it (`cicada --worker -f -`).
+            let payload = serde_json::to_vec(test.bundle()).unwrap_or_default();
+            let name = test.bundle().main.name.clone();
+            test.cicada().test_source(name, payload).run_with_args(args)
+        }
         Err(error) => {
             eprintln!("error: {error}");
+            i32::from(cicada::EXIT_USAGE)
+        }
+    }
+}
+
+/// `cicada --worker -f -`: take the test (the file and the modules it required) from the master named by `args`
+/// (`--master-host`, `--master-port`, the token and TLS flags, waiting up to `--master-timeout`), load it without
+/// a folder, and run it as a worker with `args`. A master that refuses, runs a compiled test, or sends a test that
+/// does not load ends the process with exit code 2; no master at all with 3.
+pub fn run_from_master<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let (name, payload) = match cicada::fetch_test_source(args.clone()) {
+        Ok(source) => source,
+        Err(error) => {
+            eprintln!("error: -f -: {error}");
+            return error.exit_code();
+        }
+    };
+    let bundle: ScriptBundle = match serde_json::from_slice(&payload) {
+        Ok(bundle) => bundle,
+        Err(error) => {
+            eprintln!(
+                "error: -f -: the master's test {name:?} is not a Lua test this cicada can read ({error}): run the same \
+                 cicada build on the master and the workers"
+            );
+            return i32::from(cicada::EXIT_USAGE);
+        }
+    };
+    eprintln!("cicada: running {name}, as sent by the master (-f -)");
+    match LuaTest::load_bundle(bundle, None, default_states()) {
+        Ok(test) => test.cicada().run_with_args(args),
+        Err(error) => {
+            eprintln!("error: -f -: the master's test {name}: {error}");
             i32::from(cicada::EXIT_USAGE)
         }
     }

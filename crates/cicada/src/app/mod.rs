@@ -613,6 +613,12 @@ where
         OptionsError::Cli(error) => FetchSourceError::Usage(error.to_string()),
         error => FetchSourceError::Usage(format!("error: {error}")),
     })?;
+    if !options.worker {
+        return Err(FetchSourceError::Usage(
+            "-f - takes the test from a cluster master: start a worker with it (--worker -f - --master-host HOST)"
+                .into(),
+        ));
+    }
     let config = crate::cluster::worker::config(&options, cicada_cluster::TestIdentity::default())
         .map_err(FetchSourceError::Usage)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
