@@ -17,6 +17,7 @@
 pub mod bundle;
 mod driver;
 mod events;
+mod exchange;
 mod http;
 mod script;
 mod vm;
@@ -126,13 +127,20 @@ impl LuaTest {
         let natives = vm::Natives {
             tree: bundle::SourceTree::new(folder, bundle.modules.clone()),
             runner: Arc::new(OnceLock::new()),
+            exchange: Arc::default(),
         };
         let mut vms = Vec::with_capacity(states.max(1));
         for _ in 0..states.max(1) {
             vms.push(vm::Vm::load(&bundle.main, &natives)?);
         }
         let bundle = ScriptBundle::from_parts(bundle.main, natives.tree.modules());
-        let cicada = script::Script::build(vms, &bundle.main.name, natives.runner)?;
+        let cicada = script::Script::build(
+            vms,
+            &bundle.main.name,
+            natives.runner,
+            natives.exchange,
+            natives.tree.folder.as_deref(),
+        )?;
         Ok(LuaTest { bundle, cicada })
     }
 
