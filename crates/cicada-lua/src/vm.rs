@@ -433,6 +433,17 @@ fn runner_table(lua: &Lua, natives: &Natives) -> mlua::Result<Table> {
     )?;
     let get = handle(natives);
     table.set(
+        "mode",
+        lua.create_function(move |_, ()| {
+            Ok(match get()?.mode() {
+                cicada::runner::RunnerMode::Local => "local",
+                cicada::runner::RunnerMode::Master => "master",
+                cicada::runner::RunnerMode::Worker => "worker",
+            })
+        })?,
+    )?;
+    let get = handle(natives);
+    table.set(
         "state",
         lua.create_function(move |_, ()| Ok(get()?.state().as_str()))?,
     )?;
