@@ -99,6 +99,11 @@ impl Run {
 /// Write `files` (name, text) into a fresh folder and run `cicada -f test.lua` there with `args`, the reports and
 /// `--headless --only-summary`.
 fn run_lua(files: &[(&str, &str)], args: &[&str]) -> Run {
+    run_lua_with_env(files, args, &[])
+}
+
+/// [`run_lua`] with environment variables set for the process.
+fn run_lua_with_env(files: &[(&str, &str)], args: &[&str], env: &[(&str, &str)]) -> Run {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in files {
         let path = dir.path().join(name);
@@ -111,6 +116,7 @@ fn run_lua(files: &[(&str, &str)], args: &[&str]) -> Run {
         .args(["-f", "test.lua", "--headless", "--only-summary"])
         .args(args)
         .args(["--report-json", "report.json", "--csv", "run"])
+        .envs(env.iter().copied())
         .output()
         .expect("cicada runs");
     assert!(
@@ -696,4 +702,254 @@ end)
     )
     .unwrap();
     assert_eq!(report["stats"]["total"]["num_requests"], 20);
+}
+
+#[test]
+fn test_data_is_handed_out_once_and_csv_cycle_rows_are_shared_by_every_state() {
+    let target = Target::start();
+    let test = r#"
+cicada.data_source("ids", { iter = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 }, batch_size = 2 })
+cicada.data_source("codes", { csv = "data/codes.csv" })
+cicada.data_source("lines", { json_lines = "data/lines.jsonl" })
+local accounts = cicada.csv_cycle("data/accounts.csv")
+local Ids = cicada.user { name = "Ids", fixed_count = 2 }
+Ids:task(function(self) self.client:get("/items/" .. self:next_item("ids")) end)
+local Codes = cicada.user { name = "Codes", fixed_count = 1 }
+Codes:task(function(self)
+  local row = self:next_item("codes")
+  self.client:get("/status/" .. row.code, { name = "code " .. row.label })
+end)
+local Lines = cicada.user { name = "Lines", fixed_count = 1 }
+Lines:task(function(self)
+  local line = self:next_item("lines")
+  self.client:get(line.path, { name = "line " .. line.n })
+end)
+local Accounts = cicada.user { name = "Accounts", fixed_count = 5 }
+function Accounts:on_start() self.account = accounts:next() end
+Accounts:task(function(self)
+  self.client:get("/status/" .. self.account.code, { name = "account " .. self.account.user })
+  self:stop_user()
+end)
+"#;
+    let files = [
+        ("test.lua", test),
+        ("data/codes.csv", "code,label\n201,first\n202,second\n"),
+        (
+            "data/lines.jsonl",
+            "{\"path\": \"/fast\", \"n\": 1}\n\n{\"path\": \"/fast\", \"n\": 2}\n",
+        ),
+        (
+            "data/accounts.csv",
+            "user,code\nann,203\nbob,204\ncyd,205\n",
+        ),
+    ];
+    // Four Lua states: users of one type live in different states and still share the source and the CSV rows.
+    let run = run_lua_with_env(
+        &files,
+        &["-H", &target.url(), "-u", "9", "-r", "100", "-t", "8s"],
+        &[("CICADA_LUA_STATES", "4")],
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    for id in 1..=12 {
+        assert_eq!(run.requests("GET", &format!("/items/{id}")), 1, "item {id}");
+    }
+    assert_eq!(target.counters().route(Route::Item), 12);
+    assert_eq!(run.requests("GET", "code first"), 1);
+    assert_eq!(run.requests("GET", "code second"), 1);
+    assert_eq!(run.requests("GET", "line 1"), 1);
+    assert_eq!(run.requests("GET", "line 2"), 1);
+    assert_eq!(target.counters().route(Route::Fast), 2);
+    // Five users took the three rows in turn: ann, bob, cyd, ann, bob.
+    assert_eq!(run.requests("GET", "account ann"), 2);
+    assert_eq!(run.requests("GET", "account bob"), 2);
+    assert_eq!(run.requests("GET", "account cyd"), 1);
+    assert_eq!(target.counters().route(Route::Status), 2 + 5);
+    assert_eq!(run.exceptions().lines().count(), 1, "{}", run.exceptions());
+}
+
+#[test]
+fn message_and_test_data_errors_name_file_and_line() {
+    let target = Target::start();
+    let test = r#"
+cicada.data_source("ids", { iter = { 1 } })
+local U = cicada.user { name = "U", fixed_count = 1 }
+U:task(function(self)
+  self.tries = (self.tries or 0) + 1
+  if self.tries > 3 then self:stop_user() end
+  self.client:get("/fast")
+  if self.tries == 1 then cicada.send_message("big", string.rep("x", 2 * 1024 * 1024)) end
+  if self.tries == 2 then self:next_item("nope") end
+  if self.tries == 3 then cicada.data_source("late", { pushed = true }) end
+end)
+"#;
+    let run = run_lua(
+        &[("test.lua", test)],
+        &["-H", &target.url(), "-u", "1", "-r", "10", "-t", "6s"],
+    );
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    assert_eq!(target.counters().route(Route::Fast), 3);
+    let exceptions = run.exceptions();
+    assert!(
+        exceptions.contains(
+            "test.lua:8: cicada.send_message: message \"\"big\"\" is 2097154 bytes once encoded"
+        ),
+        "{exceptions}"
+    );
+    assert!(
+        exceptions
+            .contains("test.lua:9: next_item: no test data source `nope` (this test defines: ids)"),
+        "{exceptions}"
+    );
+    assert!(
+        exceptions.contains("test.lua:10: cicada.data_source defines part of the test"),
+        "{exceptions}"
+    );
+
+    // Bad definitions: exit 2 with FILE:LINE (or the file and line of the data) before any load.
+    let before = target.counters().total();
+    for (test, files, expected) in [
+        (
+            "cicada.data_source(\"ids\", { iter = { 1 }, when_exhausted = \"never\" })\n",
+            vec![],
+            "test.lua:1: cicada.data_source: when_exhausted must be",
+        ),
+        (
+            "cicada.on_message(\"cicada.data\", function() end)\n",
+            vec![],
+            "test.lua:1: cicada.on_message: message kind `cicada.data` is reserved",
+        ),
+        (
+            "local x = 1\nlocal rows = cicada.csv_cycle(\"missing.csv\")\n",
+            vec![],
+            "test.lua:2: cicada.csv_cycle: cannot read the test data file",
+        ),
+        (
+            "cicada.data_source(\"ids\", { json_lines = \"ids.jsonl\" })\n",
+            vec![("ids.jsonl", "1\n{oops\n")],
+            "ids.jsonl line 2",
+        ),
+    ] {
+        let body = format!(
+            "{test}local U = cicada.user {{ name = \"U\" }}\nU:task(function(self) self.client:get(\"/fast\") end)\n"
+        );
+        let mut all = vec![("test.lua", body.as_str())];
+        all.extend(files);
+        let run = run_lua(&all, &["-H", &target.url(), "-u", "1", "-t", "2s"]);
+        assert_eq!(run.code(), 2, "{test}: {}", run.stderr());
+        assert!(run.stderr().contains(expected), "{test}: {}", run.stderr());
+    }
+    assert_eq!(target.counters().total(), before);
+}
+
+#[test]
+fn a_master_and_workers_of_the_binary_exchange_messages_and_share_test_data() {
+    let target = Target::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let acks = dir.path().join("acks.txt");
+    let test = r#"
+local ids = {}
+for i = 1, 40 do ids[i] = i end
+cicada.data_source("ids", { iter = ids, batch_size = 4 })
+cicada.data_source("paths", { pushed = true, when_exhausted = "wait" })
+-- Master: greet every worker when the test starts.
+cicada.on("test_start", function()
+  if cicada.runner.mode() ~= "master" then return end
+  local workers = cicada.workers()
+  for _, worker in ipairs(workers) do
+    cicada.send_message_to(worker, "go", { path = "/status/207", workers = #workers })
+  end
+end)
+-- Worker: hand the path to the cluster's users, and answer the master.
+cicada.on_message("go", function(data, source)
+  cicada.push_item("paths", data.path)
+  cicada.send_message_to(source, "ack", { path = data.path, workers = data.workers })
+end)
+-- Master: write down who answered.
+cicada.on_message("ack", function(data, source)
+  local file = assert(io.open(os.getenv("ACKS_FILE"), "a"))
+  file:write(source, " ", data.path, " ", data.workers, "\n")
+  file:close()
+end)
+local Reader = cicada.user { name = "Reader", weight = 1 }
+Reader:task(function(self) self.client:get("/items/" .. self:next_item("ids")) end)
+local Mover = cicada.user { name = "Mover", fixed_count = 1 }
+Mover:task(function(self) self.client:get(self:next_item("paths")) end)
+"#;
+    std::fs::write(dir.path().join("test.lua"), test).unwrap();
+    let master = Command::new(env!("CARGO_BIN_EXE_cicada"))
+        .current_dir(dir.path())
+        .env("ACKS_FILE", &acks)
+        .args(["-f", "test.lua", "--master", "--headless", "--only-summary"])
+        .args(["--expect-workers", "2", "--master-bind-port", &port])
+        .args(["-H", &target.url(), "-u", "5", "-r", "100", "-t", "10s"])
+        .args(["--report-json", "report.json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    // One worker runs its own copy of the file, the other takes it from the master.
+    let worker_dir = tempfile::tempdir().unwrap();
+    let with_file = Command::new(env!("CARGO_BIN_EXE_cicada"))
+        .current_dir(dir.path())
+        .args(["--worker", "-f", "test.lua", "--master-port", &port])
+        .args(["-L", "WARNING"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let from_master = Command::new(env!("CARGO_BIN_EXE_cicada"))
+        .current_dir(worker_dir.path())
+        .args(["--worker", "-f", "-", "--master-port", &port])
+        .args(["-L", "WARNING"])
+        .output()
+        .unwrap();
+    let with_file = with_file.wait_with_output().unwrap();
+    let master = master.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(90));
+    for (name, output) in [
+        ("worker -f test.lua", &with_file),
+        ("worker -f -", &from_master),
+        ("master", &master),
+    ] {
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{name}:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // Every id once across both workers' users.
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    let entries = report["stats"]["entries"].as_array().unwrap();
+    for id in 1..=40 {
+        let name = format!("/items/{id}");
+        let count = entries
+            .iter()
+            .find(|e| e["method"] == "GET" && e["name"] == name.as_str())
+            .map_or(0, |e| e["num_requests"].as_u64().unwrap());
+        assert_eq!(count, 1, "{name}");
+    }
+    assert_eq!(target.counters().route(Route::Item), 40);
+    // Master -> each worker -> (push) master -> the one Mover: each worker's item once.
+    assert_eq!(target.counters().route(Route::Status), 2);
+    let acks = std::fs::read_to_string(&acks).unwrap();
+    let mut lines: Vec<&str> = acks.lines().collect();
+    lines.sort();
+    assert_eq!(lines.len(), 2, "{acks}");
+    for line in &lines {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields.len(), 3, "{line}");
+        assert!(!["local", "master"].contains(&fields[0]), "{line}");
+        assert_eq!(&fields[1..], ["/status/207", "2"], "{line}");
+    }
+    assert_ne!(lines[0].split(' ').next(), lines[1].split(' ').next());
 }

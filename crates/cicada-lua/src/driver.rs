@@ -65,6 +65,10 @@ enum Yielded {
     ClearCookies,
     BasicAuth(Option<(String, String)>),
     Flow(Flow),
+    NextItem {
+        source: String,
+        csv: bool,
+    },
 }
 
 async fn drive(task: &LuaTask, user: &mut User<LuaUser>) -> TaskResult {
@@ -115,6 +119,19 @@ async fn run(
                     .create_userdata(response)
                     .map_err(|e| internal("cannot hand the response to Lua", &e))?;
                 thread.resume::<Resumed>(response)
+            }
+            Yielded::NextItem { source, csv } => {
+                // Out of items with `stop_user` (or the user stopped while waiting) ends the task here as a
+                // flow, as in Rust; the prelude checked the name, so other errors are the engine's own.
+                let item = if csv {
+                    let row = user.next_item::<crate::exchange::CsvRow>(&source).await?;
+                    crate::exchange::to_lua(&vm.lua, &row)
+                } else {
+                    let item = user.next_item::<serde_json::Value>(&source).await?;
+                    crate::exchange::to_lua(&vm.lua, &item)
+                }
+                .map_err(|e| internal("cannot hand the test data item to Lua", &e))?;
+                thread.resume::<Resumed>(item)
             }
             Yielded::Sleep(pause) => {
                 cicada::tokio::time::sleep(pause).await;
@@ -232,6 +249,10 @@ fn read(vm: &Vm, resumed: mlua::Result<Resumed>) -> Result<Yielded, TaskError> {
             _ => return Err(TaskError::msg("cicada.record: a sample table is missing")),
         },
         Some(Op::Cookie) => Yielded::Cookie(text(arg())),
+        Some(Op::NextItem) => Yielded::NextItem {
+            source: text(arg()),
+            csv: arg().as_boolean().unwrap_or(false),
+        },
         Some(Op::ClearCookies) => Yielded::ClearCookies,
         Some(Op::BasicAuth) => match (arg(), arg()) {
             (Value::Nil, _) => Yielded::BasicAuth(None),

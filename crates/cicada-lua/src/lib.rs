@@ -1,5 +1,5 @@
 //! Lua test files for cicada: a test written in Lua (user types, weighted and tagged tasks, task sets, wait times,
-//! the HTTP client, events, load shapes) runs on the same engine as a compiled one, with the same options, reports
+//! the HTTP client, events, load shapes, custom messages and test data) runs on the same engine as a compiled one, with the same options, reports
 //! and exit codes. The `cicada` binary runs them: `cicada -f cicadafile.lua --headless -u 10 -t 30s`.
 //!
 //! ```no_run
@@ -11,12 +11,13 @@
 //! How it works: the test file runs in a few Lua 5.4 states (one per runtime thread; `vm` builds one), each user
 //! lives in one of them, and each task runs as a coroutine there that yields to the Rust driver (`driver`)
 //! whenever it needs its user: a request, a sleep, a cookie. `script` turns the definitions into the engine's
-//! user types, [`bundle`] keeps the sources as one serializable value, `http` is the client as Lua sees it and
-//! `events` attaches listeners. docs/scripting.md has the whole API and the measurements behind the design.
+//! user types, [`bundle`] keeps the sources as one serializable value, `http` is the client as Lua sees it,
+//! `events` attaches listeners and `exchange` binds custom messages and test data. docs/scripting.md has the whole API and the measurements behind the design.
 
 pub mod bundle;
 mod driver;
 mod events;
+mod exchange;
 mod http;
 mod script;
 mod vm;
@@ -126,13 +127,20 @@ impl LuaTest {
         let natives = vm::Natives {
             tree: bundle::SourceTree::new(folder, bundle.modules.clone()),
             runner: Arc::new(OnceLock::new()),
+            exchange: Arc::default(),
         };
         let mut vms = Vec::with_capacity(states.max(1));
         for _ in 0..states.max(1) {
             vms.push(vm::Vm::load(&bundle.main, &natives)?);
         }
         let bundle = ScriptBundle::from_parts(bundle.main, natives.tree.modules());
-        let cicada = script::Script::build(vms, &bundle.main.name, natives.runner)?;
+        let cicada = script::Script::build(
+            vms,
+            &bundle.main.name,
+            natives.runner,
+            natives.exchange,
+            natives.tree.folder.as_deref(),
+        )?;
         Ok(LuaTest { bundle, cicada })
     }
 

@@ -20,7 +20,12 @@ end
 
 local cicada = {}
 -- What the Rust side reads once the test file has run.
-local registry = { types = {}, listeners = {}, shape = nil, settings = {} }
+local registry = {
+  types = {}, listeners = {}, shape = nil, settings = {}, messages = {}, data_sources = {}, sealed = false,
+}
+-- Names of the test data sources and message kinds defined so far (to refuse a duplicate, and to check a name
+-- where it is used, with the caller's FILE:LINE).
+local source_names, message_kinds = {}, {}
 
 -- "FILE:LINE" of the function `level` calls above the caller.
 local function where(level)
@@ -197,6 +202,18 @@ function UserMethods:stop_user() return ask(OP.flow, "stop_user") end
 function UserMethods:interrupt(reschedule) return ask(OP.flow, "interrupt", reschedule ~= false) end
 function UserMethods:reschedule() return ask(OP.flow, "reschedule") end
 function UserMethods:record(sample) return cicada.record(sample) end
+function UserMethods:next_item(name)
+  if type(name) ~= "string" then error("next_item(name): name must be a string, got " .. type(name), 2) end
+  if not source_names[name] then
+    local names = {}
+    for known in pairs(source_names) do names[#names + 1] = known end
+    table.sort(names)
+    local known = #names > 0 and table.concat(names, ", ") or "none; define one with cicada.data_source(name, { .. })"
+    error("next_item: no test data source `" .. name .. "` (this test defines: " .. known .. ")", 2)
+  end
+  -- A CSV source's rows are decoded by column name (a table of strings); other items as the JSON they are.
+  return ask(OP.next_item, name, source_names[name] == "csv")
+end
 
 local known_user_keys = {
   name = true, weight = true, fixed_count = true, host = true, wait_time = true, tags = true, client = true,
@@ -303,6 +320,125 @@ function cicada.settings(values)
     end
     registry.settings[key] = value
   end
+end
+
+-- Custom messages and test data ---------------------------------------------------------------------------------
+
+-- Call a native function; its error is raised at the caller of the cicada function that called this (`level` 2
+-- there), so that it reads `FILE:LINE: message`.
+local function checked(level, f, ...)
+  local ok, result = pcall(f, ...)
+  if not ok then
+    -- The message alone: mlua adds the native call's own traceback, which shows only cicada's machinery.
+    local message = tostring(result)
+    message = message:match("^(.-)\nstack traceback:") or message
+    error((message:gsub("^runtime error: ", "")), level + 1)
+  end
+  return result
+end
+
+local function top_level_only(what, level)
+  if registry.sealed then
+    fail(what .. " defines part of the test: call it at the test file's top level, not while the test runs", level + 1)
+  end
+end
+
+local MAX_KIND_BYTES = 128
+
+function cicada.on_message(kind, handler)
+  top_level_only("cicada.on_message", 2)
+  if type(kind) ~= "string" or #kind == 0 or #kind > MAX_KIND_BYTES then
+    fail("cicada.on_message(kind, handler): kind must be a string of 1 to " .. MAX_KIND_BYTES .. " bytes", 2)
+  end
+  if kind:sub(1, 7) == "cicada." then
+    fail("cicada.on_message: message kind `" .. kind .. "` is reserved for cicada's own use (kinds starting with "
+      .. "\"cicada.\"): choose another kind", 2)
+  end
+  if type(handler) ~= "function" then
+    fail("cicada.on_message(kind, handler): handler must be a function(data, source)", 2)
+  end
+  if message_kinds[kind] then fail("cicada.on_message: a handler for `" .. kind .. "` is registered already", 2) end
+  message_kinds[kind] = true
+  registry.messages[#registry.messages + 1] = { kind = kind, handler = handler }
+end
+
+function cicada.send_message(kind, data)
+  local sent = checked(2, native.send_message, kind, data)
+  return sent
+end
+
+function cicada.send_message_to(worker, kind, data)
+  if type(worker) ~= "string" then error("cicada.send_message_to(worker, kind, data): worker must be a string", 2) end
+  local sent = checked(2, native.send_message_to, worker, kind, data)
+  return sent
+end
+
+function cicada.workers()
+  local workers = checked(2, native.workers)
+  return workers
+end
+
+local known_source_keys = {
+  iter = true, csv = true, json_lines = true, pushed = true, when_exhausted = true, batch_size = true,
+}
+local origins = { "iter", "csv", "json_lines", "pushed" }
+local exhausted_modes = { stop_user = true, wait = true, cycle = true }
+local MAX_SOURCES, MAX_SOURCE_NAME_BYTES, MAX_BATCH_SIZE = 64, 128, 1024
+
+function cicada.data_source(name, spec)
+  top_level_only("cicada.data_source", 2)
+  local what = "cicada.data_source(name, { .. })"
+  if type(name) ~= "string" or #name == 0 or #name > MAX_SOURCE_NAME_BYTES then
+    fail(what .. ": name must be a string of 1 to " .. MAX_SOURCE_NAME_BYTES .. " bytes", 2)
+  end
+  if source_names[name] then fail("cicada.data_source: a source named `" .. name .. "` exists already", 2) end
+  if #registry.data_sources >= MAX_SOURCES then fail("cicada.data_source: a test defines at most " .. MAX_SOURCES .. " sources", 2) end
+  if type(spec) ~= "table" then
+    fail(what .. ": the source is a table { iter = {..} | csv = \"file.csv\" | json_lines = \"file.jsonl\" | pushed = true }", 2)
+  end
+  for key in pairs(spec) do
+    if not known_source_keys[key] then
+      fail("cicada.data_source: unknown key `" .. tostring(key) .. "` (known: iter, csv, json_lines, pushed, when_exhausted, batch_size)", 2)
+    end
+  end
+  local origin
+  for _, key in ipairs(origins) do
+    if spec[key] ~= nil then
+      if origin ~= nil then fail("cicada.data_source: give one of iter, csv, json_lines, pushed; not both " .. origin .. " and " .. key, 2) end
+      origin = key
+    end
+  end
+  if origin == nil then fail("cicada.data_source: give one of iter = {..}, csv = \"file.csv\", json_lines = \"file.jsonl\", pushed = true", 2) end
+  local value = spec[origin]
+  if origin == "iter" and type(value) ~= "table" then fail("cicada.data_source: iter must be a list of items", 2) end
+  if (origin == "csv" or origin == "json_lines") and type(value) ~= "string" then
+    fail("cicada.data_source: " .. origin .. " must be the path of a file (relative to the test file)", 2)
+  end
+  if origin == "pushed" and value ~= true then fail("cicada.data_source: pushed must be true", 2) end
+  local when = spec.when_exhausted or "stop_user"
+  if not exhausted_modes[when] then
+    fail("cicada.data_source: when_exhausted must be \"stop_user\", \"wait\" or \"cycle\", got " .. tostring(when), 2)
+  end
+  local batch = spec.batch_size
+  if batch ~= nil and (math.type(batch) ~= "integer" or batch < 1 or batch > MAX_BATCH_SIZE) then
+    fail("cicada.data_source: batch_size must be an integer from 1 to " .. MAX_BATCH_SIZE .. ", got " .. tostring(batch), 2)
+  end
+  source_names[name] = origin
+  registry.data_sources[#registry.data_sources + 1] = {
+    name = name, origin = origin, value = value, when_exhausted = when, batch_size = batch, where = where(2),
+  }
+end
+
+function cicada.push_item(name, item)
+  if type(name) ~= "string" then error("cicada.push_item(name, item): name must be a string", 2) end
+  local pushed = checked(2, native.push_item, name, item)
+  return pushed
+end
+
+function cicada.csv_cycle(file)
+  if type(file) ~= "string" then error("cicada.csv_cycle(file): file must be the path of a CSV file", 2) end
+  local cycle = checked(2, native.csv_cycle, file)
+  return cycle
 end
 
 cicada.read_file = native.read_file

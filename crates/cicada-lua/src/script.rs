@@ -72,6 +72,8 @@ impl Script {
         vms: Vec<Vm>,
         main_name: &str,
         runner: Arc<std::sync::OnceLock<cicada::RunnerHandle>>,
+        exchange: Arc<crate::exchange::Shared>,
+        folder: Option<&std::path::Path>,
     ) -> Result<Cicada, ScriptError> {
         let mut defs: Option<Vec<TypeDef>> = None;
         let mut owners: Vec<Vec<Table>> = Vec::new();
@@ -102,6 +104,7 @@ impl Script {
             )));
         }
         let listeners = read_listeners(&vms[0])?;
+        let exchange_defs = crate::exchange::read(&vms[0].lua, &vms[0].registry, folder)?;
         let shape: Option<Function> = vms[0].registry.get("shape").map_err(internal)?;
         let script = Arc::new(Script {
             vms,
@@ -113,6 +116,7 @@ impl Script {
             cicada = cicada.user(user_type(&script, index, def)?);
         }
         cicada = crate::events::register(cicada, &script, listeners, runner);
+        cicada = crate::exchange::register(cicada, &script, exchange_defs, exchange);
         if let Some(tick) = shape {
             cicada = cicada.shape(LuaShape {
                 script: script.clone(),

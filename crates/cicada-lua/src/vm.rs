@@ -36,10 +36,11 @@ pub(crate) enum Op {
     BasicAuth = 6,
     Flow = 7,
     Error = 8,
+    NextItem = 9,
 }
 
 impl Op {
-    const ALL: [(Op, &'static str); 8] = [
+    const ALL: [(Op, &'static str); 9] = [
         (Op::Request, "request"),
         (Op::Sleep, "sleep"),
         (Op::Record, "record"),
@@ -48,6 +49,7 @@ impl Op {
         (Op::BasicAuth, "basic_auth"),
         (Op::Flow, "flow"),
         (Op::Error, "error"),
+        (Op::NextItem, "next_item"),
     ];
 
     pub(crate) fn from_code(code: i64) -> Option<Op> {
@@ -135,6 +137,8 @@ pub(crate) struct Vm {
 pub(crate) struct Natives {
     pub(crate) tree: Arc<SourceTree>,
     pub(crate) runner: Arc<std::sync::OnceLock<cicada::RunnerHandle>>,
+    /// The run's messages and test data, and the CSV files of `cicada.csv_cycle`.
+    pub(crate) exchange: Arc<crate::exchange::Shared>,
 }
 
 impl Vm {
@@ -150,6 +154,10 @@ impl Vm {
             .load(main.source.as_str())
             .set_name(format!("@{}", main.name));
         chunk.exec().map_err(|e| ScriptError::from_lua(&e))?;
+        // Definitions (user types, handlers, data sources) are read now: one made later would do nothing.
+        vm.registry
+            .set("sealed", true)
+            .map_err(|e| ScriptError::Internal(e.to_string()))?;
         vm.apply_settings()?;
         Ok(vm)
     }
@@ -184,6 +192,12 @@ impl Vm {
             })?,
         )?;
         native.set("runner", runner_table(&lua, natives)?)?;
+        crate::exchange::install(
+            &lua,
+            &native,
+            &natives.exchange,
+            natives.tree.folder.clone(),
+        )?;
         let origin = std::time::Instant::now();
         native.set(
             "time",
@@ -416,6 +430,17 @@ fn runner_table(lua: &Lua, natives: &Natives) -> mlua::Result<Table> {
     table.set(
         "user_count",
         lua.create_function(move |_, ()| Ok(get()?.user_count()))?,
+    )?;
+    let get = handle(natives);
+    table.set(
+        "mode",
+        lua.create_function(move |_, ()| {
+            Ok(match get()?.mode() {
+                cicada::runner::RunnerMode::Local => "local",
+                cicada::runner::RunnerMode::Master => "master",
+                cicada::runner::RunnerMode::Worker => "worker",
+            })
+        })?,
     )?;
     let get = handle(natives);
     table.set(
