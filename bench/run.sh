@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh: cicada against wrk, Goose and Locust on one machine (issue #3).
 #
-#   bench/run.sh [--quick] [--only throughput|memory|spawn|accuracy[,...]] [--duration SECS] [--reps N]
+#   bench/run.sh [--quick] [--only throughput|memory|spawn|accuracy|paced|users[,...]] [--duration SECS] [--reps N]
 #                [--no-build]   (use the cicada-bench binaries already in target/release)
 #
 # Starts its own nginx (1 worker, pinned to CPU 1) on a free 127.0.0.1 port, pins every generator to CPU 0, runs
@@ -39,8 +39,8 @@ while (($#)); do
     shift
 done
 for suite in ${ONLY//,/ }; do
-    case "$suite" in throughput | memory | spawn | accuracy) ;; *)
-        echo "run.sh: --only takes throughput, memory, spawn or accuracy (comma-separated), not '$suite'" >&2
+    case "$suite" in throughput | memory | spawn | accuracy | paced | users) ;; *)
+        echo "run.sh: --only takes throughput, memory, spawn, accuracy, paced or users (comma-separated), not '$suite'" >&2
         exit 2 ;;
     esac
 done
@@ -143,7 +143,7 @@ source_commit() {
 build_cicada() {
     local packages=(-p cicada-bench) bin
     if ((!BUILD)); then
-        for bin in get_root idle_users slow_page counted_demo; do
+        for bin in get_root idle_users slow_page counted_demo paced_mix; do
             [[ -x "$TARGET_DIR/$bin" ]] || die "--no-build: $TARGET_DIR/$bin is missing (build once without it)"
         done
         PEER[cicada]="prebuilt"
@@ -387,6 +387,108 @@ run_throughput() {
     done
 }
 
+# ------------------------------------------------------------------------------------------------ paced, users
+
+# Realistic pacing (issue #14): the quickstart's mix, 500 users waiting 0.5-1.5 s after each task (about 500 req/s),
+# cicada against Locust FastHttpUser with the same mix and pacing, and cicada flat out (the saturated reference);
+# cicada once more with the guard off, to show what the guard's own sampling costs at this rate.
+PACED_USERS=500
+paced_duration() { echo $((DURATION < 20 ? 20 : DURATION)); }
+
+write_locust_paced() {
+    cat >"$TMP/locust_paced.py" <<'EOF'
+import random
+
+from locust import FastHttpUser, between, task
+
+
+class Visitor(FastHttpUser):
+    wait_time = between(0.5, 1.5)
+
+    @task
+    def index(self):
+        self.client.get("/")
+
+    @task(3)
+    def view_item(self):
+        self.client.get(f"/items/{random.randint(1, 10000)}", name="/items/[id]")
+
+    @task
+    def slow_page(self):
+        self.client.get("/slow?ms=50", name="/slow")
+EOF
+}
+
+paced_command() {
+    local gen="$1" prefix="$2" secs
+    secs="$(paced_duration)"
+    case "$gen" in
+        cicada-paced) CMD=(taskset -c 0 "$TARGET_DIR/paced_mix" --headless --only-summary -H "$URL"
+            -u "$PACED_USERS" -r 1000 -t "${secs}s" --report-json "$prefix.json") ;;
+        cicada-paced-noguard) CMD=(taskset -c 0 "$TARGET_DIR/paced_mix" --headless --only-summary -H "$URL"
+            -u "$PACED_USERS" -r 1000 -t "${secs}s" --guard off --report-json "$prefix.json") ;;
+        cicada-saturated) CMD=(taskset -c 0 "$TARGET_DIR/get_root" --headless --only-summary -H "$URL" -u 50 -r 1000
+            -t "${DURATION}s" --guard warn --report-json "$prefix.json") ;;
+        locust-fast-paced) CMD=(taskset -c 0 "$LOCUST" -f "$TMP/locust_paced.py" --headless -H "$URL"
+            -u "$PACED_USERS" -r "$PACED_USERS" -t "${secs}s" --only-summary --json) ;;
+    esac
+}
+
+# Users scaling (issue #14): get_root flat out with 50, 500 and 5,000 users (no wait); wrk -c50 as the reference.
+users_command() {
+    local gen="$1" prefix="$2"
+    case "$gen" in
+        cicada-u*) CMD=(taskset -c 0 "$TARGET_DIR/get_root" --headless --only-summary -H "$URL" -u "${gen#cicada-u}"
+            -r 100000 -t "${DURATION}s" --guard warn --report-json "$prefix.json") ;;
+        wrk-c50) CMD=(taskset -c 0 wrk -t1 -c50 "-d${DURATION}s" --latency "$URL/") ;;
+    esac
+}
+
+# Run suite $1 (paced|users) with the generators that follow: interleaved, rotated each repetition, into $1.csv.
+run_rows() {
+    local suite="$1" raw gens n rep i gen prefix load rc secs
+    shift
+    gens=("$@")
+    raw="$RESULTS/raw/$suite"
+    rm -rf "$raw" "$RESULTS/$suite.csv"
+    mkdir -p "$raw"
+    n=${#gens[@]}
+    log "$suite: ${gens[*]}, $REPS rep(s), interleaved"
+    for ((rep = 1; rep <= REPS; rep++)); do
+        for ((i = 0; i < n; i++)); do
+            gen="${gens[$(((i + rep - 1) % n))]}"
+            prefix="$raw/${gen}_rep${rep}"
+            "${suite}_command" "$gen" "$prefix"
+            load="$(loadavg)"
+            secs="$(paced_duration)"
+            rc=0
+            timeout -k 5 $((secs + 90)) /usr/bin/time -o "$prefix.time" -f "%U %S %M %e" "${CMD[@]}" \
+                >"$prefix.stdout" 2>"$prefix.stderr" || rc=$?
+            "$PY" "$BENCH/bench.py" tp-row --gen "$gen" --rep "$rep" --raw "$prefix" --rc "$rc" \
+                --loadavg "$load" --csv "$RESULTS/$suite.csv"
+        done
+    done
+}
+
+run_paced() {
+    local gens=(cicada-paced cicada-paced-noguard cicada-saturated)
+    ensure_locust
+    write_locust_paced
+    [[ -n "${LOCUST:-}" ]] && gens+=(locust-fast-paced)
+    run_rows paced "${gens[@]}"
+}
+
+run_users() {
+    local gens=(cicada-u50 cicada-u500 cicada-u5000)
+    if command -v wrk >/dev/null; then
+        PEER[wrk]="$({ wrk -v 2>&1 || true; } | awk 'NR == 1 {print $1, $2}')"
+        gens+=(wrk-c50)
+    else
+        PEER[wrk]="not installed"
+    fi
+    run_rows users "${gens[@]}"
+}
+
 # ------------------------------------------------------------------------------------------------ memory
 
 # Start generator $1 with $3 idle users, $2 = noconn|conn; read VmRSS once they are all running; stop it.
@@ -590,13 +692,13 @@ log "cicada bench: $MODE mode, suites $ONLY, ${DURATION} s runs, $REPS rep(s); $
     "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), Linux $(uname -r), load $(loadavg)"
 ensure_apt
 build_cicada
-if wants throughput || wants memory || wants spawn; then
+if wants throughput || wants memory || wants spawn || wants paced || wants users; then
     command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || die "nginx is not installed (apt-get install -y nginx)"
     PATH="$PATH:/usr/sbin"
     start_nginx
 fi
 
-for suite in throughput memory spawn accuracy; do
+for suite in throughput memory spawn accuracy paced users; do
     wants "$suite" || continue
     suite_start=$SECONDS
     "run_$suite"

@@ -718,7 +718,10 @@ pub async fn fetch_test(
     let mut pause = config.reconnect_backoff_min;
     loop {
         let attempt = async {
-            let channel = endpoint.connect().await.map_err(|e| (false, e.to_string()))?;
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(|e| (false, e.to_string()))?;
             let mut client = crate::proto::cluster_client::ClusterClient::new(channel)
                 .max_decoding_message_size(config.max_message_bytes);
             client

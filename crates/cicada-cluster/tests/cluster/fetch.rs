@@ -49,7 +49,10 @@ async fn a_wrong_token_another_version_or_a_compiled_test_are_final_answers() {
         matches!(&error, FetchTestError::Refused { reason, .. } if reason.contains("token")),
         "{error}"
     );
-    assert!(started.elapsed() < Duration::from_secs(5), "no retries after a refusal");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no retries after a refusal"
+    );
     let other_version = cicada_cluster::WorkerConfig {
         token: Token::new("s3cret"),
         version: "9.9.9".into(),
@@ -88,7 +91,10 @@ async fn a_master_not_up_yet_is_waited_for_and_an_absent_one_is_reported() {
         ..scripted_master()
     })
     .await;
-    let source = fetch.await.unwrap().expect("the test, once the master is up");
+    let source = fetch
+        .await
+        .unwrap()
+        .expect("the test, once the master is up");
     assert_eq!(source.name, "shop.lua");
     master.shutdown().await;
 

@@ -284,7 +284,7 @@ fn run_set<'a, S: Send + 'static>(
             }
             let pause = wait.next_wait(started.elapsed(), user.rng());
             due = pacing.map(|period| started + period);
-            if !pause_unless_stopped(pause, control).await {
+            if !pause_unless_stopped(pause, pacing.is_none(), control).await {
                 break Exit::Stopped;
             }
         };
@@ -295,8 +295,9 @@ fn run_set<'a, S: Send + 'static>(
     })
 }
 
-/// Wait `pause`, or less if the runner asks the user to stop. Returns false when stopped.
-async fn pause_unless_stopped(pause: Duration, control: &UserControl) -> bool {
+/// Wait `pause`, or less if the runner asks the user to stop. Returns false when stopped. A `think` time ends on
+/// the shared wake-up grid ([`super::wait::think_deadline`]); a pacing pause ends exactly.
+async fn pause_unless_stopped(pause: Duration, think: bool, control: &UserControl) -> bool {
     if pause.is_zero() {
         // A task that never awaited anything pending would otherwise spin without yielding to the runtime.
         tokio::task::consume_budget().await;
@@ -305,7 +306,17 @@ async fn pause_unless_stopped(pause: Duration, control: &UserControl) -> bool {
     tokio::select! {
         biased;
         _ = control.reached(StopLevel::Stopping) => false,
-        _ = tokio::time::sleep(pause) => true,
+        _ = sleep_for(pause, think) => true,
+    }
+}
+
+fn sleep_for(pause: Duration, think: bool) -> tokio::time::Sleep {
+    if think {
+        // The runtime's clock, which tests may pause.
+        let now = tokio::time::Instant::now().into_std();
+        tokio::time::sleep_until(super::wait::think_deadline(now, pause).into())
+    } else {
+        tokio::time::sleep(pause)
     }
 }
 
@@ -456,6 +467,6 @@ mod tests {
             .await
             .expect("woken")
             .unwrap();
-        assert!(!pause_unless_stopped(Duration::from_secs(60), &control).await);
+        assert!(!pause_unless_stopped(Duration::from_secs(60), true, &control).await);
     }
 }
