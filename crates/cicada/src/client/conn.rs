@@ -211,6 +211,15 @@ impl Pool {
     pub(crate) fn len(&self) -> usize {
         self.idle.len()
     }
+
+    /// Frees the buffers of the idle HTTP/1.1 connections (see [`H1Conn::release_buffers`]).
+    pub(crate) fn release_buffers(&mut self) {
+        for (_, conn) in &mut self.idle {
+            if let Conn::H1(h1) = conn {
+                h1.release_buffers();
+            }
+        }
+    }
 }
 
 /// Everything needed to open connections for one user type.
@@ -236,7 +245,7 @@ impl Connector {
     pub(crate) fn user_tls(&self) -> tokio_rustls::TlsConnector {
         let mut config = rustls::ClientConfig::clone(self.tls.config());
         config.resumption =
-            rustls::client::Resumption::in_memory_sessions(USER_TLS_SESSION_ORIGINS);
+            rustls::client::Resumption::store(Arc::new(UserSessionStore::default()));
         tokio_rustls::TlsConnector::from(Arc::new(config))
     }
 
@@ -338,6 +347,123 @@ impl Connector {
                 format!("host `{host}` resolved to no address"),
             )
         }))
+    }
+}
+
+/// TLS 1.3 tickets a user keeps per origin. A ticket is used once; servers send one or two per connection, and a
+/// user reconnects rarely, so two are enough (rustls' own cache reserves room for eight per origin).
+const USER_TLS13_TICKETS: usize = 2;
+
+/// One user's TLS sessions: at most [`USER_TLS_SESSION_ORIGINS`] origins (the oldest is forgotten), each with its
+/// key-exchange hint, one TLS 1.2 session and at most [`USER_TLS13_TICKETS`] TLS 1.3 tickets. A user is one task,
+/// so the mutex is never contended; a slice of small entries is cheaper per user than rustls' hash-map cache.
+#[derive(Debug, Default)]
+struct UserSessionStore {
+    origins: std::sync::Mutex<Vec<OriginSessions>>,
+}
+
+#[derive(Debug)]
+struct OriginSessions {
+    server: rustls::pki_types::ServerName<'static>,
+    kx_hint: Option<rustls::NamedGroup>,
+    tls12: Option<rustls::client::Tls12ClientSessionValue>,
+    tls13: std::collections::VecDeque<rustls::client::Tls13ClientSessionValue>,
+}
+
+impl UserSessionStore {
+    fn with_origin<R>(
+        &self,
+        server: &rustls::pki_types::ServerName<'_>,
+        action: impl FnOnce(&mut OriginSessions) -> R,
+    ) -> Option<R> {
+        let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        origins
+            .iter_mut()
+            .find(|origin| origin.server == *server)
+            .map(action)
+    }
+
+    fn with_origin_or_new<R>(
+        &self,
+        server: rustls::pki_types::ServerName<'static>,
+        action: impl FnOnce(&mut OriginSessions) -> R,
+    ) -> R {
+        let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        let index = match origins.iter().position(|origin| origin.server == server) {
+            Some(index) => index,
+            None => {
+                if origins.len() >= USER_TLS_SESSION_ORIGINS {
+                    origins.remove(0);
+                }
+                origins.push(OriginSessions {
+                    server,
+                    kx_hint: None,
+                    tls12: None,
+                    tls13: std::collections::VecDeque::new(),
+                });
+                origins.len() - 1
+            }
+        };
+        action(&mut origins[index])
+    }
+}
+
+impl rustls::client::ClientSessionStore for UserSessionStore {
+    fn set_kx_hint(
+        &self,
+        server_name: rustls::pki_types::ServerName<'static>,
+        group: rustls::NamedGroup,
+    ) {
+        self.with_origin_or_new(server_name, |origin| origin.kx_hint = Some(group));
+    }
+
+    fn kx_hint(
+        &self,
+        server_name: &rustls::pki_types::ServerName<'_>,
+    ) -> Option<rustls::NamedGroup> {
+        self.with_origin(server_name, |origin| origin.kx_hint)
+            .flatten()
+    }
+
+    fn set_tls12_session(
+        &self,
+        server_name: rustls::pki_types::ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.with_origin_or_new(server_name, |origin| origin.tls12 = Some(value));
+    }
+
+    fn tls12_session(
+        &self,
+        server_name: &rustls::pki_types::ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.with_origin(server_name, |origin| origin.tls12.clone())
+            .flatten()
+    }
+
+    fn remove_tls12_session(&self, server_name: &rustls::pki_types::ServerName<'static>) {
+        self.with_origin(server_name, |origin| origin.tls12 = None);
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: rustls::pki_types::ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.with_origin_or_new(server_name, |origin| {
+            if origin.tls13.len() >= USER_TLS13_TICKETS {
+                origin.tls13.pop_front();
+            }
+            origin.tls13.push_back(value);
+        });
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &rustls::pki_types::ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.with_origin(server_name, |origin| origin.tls13.pop_back())
+            .flatten()
     }
 }
 

@@ -470,6 +470,15 @@ impl HttpClient {
         }
     }
 
+    /// Frees the read and write buffers of this user's idle connections (they are made again, 4 KiB, on the next
+    /// request). Called before a pause long enough that a user's memory matters more than one allocation per task:
+    /// an idle user then keeps only what the connection itself needs.
+    pub(crate) fn release_idle_buffers(&mut self) {
+        if let Some(state) = self.session.state.as_mut() {
+            state.pool.release_buffers();
+        }
+    }
+
     /// Idle connections this user holds (0 with a shared pool).
     pub fn idle_connections(&self) -> usize {
         self.session

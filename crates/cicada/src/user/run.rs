@@ -284,6 +284,9 @@ fn run_set<'a, S: Send + 'static>(
             }
             let pause = wait.next_wait(started.elapsed(), user.rng());
             due = pacing.map(|period| started + period);
+            if pause >= RELEASE_BUFFERS_PAUSE {
+                user.client().release_idle_buffers();
+            }
             if !pause_unless_stopped(pause, pacing.is_none(), control).await {
                 break Exit::Stopped;
             }
@@ -294,6 +297,11 @@ fn run_set<'a, S: Send + 'static>(
         exit
     })
 }
+
+/// A user about to pause this long frees its idle connections' buffers first: remaking them costs one allocation
+/// per task, which at one task per such pause is nothing, while an idle user's memory is what lets a generator hold
+/// many of them.
+const RELEASE_BUFFERS_PAUSE: Duration = Duration::from_millis(200);
 
 /// Wait `pause`, or less if the runner asks the user to stop. Returns false when stopped. A `think` time ends on
 /// the shared wake-up grid ([`super::wait::think_deadline`]); a pacing pause ends exactly.
