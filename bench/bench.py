@@ -29,7 +29,7 @@ from pathlib import Path
 START_MARKER = "<!-- results:start -->"
 END_MARKER = "<!-- results:end -->"
 
-SUITES = ("throughput", "memory", "spawn", "accuracy", "paced", "users")
+SUITES = ("throughput", "memory", "spawn", "accuracy", "paced", "users", "tls")
 
 # Display names and order of the throughput generators.
 GENERATORS = {
@@ -55,6 +55,17 @@ PACED_GENERATORS = {
     "cicada-paced-noguard": "cicada (`paced_mix`), 500 users, `--guard off`",
     "cicada-saturated": "cicada (`get_root`) flat out, 50 users (the saturated reference)",
     "locust-fast-paced": "Locust FastHttpUser, 500 users, same mix and pacing",
+}
+
+# Issue #14: TLS idle users and HTTP/2's CPU per request against HTTP/1.1 over TLS.
+BAR_KIB_TLS = 8.0
+BAR_KIB_H2 = 12.0
+BAR_H2_RATIO = 1.2
+
+TLS_GENERATORS = {
+    "cicada-tls-h1": "cicada (`get_root`), TLS 1.3, HTTP/1.1",
+    "cicada-tls-h2": "cicada (`get_root`), TLS 1.3, HTTP/2",
+    "locust-fast-tls": "Locust FastHttpUser, TLS, HTTP/1.1",
 }
 
 USERS_GENERATORS = {
@@ -369,7 +380,7 @@ def med_range(values: list[float], digits: int = 1) -> str:
 def meta_line(meta: dict[str, object]) -> str:
     m = meta.get("machine", {})
     assert isinstance(m, dict)
-    extra = f", {meta['duration_s']} s runs" if meta.get("suite") in ("throughput", "accuracy", "users") else ""
+    extra = f", {meta['duration_s']} s runs" if meta.get("suite") in ("throughput", "accuracy", "users", "tls") else ""
     return (
         f"_Measured {meta.get('date')} ({meta.get('mode')} mode, {meta.get('reps')} rep(s){extra}) built from "
         f"`{meta.get('commit')}` on {m.get('nproc')} × {m.get('cpu')}, {m.get('memory_gib')} GiB, "
@@ -722,6 +733,64 @@ def report_users(results: Path, meta: dict[str, object]) -> list[str]:
     return out
 
 
+def report_tls(results: Path, meta: dict[str, object]) -> list[str]:
+    peers = meta.get("peers", {})
+    assert isinstance(peers, dict)
+    out = [
+        "### TLS and HTTP/2",
+        "",
+        "50 users/connections flat out, `GET /` against nginx's TLS listener (TLS 1.3, a self-signed P-256 "
+        "certificate, `http2` on; CPU 1); generator on CPU 0. Goose is not in this table: its client refuses the "
+        "self-signed certificate and has no switch to accept it.",
+        "",
+        "| Generator | req/s | CPU µs / request | user + sys µs / req | × cicada HTTP/1.1 over TLS | runs |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    rows, ratios = cpu_rows(read_rows(results / "tls.csv"), TLS_GENERATORS, "cicada-tls-h1", peers)
+    out.extend(rows)
+    out.append("")
+    h2 = ratios.get("cicada-tls-h2", [])
+    if h2:
+        median = statistics.median(h2)
+        verdict = "meets" if median <= BAR_H2_RATIO else "misses"
+        out.append(
+            f"**Bar: HTTP/2 CPU per request ≤ {BAR_H2_RATIO}× HTTP/1.1's over TLS.** Median ratio {median:.2f}× — "
+            f"cicada **{verdict}** the bar."
+        )
+        out.append("")
+    mem = read_rows(results / "memory-tls.csv")
+    if mem:
+        out += [
+            "Memory of an idle user holding one TLS connection (`idle_users`, `BENCH_IDLE_REQUEST=1`), KiB per user "
+            "= (VmRSS with N users − VmRSS with 1 user) / N:",
+            "",
+            "| users hold | 1,000 users | 10,000 users | bar |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for mode, label, bar in (
+            ("tls-h1", "1 TLS connection, HTTP/1.1", BAR_KIB_TLS),
+            ("tls-h2", "1 TLS connection, HTTP/2", BAR_KIB_H2),
+        ):
+            mode_rows = [r for r in mem if r["mode"] == mode]
+            base = next((r for r in mode_rows if r["users"] == "1" and r["status"] == "ok"), None)
+            base_rss = fnum(base["rss_kib"]) if base else None
+            cells = []
+            for size in ("1000", "10000"):
+                row = next((r for r in mode_rows if r["users"] == size), None)
+                rss = fnum(row["rss_kib"]) if row else None
+                if row is None:
+                    cells.append("–")
+                elif row["status"] == "ok" and rss is not None and base_rss is not None:
+                    per_user = (rss - base_rss) / int(size)
+                    cells.append(f"{per_user:.2f} KiB" + (" ✗" if per_user > bar else ""))
+                else:
+                    cells.append(row["status"])
+            out.append(f"| {label} | " + " | ".join(cells) + f" | ≤ {bar:g} KiB |")
+        out.append("")
+    out.append(meta_line(meta))
+    return out
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     results = Path(args.results)
     sections: list[str] = []
@@ -732,6 +801,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         "accuracy": report_accuracy,
         "paced": report_paced,
         "users": report_users,
+        "tls": report_tls,
     }
     for suite in SUITES:
         meta_path = results / f"{suite}.meta.json"

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -37,13 +37,22 @@ pub(crate) enum StopLevel {
 pub(crate) struct UserControl {
     level: AtomicU8,
     changed: Notify,
+    /// Counts users whose task ended (returned, panicked or was aborted), shared by the runner's users, so that
+    /// the runner looks for finished users only when some have ended instead of polling every handle.
+    ended: Option<Arc<AtomicU64>>,
 }
 
 impl UserControl {
     pub(crate) fn new() -> Arc<Self> {
+        Self::counting_end(None)
+    }
+
+    /// A control whose user adds one to `ended` when its task ends, however it ends.
+    pub(crate) fn counting_end(ended: Option<Arc<AtomicU64>>) -> Arc<Self> {
         Arc::new(UserControl {
             level: AtomicU8::new(StopLevel::Running as u8),
             changed: Notify::new(),
+            ended,
         })
     }
 
@@ -190,11 +199,23 @@ enum Step {
     Exit(Exit),
 }
 
+/// Adds one to the user's end counter when dropped: at the end of `run_user`, or when its task is aborted.
+struct EndNotice(Arc<UserControl>);
+
+impl Drop for EndNotice {
+    fn drop(&mut self) {
+        if let Some(ended) = &self.0.ended {
+            ended.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
 async fn run_user<S: Send + 'static>(
     active: Arc<ActiveUserType<S>>,
     id: u64,
     control: Arc<UserControl>,
 ) {
+    let _end_notice = EndNotice(control.clone());
     let definition = &active.definition;
     let mut user = User::new(
         (definition.new_state)(),
