@@ -791,6 +791,44 @@ def report_tls(results: Path, meta: dict[str, object]) -> list[str]:
     return out
 
 
+# The heading each suite's section starts with in the results block.
+SECTION_HEADINGS = {
+    "throughput": "### Throughput and CPU per request",
+    "memory": "### Memory per idle user",
+    "spawn": "### Spawn time",
+    "accuracy": "### Accuracy",
+    "paced": "### Realistic pacing",
+    "users": "### Users scaling",
+    "tls": "### TLS and HTTP/2",
+}
+
+
+def previous_sections(readme: Path) -> dict[str, list[str]]:
+    """The suites' sections in the README's current results block, so that a run of some suites keeps the others."""
+    if not readme.exists():
+        return {}
+    text = readme.read_text()
+    if START_MARKER not in text or END_MARKER not in text:
+        return {}
+    block = text.partition(START_MARKER)[2].partition(END_MARKER)[0]
+    by_heading = {heading: suite for suite, heading in SECTION_HEADINGS.items()}
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in block.splitlines():
+        if line.startswith("### "):
+            suite = by_heading.get(line.strip())
+            current = sections.setdefault(suite, []) if suite else None
+        if current is not None:
+            current.append(line)
+    return {suite: lines_without_trailing_blanks(lines) for suite, lines in sections.items()}
+
+
+def lines_without_trailing_blanks(lines: list[str]) -> list[str]:
+    while lines and not lines[-1].strip():
+        lines = lines[:-1]
+    return lines
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     results = Path(args.results)
     sections: list[str] = []
@@ -803,9 +841,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         "users": report_users,
         "tls": report_tls,
     }
+    kept = previous_sections(Path(args.readme)) if args.readme else {}
     for suite in SUITES:
         meta_path = results / f"{suite}.meta.json"
         if not meta_path.exists():
+            # Not measured here: keep the suite's table from the README as it was.
+            if suite in kept:
+                sections.extend(kept[suite])
+                sections.append("")
             continue
         meta = json.loads(meta_path.read_text())
         sections.extend(builders[suite](results, meta))
