@@ -3,8 +3,10 @@
 //! A user runs one request at a time, so its pool is tiny: at most one connection per origin, a handful of origins.
 //! An HTTP/1.1 connection ([`super::h1`]) is used directly by the user's own task (no connection task, no cross-task
 //! wake-up per request); between requests nobody polls it, and a connection the server closed in the meantime is
-//! noticed when it is next checked out. HTTP/2 connections (hyper) run in their own task, as the protocol needs
-//! (pings, flow control).
+//! noticed when it is next checked out. HTTP/2 connections (the `h2` crate, used directly: no dispatch channel and no
+//! request/response hop through a second task as with hyper's client) run their connection state in a task of
+//! their own, as the protocol needs (pings, flow control, window updates); the user's task opens its stream and
+//! reads its response itself.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -13,11 +15,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
-use http_body_util::Full;
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -25,8 +26,27 @@ use tokio_rustls::client::TlsStream;
 use super::h1::H1Conn;
 use super::{HttpVersion, RequestError, RequestErrorKind};
 
-/// A request body as hyper sends it.
-pub(crate) type RequestBody = Full<Bytes>;
+/// Bounds of an HTTP/2 connection (see docs/resource-guard.md). What the server may send ahead of the reader: a
+/// user reads its one response as it comes, so a 1 MiB connection window and 256 KiB per stream keep bodies flowing
+/// at full speed on a local network while bounding what a connection can buffer.
+const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+const H2_STREAM_WINDOW: u32 = 256 * 1024;
+/// Request body bytes queued per stream before the sender waits for the server's window.
+const H2_MAX_SEND_BUFFER: usize = 256 * 1024;
+/// Largest response head accepted (as for HTTP/1.1).
+const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
+
+/// The user's side of an HTTP/2 connection: the stream opener, and whether the connection task has ended.
+pub(crate) struct H2Conn {
+    pub(crate) sender: h2::client::SendRequest<Bytes>,
+    closed: Arc<AtomicBool>,
+}
+
+impl H2Conn {
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
 
 /// Where a connection goes: scheme and authority.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,14 +183,14 @@ impl AsyncWrite for Stream {
 /// One open connection.
 pub(crate) enum Conn {
     H1(H1Conn),
-    H2(http2::SendRequest<RequestBody>),
+    H2(H2Conn),
 }
 
 impl Conn {
     fn usable(&mut self) -> bool {
         match self {
             Conn::H1(h1) => h1.still_open(),
-            Conn::H2(sender) => !sender.is_closed(),
+            Conn::H2(h2) => !h2.is_closed(),
         }
     }
 }
@@ -286,8 +306,13 @@ impl Connector {
             (Stream::Plain(tcp), self.http == HttpVersion::Http2)
         };
         if h2 {
-            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-                .handshake(TokioIo::new(stream))
+            let (sender, connection) = h2::client::Builder::new()
+                .initial_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_CONNECTION_WINDOW)
+                .max_send_buffer_size(H2_MAX_SEND_BUFFER)
+                .max_header_list_size(H2_MAX_HEADER_LIST)
+                .enable_push(false)
+                .handshake::<_, Bytes>(stream)
                 .await
                 .map_err(|error| {
                     RequestError::new(
@@ -295,12 +320,15 @@ impl Connector {
                         format!("HTTP/2 handshake with {} failed: {error}", origin.authority),
                     )
                 })?;
+            let closed = Arc::new(AtomicBool::new(false));
+            let closed_by_task = closed.clone();
             tokio::spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::trace!("HTTP/2 connection ended: {error}");
                 }
+                closed_by_task.store(true, Ordering::Release);
             });
-            Ok(Conn::H2(sender))
+            Ok(Conn::H2(H2Conn { sender, closed }))
         } else {
             Ok(Conn::H1(H1Conn::new(stream)))
         }
