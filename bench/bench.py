@@ -29,7 +29,7 @@ from pathlib import Path
 START_MARKER = "<!-- results:start -->"
 END_MARKER = "<!-- results:end -->"
 
-SUITES = ("throughput", "memory", "spawn", "accuracy")
+SUITES = ("throughput", "memory", "spawn", "accuracy", "paced", "users", "tls")
 
 # Display names and order of the throughput generators.
 GENERATORS = {
@@ -45,6 +45,35 @@ BAR_CPU_RATIO = 1.25
 BAR_KIB_NOCONN = 4.0
 BAR_KIB_CONN = 12.0
 BAR_SPAWN_S = 2.0
+
+# Issue #14: paced CPU per request within 2x of the saturated figure, and 5x or more under Locust FastHttpUser's.
+BAR_PACED_RATIO = 2.0
+BAR_PACED_LOCUST = 5.0
+
+PACED_GENERATORS = {
+    "cicada-paced": "cicada (`paced_mix`), 500 users, guard on (protect, the default)",
+    "cicada-paced-noguard": "cicada (`paced_mix`), 500 users, `--guard off`",
+    "cicada-saturated": "cicada (`get_root`) flat out, 50 users (the saturated reference)",
+    "locust-fast-paced": "Locust FastHttpUser, 500 users, same mix and pacing",
+}
+
+# Issue #14: TLS idle users and HTTP/2's CPU per request against HTTP/1.1 over TLS.
+BAR_KIB_TLS = 8.0
+BAR_KIB_H2 = 12.0
+BAR_H2_RATIO = 1.2
+
+TLS_GENERATORS = {
+    "cicada-tls-h1": "cicada (`get_root`), TLS 1.3, HTTP/1.1",
+    "cicada-tls-h2": "cicada (`get_root`), TLS 1.3, HTTP/2",
+    "locust-fast-tls": "Locust FastHttpUser, TLS, HTTP/1.1",
+}
+
+USERS_GENERATORS = {
+    "cicada-u50": "cicada (`get_root`), 50 users",
+    "cicada-u500": "cicada (`get_root`), 500 users",
+    "cicada-u5000": "cicada (`get_root`), 5,000 users",
+    "wrk-c50": "wrk 1 thread, 50 connections",
+}
 
 
 # --------------------------------------------------------------------------------------------------- CSV helpers
@@ -190,9 +219,9 @@ def cmd_tp_row(args: argparse.Namespace) -> int:
         "loadavg_before": args.loadavg,
     }
     try:
-        if args.gen == "cicada":
+        if args.gen.startswith("cicada"):
             parsed = parse_cicada_json(prefix.with_suffix(".json"))
-        elif args.gen == "wrk":
+        elif args.gen.startswith("wrk"):
             parsed = parse_wrk(read_text(prefix.with_suffix(".stdout")))
         elif args.gen.startswith("locust"):
             parsed = parse_locust_json(read_text(prefix.with_suffix(".stdout")))
@@ -351,7 +380,7 @@ def med_range(values: list[float], digits: int = 1) -> str:
 def meta_line(meta: dict[str, object]) -> str:
     m = meta.get("machine", {})
     assert isinstance(m, dict)
-    extra = f", {meta['duration_s']} s runs" if meta.get("suite") in ("throughput", "accuracy") else ""
+    extra = f", {meta['duration_s']} s runs" if meta.get("suite") in ("throughput", "accuracy", "users", "tls") else ""
     return (
         f"_Measured {meta.get('date')} ({meta.get('mode')} mode, {meta.get('reps')} rep(s){extra}) built from "
         f"`{meta.get('commit')}` on {m.get('nproc')} × {m.get('cpu')}, {m.get('memory_gib')} GiB, "
@@ -609,6 +638,197 @@ def report_accuracy(results: Path, meta: dict[str, object]) -> list[str]:
     return out
 
 
+def cpu_rows(
+    rows: list[dict[str, str]], generators: dict[str, str], reference: str, peers: dict[str, object]
+) -> tuple[list[str], dict[str, list[float]]]:
+    """Table rows (req/s, CPU per request, its split, ratio to `reference` in the same repetition) and the ratios."""
+    by_gen: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        by_gen.setdefault(row["generator"], []).append(row)
+    ref_cpu = {r["rep"]: fnum(r["cpu_us_per_req"]) for r in by_gen.get(reference, []) if r["status"] == "ok"}
+    out: list[str] = []
+    ratios_by_gen: dict[str, list[float]] = {}
+    for gen, label in generators.items():
+        gen_rows = by_gen.get(gen, [])
+        ok = [r for r in gen_rows if r["status"] == "ok"]
+        if not ok:
+            status = gen_rows[0]["status"] if gen_rows else str(peers.get(gen.split("-")[0], "not run"))
+            out.append(f"| {label} | {status} | | | | |")
+            continue
+        rps = [fnum(r["rps"]) or 0.0 for r in ok]
+        cpu = [v for v in (fnum(r["cpu_us_per_req"]) for r in ok) if v is not None]
+        user = [(fnum(r["utime_s"]) or 0.0) * 1e6 / int(r["requests"]) for r in ok]
+        system = [(fnum(r["stime_s"]) or 0.0) * 1e6 / int(r["requests"]) for r in ok]
+        ratios = []
+        for r in ok:
+            base, value = ref_cpu.get(r["rep"]), fnum(r["cpu_us_per_req"])
+            if base and value:
+                ratios.append(value / base)
+        ratios_by_gen[gen] = ratios
+        ratio = med_range(ratios, 2) + "×" if ratios else "–"
+        out.append(
+            f"| {label} | {med_range(rps, 0)} | {med_range(cpu, 1)} | "
+            f"{statistics.median(user):.1f} + {statistics.median(system):.1f} | {ratio} | {len(ok)}/{len(gen_rows)} |"
+        )
+    return out, ratios_by_gen
+
+
+def report_paced(results: Path, meta: dict[str, object]) -> list[str]:
+    peers = meta.get("peers", {})
+    assert isinstance(peers, dict)
+    out = [
+        "### Realistic pacing",
+        "",
+        "The quickstart's mix (`/`, `/items/[id]` ×3, `/slow`), 500 users waiting `between(0.5, 1.5)` s after each "
+        "task, against nginx `return 200` (CPU 1); generator on CPU 0; runs of max(20, duration) s. The flat-out row "
+        "is the saturated reference of the same repetition. Median over repetitions, (min–max) in brackets.",
+        "",
+        "| Generator | req/s | CPU µs / request | user + sys µs / req | × saturated CPU / req | runs |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    rows, ratios = cpu_rows(read_rows(results / "paced.csv"), PACED_GENERATORS, "cicada-saturated", peers)
+    out.extend(rows)
+    out.append("")
+    paced = ratios.get("cicada-paced", [])
+    locust = ratios.get("locust-fast-paced", [])
+    if paced:
+        median = statistics.median(paced)
+        verdict = "meets" if median <= BAR_PACED_RATIO else "misses"
+        line = (
+            f"**Bar: paced CPU per request ≤ {BAR_PACED_RATIO}× the saturated figure.** Median ratio {median:.2f}× "
+            f"(guard on) — cicada **{verdict}** the bar"
+        )
+        noguard = ratios.get("cicada-paced-noguard", [])
+        if noguard:
+            line += f"; {statistics.median(noguard):.2f}× with the guard off"
+        out.append(line + ".")
+        if locust:
+            factor = statistics.median(locust) / median
+            verdict = "meets" if factor >= BAR_PACED_LOCUST else "misses"
+            out.append(
+                f"Locust FastHttpUser at the same pacing costs {factor:.1f}× cicada's CPU per request "
+                f"(bar: ≥ {BAR_PACED_LOCUST}×, cicada **{verdict}** it)."
+            )
+    out.append("")
+    out.append(meta_line(meta))
+    return out
+
+
+def report_users(results: Path, meta: dict[str, object]) -> list[str]:
+    peers = meta.get("peers", {})
+    assert isinstance(peers, dict)
+    out = [
+        "### Users scaling",
+        "",
+        "`get_root` flat out (no wait, per-name stats and percentiles on, `--guard warn`) with 50, 500 and 5,000 "
+        "users, each with its own connection, against nginx; wrk -c50 as the reference of the same repetition.",
+        "",
+        "| Generator | req/s | CPU µs / request | user + sys µs / req | × wrk CPU / req | runs |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    rows, _ = cpu_rows(read_rows(results / "users.csv"), USERS_GENERATORS, "wrk-c50", peers)
+    out.extend(rows)
+    out.append("")
+    out.append(meta_line(meta))
+    return out
+
+
+def report_tls(results: Path, meta: dict[str, object]) -> list[str]:
+    peers = meta.get("peers", {})
+    assert isinstance(peers, dict)
+    out = [
+        "### TLS and HTTP/2",
+        "",
+        "50 users/connections flat out, `GET /` against nginx's TLS listener (TLS 1.3, a self-signed P-256 "
+        "certificate, `http2` on; CPU 1); generator on CPU 0. Goose is not in this table: its client refuses the "
+        "self-signed certificate and has no switch to accept it.",
+        "",
+        "| Generator | req/s | CPU µs / request | user + sys µs / req | × cicada HTTP/1.1 over TLS | runs |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    rows, ratios = cpu_rows(read_rows(results / "tls.csv"), TLS_GENERATORS, "cicada-tls-h1", peers)
+    out.extend(rows)
+    out.append("")
+    h2 = ratios.get("cicada-tls-h2", [])
+    if h2:
+        median = statistics.median(h2)
+        verdict = "meets" if median <= BAR_H2_RATIO else "misses"
+        out.append(
+            f"**Bar: HTTP/2 CPU per request ≤ {BAR_H2_RATIO}× HTTP/1.1's over TLS.** Median ratio {median:.2f}× — "
+            f"cicada **{verdict}** the bar."
+        )
+        out.append("")
+    mem = read_rows(results / "memory-tls.csv")
+    if mem:
+        out += [
+            "Memory of an idle user holding one TLS connection (`idle_users`, `BENCH_IDLE_REQUEST=1`), KiB per user "
+            "= (VmRSS with N users − VmRSS with 1 user) / N:",
+            "",
+            "| users hold | 1,000 users | 10,000 users | bar |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for mode, label, bar in (
+            ("tls-h1", "1 TLS connection, HTTP/1.1", BAR_KIB_TLS),
+            ("tls-h2", "1 TLS connection, HTTP/2", BAR_KIB_H2),
+        ):
+            mode_rows = [r for r in mem if r["mode"] == mode]
+            base = next((r for r in mode_rows if r["users"] == "1" and r["status"] == "ok"), None)
+            base_rss = fnum(base["rss_kib"]) if base else None
+            cells = []
+            for size in ("1000", "10000"):
+                row = next((r for r in mode_rows if r["users"] == size), None)
+                rss = fnum(row["rss_kib"]) if row else None
+                if row is None:
+                    cells.append("–")
+                elif row["status"] == "ok" and rss is not None and base_rss is not None:
+                    per_user = (rss - base_rss) / int(size)
+                    cells.append(f"{per_user:.2f} KiB" + (" ✗" if per_user > bar else ""))
+                else:
+                    cells.append(row["status"])
+            out.append(f"| {label} | " + " | ".join(cells) + f" | ≤ {bar:g} KiB |")
+        out.append("")
+    out.append(meta_line(meta))
+    return out
+
+
+# The heading each suite's section starts with in the results block.
+SECTION_HEADINGS = {
+    "throughput": "### Throughput and CPU per request",
+    "memory": "### Memory per idle user",
+    "spawn": "### Spawn time",
+    "accuracy": "### Accuracy",
+    "paced": "### Realistic pacing",
+    "users": "### Users scaling",
+    "tls": "### TLS and HTTP/2",
+}
+
+
+def previous_sections(readme: Path) -> dict[str, list[str]]:
+    """The suites' sections in the README's current results block, so that a run of some suites keeps the others."""
+    if not readme.exists():
+        return {}
+    text = readme.read_text()
+    if START_MARKER not in text or END_MARKER not in text:
+        return {}
+    block = text.partition(START_MARKER)[2].partition(END_MARKER)[0]
+    by_heading = {heading: suite for suite, heading in SECTION_HEADINGS.items()}
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in block.splitlines():
+        if line.startswith("### "):
+            suite = by_heading.get(line.strip())
+            current = sections.setdefault(suite, []) if suite else None
+        if current is not None:
+            current.append(line)
+    return {suite: lines_without_trailing_blanks(lines) for suite, lines in sections.items()}
+
+
+def lines_without_trailing_blanks(lines: list[str]) -> list[str]:
+    while lines and not lines[-1].strip():
+        lines = lines[:-1]
+    return lines
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     results = Path(args.results)
     sections: list[str] = []
@@ -617,10 +837,18 @@ def cmd_report(args: argparse.Namespace) -> int:
         "memory": report_memory,
         "spawn": report_spawn,
         "accuracy": report_accuracy,
+        "paced": report_paced,
+        "users": report_users,
+        "tls": report_tls,
     }
+    kept = previous_sections(Path(args.readme)) if args.readme else {}
     for suite in SUITES:
         meta_path = results / f"{suite}.meta.json"
         if not meta_path.exists():
+            # Not measured here: keep the suite's table from the README as it was.
+            if suite in kept:
+                sections.extend(kept[suite])
+                sections.append("")
             continue
         meta = json.loads(meta_path.read_text())
         sections.extend(builders[suite](results, meta))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh: cicada against wrk, Goose and Locust on one machine (issue #3).
 #
-#   bench/run.sh [--quick] [--only throughput|memory|spawn|accuracy[,...]] [--duration SECS] [--reps N]
+#   bench/run.sh [--quick] [--only throughput|memory|spawn|accuracy|paced|users|tls[,...]] [--duration SECS] [--reps N]
 #                [--no-build]   (use the cicada-bench binaries already in target/release)
 #
 # Starts its own nginx (1 worker, pinned to CPU 1) on a free 127.0.0.1 port, pins every generator to CPU 0, runs
@@ -39,8 +39,8 @@ while (($#)); do
     shift
 done
 for suite in ${ONLY//,/ }; do
-    case "$suite" in throughput | memory | spawn | accuracy) ;; *)
-        echo "run.sh: --only takes throughput, memory, spawn or accuracy (comma-separated), not '$suite'" >&2
+    case "$suite" in throughput | memory | spawn | accuracy | paced | users | tls) ;; *)
+        echo "run.sh: --only takes throughput, memory, spawn, accuracy, paced, users or tls (comma-separated), not '$suite'" >&2
         exit 2 ;;
     esac
 done
@@ -143,7 +143,7 @@ source_commit() {
 build_cicada() {
     local packages=(-p cicada-bench) bin
     if ((!BUILD)); then
-        for bin in get_root idle_users slow_page counted_demo; do
+        for bin in get_root idle_users slow_page counted_demo paced_mix; do
             [[ -x "$TARGET_DIR/$bin" ]] || die "--no-build: $TARGET_DIR/$bin is missing (build once without it)"
         done
         PEER[cicada]="prebuilt"
@@ -247,9 +247,13 @@ async fn main() -> Result<(), GooseError> {
 # ------------------------------------------------------------------------------------------------ nginx target
 
 start_nginx() {
-    local port conf i
+    local port tls_port conf i
     port="$(free_port)"
+    tls_port="$(free_port)"
     mkdir -p "$TMP/nginx/logs"
+    # A self-signed certificate for the TLS rows (the clients accept it: BENCH_INSECURE_TLS, Locust's default).
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$TMP/nginx/key.pem" \
+        -out "$TMP/nginx/cert.pem" -days 2 -subj "/CN=localhost" >/dev/null 2>&1 || die "openssl could not make a certificate"
     conf="$TMP/nginx/nginx.conf"
     cat >"$conf" <<EOF
 worker_processes 1;
@@ -266,12 +270,19 @@ http {
         listen 127.0.0.1:$port backlog=4096;
         location / { return 200 "ok\n"; }
     }
+    server {
+        listen 127.0.0.1:$tls_port ssl http2 backlog=4096;
+        ssl_certificate $TMP/nginx/cert.pem;
+        ssl_certificate_key $TMP/nginx/key.pem;
+        location / { return 200 "ok\n"; }
+    }
 }
 EOF
     taskset -c 1 nginx -e "$TMP/nginx/error.log" -p "$TMP/nginx" -c "$conf" >"$TMP/nginx/stdout" 2>&1 &
     NGINX_PID=$!
     PIDS+=("$NGINX_PID")
     URL="http://127.0.0.1:$port"
+    TLS_URL="https://127.0.0.1:$tls_port"
     for ((i = 0; i < 50; i++)); do
         curl -fs -o /dev/null "$URL/" && break
         kill -0 "$NGINX_PID" 2>/dev/null || die "nginx exited: $(cat "$TMP/nginx/stdout" "$TMP/nginx/error.log" 2>/dev/null)"
@@ -385,6 +396,174 @@ run_throughput() {
                 --loadavg "$load" --csv "$RESULTS/throughput.csv"
         done
     done
+}
+
+# ------------------------------------------------------------------------------------------------ paced, users
+
+# Realistic pacing (issue #14): the quickstart's mix, 500 users waiting 0.5-1.5 s after each task (about 500 req/s),
+# cicada against Locust FastHttpUser with the same mix and pacing, and cicada flat out (the saturated reference);
+# cicada once more with the guard off, to show what the guard's own sampling costs at this rate.
+PACED_USERS=500
+paced_duration() { echo $((DURATION < 20 ? 20 : DURATION)); }
+
+write_locust_paced() {
+    cat >"$TMP/locust_paced.py" <<'EOF'
+import random
+
+from locust import FastHttpUser, between, task
+
+
+class Visitor(FastHttpUser):
+    wait_time = between(0.5, 1.5)
+
+    @task
+    def index(self):
+        self.client.get("/")
+
+    @task(3)
+    def view_item(self):
+        self.client.get(f"/items/{random.randint(1, 10000)}", name="/items/[id]")
+
+    @task
+    def slow_page(self):
+        self.client.get("/slow?ms=50", name="/slow")
+EOF
+}
+
+paced_command() {
+    local gen="$1" prefix="$2" secs
+    secs="$(paced_duration)"
+    case "$gen" in
+        cicada-paced) CMD=(taskset -c 0 "$TARGET_DIR/paced_mix" --headless --only-summary -H "$URL"
+            -u "$PACED_USERS" -r 1000 -t "${secs}s" --report-json "$prefix.json") ;;
+        cicada-paced-noguard) CMD=(taskset -c 0 "$TARGET_DIR/paced_mix" --headless --only-summary -H "$URL"
+            -u "$PACED_USERS" -r 1000 -t "${secs}s" --guard off --report-json "$prefix.json") ;;
+        cicada-saturated) CMD=(taskset -c 0 "$TARGET_DIR/get_root" --headless --only-summary -H "$URL" -u 50 -r 1000
+            -t "${DURATION}s" --guard warn --report-json "$prefix.json") ;;
+        locust-fast-paced) CMD=(taskset -c 0 "$LOCUST" -f "$TMP/locust_paced.py" --headless -H "$URL"
+            -u "$PACED_USERS" -r "$PACED_USERS" -t "${secs}s" --only-summary --json) ;;
+    esac
+}
+
+# Users scaling (issue #14): get_root flat out with 50, 500 and 5,000 users (no wait); wrk -c50 as the reference.
+users_command() {
+    local gen="$1" prefix="$2"
+    case "$gen" in
+        cicada-u*) CMD=(taskset -c 0 "$TARGET_DIR/get_root" --headless --only-summary -H "$URL" -u "${gen#cicada-u}"
+            -r 100000 -t "${DURATION}s" --guard warn --report-json "$prefix.json") ;;
+        wrk-c50) CMD=(taskset -c 0 wrk -t1 -c50 "-d${DURATION}s" --latency "$URL/") ;;
+    esac
+}
+
+# Run suite $1 (paced|users) with the generators that follow: interleaved, rotated each repetition, into $1.csv.
+run_rows() {
+    local suite="$1" raw gens n rep i gen prefix load rc secs
+    shift
+    gens=("$@")
+    raw="$RESULTS/raw/$suite"
+    rm -rf "$raw" "$RESULTS/$suite.csv"
+    mkdir -p "$raw"
+    n=${#gens[@]}
+    log "$suite: ${gens[*]}, $REPS rep(s), interleaved"
+    for ((rep = 1; rep <= REPS; rep++)); do
+        for ((i = 0; i < n; i++)); do
+            gen="${gens[$(((i + rep - 1) % n))]}"
+            prefix="$raw/${gen}_rep${rep}"
+            "${suite}_command" "$gen" "$prefix"
+            load="$(loadavg)"
+            secs="$(paced_duration)"
+            rc=0
+            timeout -k 5 $((secs + 90)) /usr/bin/time -o "$prefix.time" -f "%U %S %M %e" "${CMD[@]}" \
+                >"$prefix.stdout" 2>"$prefix.stderr" || rc=$?
+            "$PY" "$BENCH/bench.py" tp-row --gen "$gen" --rep "$rep" --raw "$prefix" --rc "$rc" \
+                --loadavg "$load" --csv "$RESULTS/$suite.csv"
+        done
+    done
+}
+
+run_paced() {
+    local gens=(cicada-paced cicada-paced-noguard cicada-saturated)
+    ensure_locust
+    write_locust_paced
+    [[ -n "${LOCUST:-}" ]] && gens+=(locust-fast-paced)
+    run_rows paced "${gens[@]}"
+}
+
+run_users() {
+    local gens=(cicada-u50 cicada-u500 cicada-u5000)
+    if command -v wrk >/dev/null; then
+        PEER[wrk]="$({ wrk -v 2>&1 || true; } | awk 'NR == 1 {print $1, $2}')"
+        gens+=(wrk-c50)
+    else
+        PEER[wrk]="not installed"
+    fi
+    run_rows users "${gens[@]}"
+}
+
+# TLS and HTTP/2 (issue #14): get_root flat out over TLS 1.3 with HTTP/1.1 and with HTTP/2 (nginx's TLS listener,
+# a self-signed certificate), Locust FastHttpUser over TLS; then the memory of an idle user holding a TLS
+# connection, HTTP/1.1 and HTTP/2 (idle_users, 1,000 and 10,000 users, as in the memory suite).
+tls_command() {
+    local gen="$1" prefix="$2"
+    case "$gen" in
+        cicada-tls-h1) CMD=(env BENCH_INSECURE_TLS=1 BENCH_HTTP=1 taskset -c 0 "$TARGET_DIR/get_root" --headless
+            --only-summary -H "$TLS_URL" -u 50 -r 1000 -t "${DURATION}s" --guard warn --report-json "$prefix.json") ;;
+        cicada-tls-h2) CMD=(env BENCH_INSECURE_TLS=1 BENCH_HTTP=2 taskset -c 0 "$TARGET_DIR/get_root" --headless
+            --only-summary -H "$TLS_URL" -u 50 -r 1000 -t "${DURATION}s" --guard warn --report-json "$prefix.json") ;;
+        locust-fast-tls) CMD=(taskset -c 0 "$LOCUST" -f "$TMP/locust_fast.py" --headless -H "$TLS_URL" -u 50 -r 50
+            -t "${DURATION}s" --only-summary --json) ;;
+    esac
+}
+
+run_tls() {
+    local gens=(cicada-tls-h1 cicada-tls-h2) mode users base
+    ensure_locust
+    write_locustfiles
+    [[ -n "${LOCUST:-}" ]] && gens+=(locust-fast-tls)
+    run_rows tls "${gens[@]}"
+    rm -rf "$RESULTS/raw/memory-tls" "$RESULTS/memory-tls.csv"
+    mkdir -p "$RESULTS/raw/memory-tls"
+    for mode in tls-h1 tls-h2; do
+        for users in "${SIZES_CONN[@]}"; do
+            measure_idle_tls "$mode" "$users"
+        done
+    done
+}
+
+# One idle_users run over TLS ($1 = tls-h1|tls-h2) with $2 users, each holding one connection; VmRSS into
+# memory-tls.csv once every user's connection is open and the RSS has settled.
+measure_idle_tls() {
+    local mode="$1" users="$2" prefix pid status=ok rc i prev cur rss http=1
+    [[ "$mode" == tls-h2 ]] && http=2
+    prefix="$RESULTS/raw/memory-tls/cicada_${mode}_${users}"
+    env BENCH_IDLE_REQUEST=1 BENCH_INSECURE_TLS=1 "BENCH_HTTP=$http" taskset -c 0 "$TARGET_DIR/idle_users" \
+        --headless --only-summary -H "$TLS_URL" -u "$users" -r 1000000 -t 1h >"$prefix.stdout" 2>"$prefix.stderr" &
+    pid=$!
+    PIDS+=("$pid")
+    rc=0
+    wait_for_line "$pid" "$SPAWN_LIMIT" "all $users users spawned" "$prefix.stderr" || rc=$?
+    case "$rc" in 1) status=died ;; 2) status=timeout ;; esac
+    if [[ "$status" == ok ]]; then
+        status=timeout
+        for ((i = 0; i < SPAWN_LIMIT * 10; i++)); do
+            (($(sockets_of "$pid") >= users)) && { status=ok; break; }
+            kill -0 "$pid" 2>/dev/null || { status=died; break; }
+            sleep 0.1
+        done
+        prev="$(rss_kib "$pid")"
+        for ((i = 0; i < 20; i++)); do
+            sleep 0.5
+            cur="$(rss_kib "$pid")"
+            [[ -n "$cur" && -n "$prev" ]] || break
+            if ((cur - prev < prev / 200 && prev - cur < prev / 200)); then break; fi
+            prev="$cur"
+        done
+    fi
+    rss="$(rss_kib "$pid")"
+    stop_pid "$pid" TERM 3
+    "$PY" "$BENCH/bench.py" append "$RESULTS/memory-tls.csv" generator=cicada mode="$mode" users="$users" \
+        status="$status" rss_kib="${rss:-}"
+    printf '  cicada  %-6s %7s users: %-7s VmRSS %9s KiB\n' "$mode" "$users" "$status" "${rss:-?}"
 }
 
 # ------------------------------------------------------------------------------------------------ memory
@@ -590,13 +769,13 @@ log "cicada bench: $MODE mode, suites $ONLY, ${DURATION} s runs, $REPS rep(s); $
     "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), Linux $(uname -r), load $(loadavg)"
 ensure_apt
 build_cicada
-if wants throughput || wants memory || wants spawn; then
+if wants throughput || wants memory || wants spawn || wants paced || wants users || wants tls; then
     command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || die "nginx is not installed (apt-get install -y nginx)"
     PATH="$PATH:/usr/sbin"
     start_nginx
 fi
 
-for suite in throughput memory spawn accuracy; do
+for suite in throughput memory spawn accuracy paced users tls; do
     wants "$suite" || continue
     suite_start=$SECONDS
     "run_$suite"

@@ -62,3 +62,18 @@ pub fn cluster_test() -> Cicada {
         UserType::<()>::new("ApiClient").wait_time(constant(1.0)),
     ))
 }
+
+/// Client options from the environment, for the TLS and HTTP/2 rows: `BENCH_HTTP=1` (HTTP/1.1 only) or `2`
+/// (HTTP/2 only; otherwise ALPN decides), `BENCH_INSECURE_TLS=1` to accept the bench's self-signed certificate.
+pub fn client_options_from_env() -> ClientOptions {
+    let http = match std::env::var("BENCH_HTTP").as_deref() {
+        Ok("1") => HttpVersion::Http1,
+        Ok("2") => HttpVersion::Http2,
+        _ => HttpVersion::Auto,
+    };
+    ClientOptions {
+        http,
+        insecure_tls: std::env::var("BENCH_INSECURE_TLS").is_ok_and(|v| v == "1"),
+        ..ClientOptions::default()
+    }
+}

@@ -18,6 +18,10 @@ async fn get_root(user: &mut User) -> TaskResult {
 
 fn main() -> std::process::ExitCode {
     Cicada::new()
-        .user(UserType::<()>::new("GetRoot").task(get_root))
+        .user(
+            UserType::<()>::new("GetRoot")
+                .client_options(cicada_bench::client_options_from_env())
+                .task(get_root),
+        )
         .run()
 }

@@ -23,7 +23,9 @@ async fn nothing(_user: &mut User) -> TaskResult {
 
 fn main() -> std::process::ExitCode {
     let request = std::env::var("BENCH_IDLE_REQUEST").is_ok_and(|v| v == "1");
-    let user_type = UserType::<()>::new("Idle").wait_time(constant(3600.0));
+    let user_type = UserType::<()>::new("Idle")
+        .wait_time(constant(3600.0))
+        .client_options(cicada_bench::client_options_from_env());
     let user_type = if request {
         user_type.task(one_request)
     } else {

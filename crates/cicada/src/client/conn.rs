@@ -3,8 +3,10 @@
 //! A user runs one request at a time, so its pool is tiny: at most one connection per origin, a handful of origins.
 //! An HTTP/1.1 connection ([`super::h1`]) is used directly by the user's own task (no connection task, no cross-task
 //! wake-up per request); between requests nobody polls it, and a connection the server closed in the meantime is
-//! noticed when it is next checked out. HTTP/2 connections (hyper) run in their own task, as the protocol needs
-//! (pings, flow control).
+//! noticed when it is next checked out. HTTP/2 connections (the `h2` crate, used directly: no dispatch channel and no
+//! request/response hop through a second task as with hyper's client) run their connection state in a task of
+//! their own, as the protocol needs (pings, flow control, window updates); the user's task opens its stream and
+//! reads its response itself.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -13,11 +15,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
-use http_body_util::Full;
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -25,8 +26,27 @@ use tokio_rustls::client::TlsStream;
 use super::h1::H1Conn;
 use super::{HttpVersion, RequestError, RequestErrorKind};
 
-/// A request body as hyper sends it.
-pub(crate) type RequestBody = Full<Bytes>;
+/// Bounds of an HTTP/2 connection (see docs/resource-guard.md). What the server may send ahead of the reader: a
+/// user reads its one response as it comes, so a 1 MiB connection window and 256 KiB per stream keep bodies flowing
+/// at full speed on a local network while bounding what a connection can buffer.
+const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+const H2_STREAM_WINDOW: u32 = 256 * 1024;
+/// Request body bytes queued per stream before the sender waits for the server's window.
+const H2_MAX_SEND_BUFFER: usize = 256 * 1024;
+/// Largest response head accepted (as for HTTP/1.1).
+const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
+
+/// The user's side of an HTTP/2 connection: the stream opener, and whether the connection task has ended.
+pub(crate) struct H2Conn {
+    pub(crate) sender: h2::client::SendRequest<Bytes>,
+    closed: Arc<AtomicBool>,
+}
+
+impl H2Conn {
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
 
 /// Where a connection goes: scheme and authority.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,14 +183,14 @@ impl AsyncWrite for Stream {
 /// One open connection.
 pub(crate) enum Conn {
     H1(H1Conn),
-    H2(http2::SendRequest<RequestBody>),
+    H2(H2Conn),
 }
 
 impl Conn {
     fn usable(&mut self) -> bool {
         match self {
             Conn::H1(h1) => h1.still_open(),
-            Conn::H2(sender) => !sender.is_closed(),
+            Conn::H2(h2) => !h2.is_closed(),
         }
     }
 }
@@ -211,6 +231,15 @@ impl Pool {
     pub(crate) fn len(&self) -> usize {
         self.idle.len()
     }
+
+    /// Frees the buffers of the idle HTTP/1.1 connections (see [`H1Conn::release_buffers`]).
+    pub(crate) fn release_buffers(&mut self) {
+        for (_, conn) in &mut self.idle {
+            if let Conn::H1(h1) = conn {
+                h1.release_buffers();
+            }
+        }
+    }
 }
 
 /// Everything needed to open connections for one user type.
@@ -236,7 +265,7 @@ impl Connector {
     pub(crate) fn user_tls(&self) -> tokio_rustls::TlsConnector {
         let mut config = rustls::ClientConfig::clone(self.tls.config());
         config.resumption =
-            rustls::client::Resumption::in_memory_sessions(USER_TLS_SESSION_ORIGINS);
+            rustls::client::Resumption::store(Arc::new(UserSessionStore::default()));
         tokio_rustls::TlsConnector::from(Arc::new(config))
     }
 
@@ -277,8 +306,13 @@ impl Connector {
             (Stream::Plain(tcp), self.http == HttpVersion::Http2)
         };
         if h2 {
-            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-                .handshake(TokioIo::new(stream))
+            let (sender, connection) = h2::client::Builder::new()
+                .initial_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_CONNECTION_WINDOW)
+                .max_send_buffer_size(H2_MAX_SEND_BUFFER)
+                .max_header_list_size(H2_MAX_HEADER_LIST)
+                .enable_push(false)
+                .handshake::<_, Bytes>(stream)
                 .await
                 .map_err(|error| {
                     RequestError::new(
@@ -286,12 +320,15 @@ impl Connector {
                         format!("HTTP/2 handshake with {} failed: {error}", origin.authority),
                     )
                 })?;
+            let closed = Arc::new(AtomicBool::new(false));
+            let closed_by_task = closed.clone();
             tokio::spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::trace!("HTTP/2 connection ended: {error}");
                 }
+                closed_by_task.store(true, Ordering::Release);
             });
-            Ok(Conn::H2(sender))
+            Ok(Conn::H2(H2Conn { sender, closed }))
         } else {
             Ok(Conn::H1(H1Conn::new(stream)))
         }
@@ -338,6 +375,123 @@ impl Connector {
                 format!("host `{host}` resolved to no address"),
             )
         }))
+    }
+}
+
+/// TLS 1.3 tickets a user keeps per origin. A ticket is used once; servers send one or two per connection, and a
+/// user reconnects rarely, so two are enough (rustls' own cache reserves room for eight per origin).
+const USER_TLS13_TICKETS: usize = 2;
+
+/// One user's TLS sessions: at most [`USER_TLS_SESSION_ORIGINS`] origins (the oldest is forgotten), each with its
+/// key-exchange hint, one TLS 1.2 session and at most [`USER_TLS13_TICKETS`] TLS 1.3 tickets. A user is one task,
+/// so the mutex is never contended; a slice of small entries is cheaper per user than rustls' hash-map cache.
+#[derive(Debug, Default)]
+struct UserSessionStore {
+    origins: std::sync::Mutex<Vec<OriginSessions>>,
+}
+
+#[derive(Debug)]
+struct OriginSessions {
+    server: rustls::pki_types::ServerName<'static>,
+    kx_hint: Option<rustls::NamedGroup>,
+    tls12: Option<rustls::client::Tls12ClientSessionValue>,
+    tls13: std::collections::VecDeque<rustls::client::Tls13ClientSessionValue>,
+}
+
+impl UserSessionStore {
+    fn with_origin<R>(
+        &self,
+        server: &rustls::pki_types::ServerName<'_>,
+        action: impl FnOnce(&mut OriginSessions) -> R,
+    ) -> Option<R> {
+        let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        origins
+            .iter_mut()
+            .find(|origin| origin.server == *server)
+            .map(action)
+    }
+
+    fn with_origin_or_new<R>(
+        &self,
+        server: rustls::pki_types::ServerName<'static>,
+        action: impl FnOnce(&mut OriginSessions) -> R,
+    ) -> R {
+        let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        let index = match origins.iter().position(|origin| origin.server == server) {
+            Some(index) => index,
+            None => {
+                if origins.len() >= USER_TLS_SESSION_ORIGINS {
+                    origins.remove(0);
+                }
+                origins.push(OriginSessions {
+                    server,
+                    kx_hint: None,
+                    tls12: None,
+                    tls13: std::collections::VecDeque::new(),
+                });
+                origins.len() - 1
+            }
+        };
+        action(&mut origins[index])
+    }
+}
+
+impl rustls::client::ClientSessionStore for UserSessionStore {
+    fn set_kx_hint(
+        &self,
+        server_name: rustls::pki_types::ServerName<'static>,
+        group: rustls::NamedGroup,
+    ) {
+        self.with_origin_or_new(server_name, |origin| origin.kx_hint = Some(group));
+    }
+
+    fn kx_hint(
+        &self,
+        server_name: &rustls::pki_types::ServerName<'_>,
+    ) -> Option<rustls::NamedGroup> {
+        self.with_origin(server_name, |origin| origin.kx_hint)
+            .flatten()
+    }
+
+    fn set_tls12_session(
+        &self,
+        server_name: rustls::pki_types::ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.with_origin_or_new(server_name, |origin| origin.tls12 = Some(value));
+    }
+
+    fn tls12_session(
+        &self,
+        server_name: &rustls::pki_types::ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.with_origin(server_name, |origin| origin.tls12.clone())
+            .flatten()
+    }
+
+    fn remove_tls12_session(&self, server_name: &rustls::pki_types::ServerName<'static>) {
+        self.with_origin(server_name, |origin| origin.tls12 = None);
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: rustls::pki_types::ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.with_origin_or_new(server_name, |origin| {
+            if origin.tls13.len() >= USER_TLS13_TICKETS {
+                origin.tls13.pop_front();
+            }
+            origin.tls13.push_back(value);
+        });
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &rustls::pki_types::ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.with_origin(server_name, |origin| origin.tls13.pop_back())
+            .flatten()
     }
 }
 

@@ -113,6 +113,14 @@ impl H1Conn {
         }
     }
 
+    /// Frees the read buffer (when it holds nothing) and the write buffer of an idle connection.
+    pub(crate) fn release_buffers(&mut self) {
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
+        }
+        self.write_buf = Vec::new();
+    }
+
     pub(crate) fn is_reusable(&self) -> bool {
         self.reusable
     }

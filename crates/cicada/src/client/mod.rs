@@ -26,12 +26,10 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, StatusCode, Uri};
-use http_body_util::BodyExt;
-use http_body_util::Full;
 
 use crate::recording::Recorder;
 pub use catch::{CatchResponse, CaughtResponse};
-use conn::{Conn, Connector, Origin, Pool, RequestBody};
+use conn::{Conn, Connector, Origin, Pool};
 use decode::{BodyOut, Decoder, Encoding};
 use h1::H1Request;
 
@@ -470,6 +468,15 @@ impl HttpClient {
         }
     }
 
+    /// Frees the read and write buffers of this user's idle connections (they are made again, 4 KiB, on the next
+    /// request). Called before a pause long enough that a user's memory matters more than one allocation per task:
+    /// an idle user then keeps only what the connection itself needs.
+    pub(crate) fn release_idle_buffers(&mut self) {
+        if let Some(state) = self.session.state.as_mut() {
+            state.pool.release_buffers();
+        }
+    }
+
     /// Idle connections this user holds (0 with a shared pool).
     pub fn idle_connections(&self) -> usize {
         self.session
@@ -668,7 +675,7 @@ impl Session {
                     };
                     h1.send(&request, max_body, decode).await
                 }
-                Conn::H2(sender) => {
+                Conn::H2(h2) => {
                     let request = h2_request(
                         method,
                         uri,
@@ -678,7 +685,7 @@ impl Session {
                         credentials,
                         &body,
                     )?;
-                    send_h2(sender, request, max_body, decode).await
+                    send_h2(&mut h2.sender, request, &body, max_body, decode).await
                 }
             };
             match outcome {
@@ -694,7 +701,7 @@ impl Session {
         };
         let keep = match &conn {
             Conn::H1(h1) => h1.is_reusable(),
-            Conn::H2(sender) => !sender.is_closed(),
+            Conn::H2(h2) => !h2.is_closed(),
         };
         if keep {
             self.checkin(shared, origin, conn);
@@ -784,7 +791,7 @@ fn protocol_error(error: &dyn fmt::Display) -> RequestError {
     RequestError::new(RequestErrorKind::Protocol, error.to_string())
 }
 
-/// The request as hyper's HTTP/2 client takes it: absolute URI (its `:authority` replaces Host).
+/// The request as h2 takes it: absolute URI (its `:authority` replaces Host), no connection-specific headers.
 fn h2_request(
     method: &Method,
     uri: &Uri,
@@ -793,8 +800,8 @@ fn h2_request(
     shared: &ClientShared,
     credentials: Credentials<'_>,
     body: &Bytes,
-) -> Result<Request<RequestBody>, RequestError> {
-    let mut request = Request::new(Full::new(body.clone()));
+) -> Result<Request<()>, RequestError> {
+    let mut request = Request::new(());
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri.clone();
     let request_headers = request.headers_mut();
@@ -804,7 +811,10 @@ fn h2_request(
         request_headers.insert(header::ACCEPT_ENCODING, accept.clone());
     }
     for (name, value) in headers {
-        if name == header::HOST || (name == header::AUTHORIZATION && !credentials.keep_own) {
+        if name == header::HOST
+            || (name == header::AUTHORIZATION && !credentials.keep_own)
+            || is_connection_specific(name, value)
+        {
             continue;
         }
         if name == header::USER_AGENT || name == header::ACCEPT_ENCODING {
@@ -827,28 +837,46 @@ fn h2_request(
         })?;
         request_headers.insert(header::COOKIE, value);
     }
+    // As hyper's client did: a body's length, and an explicit 0 for methods whose body means something.
+    if (!body.is_empty() || matches!(*method, Method::POST | Method::PUT | Method::PATCH))
+        && !request_headers.contains_key(header::CONTENT_LENGTH)
+    {
+        request_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
     Ok(request)
 }
 
+/// Headers HTTP/2 forbids (RFC 9113, 8.2.2): h2 refuses a request carrying them, so they are left out, as hyper
+/// and browsers do. `TE` may only say `trailers`.
+fn is_connection_specific(name: &header::HeaderName, value: &HeaderValue) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade"
+    ) || (name == header::TE && value != "trailers")
+}
+
 async fn send_h2(
-    sender: &mut hyper::client::conn::http2::SendRequest<RequestBody>,
-    request: Request<RequestBody>,
+    sender: &mut h2::client::SendRequest<Bytes>,
+    request: Request<()>,
+    body: &Bytes,
     max_body: usize,
     decode: bool,
 ) -> Result<Exchange, SendFailure> {
-    if let Err(error) = sender.ready().await {
+    if let Err(error) = std::future::poll_fn(|cx| sender.poll_ready(cx)).await {
         return Err(SendFailure::Unsent(protocol_error(&error)));
     }
-    let response = match sender.try_send_request(request).await {
-        Ok(response) => response,
-        Err(mut error) => {
-            let failure = protocol_error(error.error());
-            return Err(match error.take_message() {
-                Some(_) => SendFailure::Unsent(failure),
-                None => SendFailure::Failed(failure),
-            });
-        }
-    };
+    // An error here means the stream was never opened: the request did not leave.
+    let (response, mut outgoing) = sender
+        .send_request(request, body.is_empty())
+        .map_err(|error| SendFailure::Unsent(protocol_error(&error)))?;
+    if !body.is_empty() {
+        outgoing
+            .send_data(body.clone(), true)
+            .map_err(|error| SendFailure::Failed(protocol_error(&error)))?;
+    }
+    let response = response
+        .await
+        .map_err(|error| SendFailure::Failed(protocol_error(&error)))?;
     let (parts, mut incoming) = response.into_parts();
     let encoding = if decode {
         parts
@@ -862,17 +890,13 @@ async fn send_h2(
         Some(encoding) => H2Body::Decoded(Box::new(Decoder::new(encoding, max_body))),
         None => H2Body::Plain(BodyReader::new(max_body)),
     };
-    while let Some(frame) = incoming.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    match &mut reader {
-                        H2Body::Plain(reader) => reader.push(data),
-                        H2Body::Decoded(decoder) => decoder.push(&data),
-                    }
-                }
-            }
-            Err(error) => return Err(SendFailure::Failed(protocol_error(&error))),
+    while let Some(data) = incoming.data().await {
+        let data = data.map_err(|error| SendFailure::Failed(protocol_error(&error)))?;
+        // Give the window back at once: the body is read to its end whatever is kept of it.
+        let _ = incoming.flow_control().release_capacity(data.len());
+        match &mut reader {
+            H2Body::Plain(reader) => reader.push(data),
+            H2Body::Decoded(decoder) => decoder.push(&data),
         }
     }
     match reader {

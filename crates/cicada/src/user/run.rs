@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -37,13 +37,22 @@ pub(crate) enum StopLevel {
 pub(crate) struct UserControl {
     level: AtomicU8,
     changed: Notify,
+    /// Counts users whose task ended (returned, panicked or was aborted), shared by the runner's users, so that
+    /// the runner looks for finished users only when some have ended instead of polling every handle.
+    ended: Option<Arc<AtomicU64>>,
 }
 
 impl UserControl {
     pub(crate) fn new() -> Arc<Self> {
+        Self::counting_end(None)
+    }
+
+    /// A control whose user adds one to `ended` when its task ends, however it ends.
+    pub(crate) fn counting_end(ended: Option<Arc<AtomicU64>>) -> Arc<Self> {
         Arc::new(UserControl {
             level: AtomicU8::new(StopLevel::Running as u8),
             changed: Notify::new(),
+            ended,
         })
     }
 
@@ -190,11 +199,23 @@ enum Step {
     Exit(Exit),
 }
 
+/// Adds one to the user's end counter when dropped: at the end of `run_user`, or when its task is aborted.
+struct EndNotice(Arc<UserControl>);
+
+impl Drop for EndNotice {
+    fn drop(&mut self) {
+        if let Some(ended) = &self.0.ended {
+            ended.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
 async fn run_user<S: Send + 'static>(
     active: Arc<ActiveUserType<S>>,
     id: u64,
     control: Arc<UserControl>,
 ) {
+    let _end_notice = EndNotice(control.clone());
     let definition = &active.definition;
     let mut user = User::new(
         (definition.new_state)(),
@@ -284,7 +305,10 @@ fn run_set<'a, S: Send + 'static>(
             }
             let pause = wait.next_wait(started.elapsed(), user.rng());
             due = pacing.map(|period| started + period);
-            if !pause_unless_stopped(pause, control).await {
+            if pause >= RELEASE_BUFFERS_PAUSE {
+                user.client().release_idle_buffers();
+            }
+            if !pause_unless_stopped(pause, pacing.is_none(), control).await {
                 break Exit::Stopped;
             }
         };
@@ -295,8 +319,14 @@ fn run_set<'a, S: Send + 'static>(
     })
 }
 
-/// Wait `pause`, or less if the runner asks the user to stop. Returns false when stopped.
-async fn pause_unless_stopped(pause: Duration, control: &UserControl) -> bool {
+/// A user about to pause this long frees its idle connections' buffers first: remaking them costs one allocation
+/// per task, which at one task per such pause is nothing, while an idle user's memory is what lets a generator hold
+/// many of them.
+const RELEASE_BUFFERS_PAUSE: Duration = Duration::from_millis(200);
+
+/// Wait `pause`, or less if the runner asks the user to stop. Returns false when stopped. A `think` time ends on
+/// the shared wake-up grid ([`super::wait::think_deadline`]); a pacing pause ends exactly.
+async fn pause_unless_stopped(pause: Duration, think: bool, control: &UserControl) -> bool {
     if pause.is_zero() {
         // A task that never awaited anything pending would otherwise spin without yielding to the runtime.
         tokio::task::consume_budget().await;
@@ -305,7 +335,17 @@ async fn pause_unless_stopped(pause: Duration, control: &UserControl) -> bool {
     tokio::select! {
         biased;
         _ = control.reached(StopLevel::Stopping) => false,
-        _ = tokio::time::sleep(pause) => true,
+        _ = sleep_for(pause, think) => true,
+    }
+}
+
+fn sleep_for(pause: Duration, think: bool) -> tokio::time::Sleep {
+    if think {
+        // The runtime's clock, which tests may pause.
+        let now = tokio::time::Instant::now().into_std();
+        tokio::time::sleep_until(super::wait::think_deadline(now, pause).into())
+    } else {
+        tokio::time::sleep(pause)
     }
 }
 
@@ -459,6 +499,6 @@ mod tests {
             .await
             .expect("woken")
             .unwrap();
-        assert!(!pause_unless_stopped(Duration::from_secs(60), &control).await);
+        assert!(!pause_unless_stopped(Duration::from_secs(60), true, &control).await);
     }
 }

@@ -297,6 +297,73 @@ fn http2_prior_knowledge_and_keep_alive() {
 }
 
 #[test]
+fn http2_bodies_lengths_and_connection_headers() {
+    async fn post(user: &mut User) -> TaskResult {
+        let response = user
+            .post("/echo?via=h2")
+            .header("Connection", "keep-alive")
+            .header("Keep-Alive", "timeout=5")
+            .header("X-Kept", "yes")
+            .body("a body over HTTP/2")
+            .send()
+            .await?;
+        let echo: serde_json::Value = response.json()?;
+        let expected = (
+            "POST",
+            "HTTP/2.0",
+            "via=h2",
+            "a body over HTTP/2",
+            "18",
+            "yes",
+        );
+        let seen = (
+            echo["method"].as_str().unwrap_or(""),
+            echo["version"].as_str().unwrap_or(""),
+            echo["query"].as_str().unwrap_or(""),
+            echo["body"].as_str().unwrap_or(""),
+            echo["headers"]["content-length"].as_str().unwrap_or(""),
+            echo["headers"]["x-kept"].as_str().unwrap_or(""),
+        );
+        // HTTP/2 forbids connection-specific headers: they are left out, the request still goes.
+        if seen != expected || !echo["headers"]["keep-alive"].is_null() {
+            return Err(TaskError::msg(format!("echoed {echo}")));
+        }
+        Ok(())
+    }
+    let target = DemoTarget::start();
+    let options = ClientOptions {
+        http: HttpVersion::Http2,
+        ..ClientOptions::default()
+    };
+    let test = Cicada::new().user(UserType::<()>::new("H2").client_options(options).task(post));
+    let run = run_test(
+        test,
+        &[
+            "-H",
+            &target.url(),
+            "-u",
+            "2",
+            "-r",
+            "100",
+            "-t",
+            "1s",
+            "-s",
+            "1",
+        ],
+    );
+    assert_eq!(
+        run.exit_code,
+        0,
+        "{:?} {:?}",
+        run.failure_groups(),
+        run.user_errors()
+    );
+    assert!(run.total_requests() > 10);
+    assert!(run.user_errors().is_empty(), "{:?}", run.user_errors());
+    assert_eq!(target.counters().connections(), 2);
+}
+
+#[test]
 fn a_shared_pool_uses_fewer_connections() {
     let target = DemoTarget::start();
     async fn fast(user: &mut User) -> TaskResult {
