@@ -3,7 +3,8 @@
 //! With a bound ([`compare`]'s `max_regression`), each change that makes the new run worse by more than the bound is a
 //! regression:
 //!
-//! - p50, p95, p99: the new value is more than `(1 + bound)` times the base value;
+//! - p50, p95, p99: the new value is more than `(1 + bound)` times the base value and at least
+//!   [`MIN_LATENCY_CHANGE_MS`] slower (below that, a change is the histogram's resolution and timer noise);
 //! - requests per second: the new value is less than `(1 - bound)` times the base value;
 //! - failure ratio: the new ratio is more than `(1 + bound)` times the base ratio (so with no failures in the base,
 //!   any failure in the new run is a regression).
@@ -65,6 +66,10 @@ pub fn read_report(path: &Path) -> Result<StatsSnapshot, CompareError> {
     Ok(report.stats)
 }
 
+/// The smallest slowdown of a percentile that counts as a regression, whatever the ratio: response times are kept
+/// with two significant digits, so a sub-millisecond percentile moves by tenths of a millisecond from run to run.
+pub const MIN_LATENCY_CHANGE_MS: f64 = 1.0;
+
 /// The compared metrics, in the table's order.
 const METRICS: [Metric; 5] = [
     Metric::Percentile(0.5, "p50"),
@@ -110,7 +115,10 @@ impl Metric {
     fn regressed(self, base: f64, new: f64, bound: f64) -> bool {
         match self {
             Metric::Rps => new < base * (1.0 - bound),
-            _ => new > base * (1.0 + bound),
+            Metric::FailRatio => new > base * (1.0 + bound),
+            Metric::Percentile(..) => {
+                new > base * (1.0 + bound) && new - base >= MIN_LATENCY_CHANGE_MS
+            }
         }
     }
 }
@@ -365,7 +373,7 @@ mod tests {
         let comparison = compare(&base, &new, Some(0.10));
         let labels: Vec<String> = comparison.rows.iter().map(ComparisonRow::label).collect();
         assert_eq!(labels, ["GET /a", "GET /b", "GET /c", "Aggregated"]);
-        // /a: 5% slower is within the bound; a failure where there was none is not.
+        // /a: 5% slower is within the bound (and under 1 ms); a failure where there was none is not.
         assert_eq!(
             comparison.regressions(),
             [
@@ -384,5 +392,18 @@ mod tests {
         assert!(table.contains("2 regressions beyond 10.0%"), "{table}");
         assert!(compare(&base, &new, None).regressions().is_empty());
         assert!(compare(&base, &base, Some(0.0)).regressions().is_empty());
+        // 0.2 ms -> 0.3 ms is +50%, but within the histogram's resolution.
+        let tiny = |p50| run(vec![], entry("", AGGREGATED_NAME, p50, 0, 1.0));
+        assert!(
+            compare(&tiny(0.2), &tiny(0.3), Some(0.1))
+                .regressions()
+                .is_empty()
+        );
+        assert_eq!(
+            compare(&tiny(0.2), &tiny(1.5), Some(0.1))
+                .regressions()
+                .len(),
+            3
+        );
     }
 }
