@@ -576,6 +576,24 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        let dir = tempfile_dir("checks");
+        let path = dir.join("run.toml");
+        std::fs::write(&path, "check = [\"p95<300ms\", \"rps>1\"]\n").unwrap();
+        let path_text = path.to_string_lossy().to_string();
+        let from_file = Options::parse_args(["test", "--config", &path_text]).unwrap();
+        assert_eq!(from_file.checks.len(), 2);
+        let both =
+            Options::parse_args(["test", "--config", &path_text, "--check", "avg<1s"]).unwrap();
+        let exprs: Vec<&str> = both.checks.iter().map(|c| c.expr.as_str()).collect();
+        // As for every list option, the file's items and the command line's add up.
+        assert_eq!(exprs, ["p95<300ms", "rps>1", "avg<1s"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cicada-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]
