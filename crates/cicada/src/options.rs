@@ -415,6 +415,9 @@ impl Options {
                 humantime::format_duration(self.stop_timeout)
             ));
         }
+        for check in &self.checks {
+            parts.push(format!("--check '{}'", check.expr));
+        }
         parts.extend(self.user_types.iter().cloned());
         parts.join(" ")
     }
