@@ -170,6 +170,10 @@ fn compare_finds_the_regression_of_a_slower_run() {
     let bad = cicada(dir.path(), &["compare", "fast.json", "junk.json"], &[]);
     assert_eq!(code(&bad), 2, "{}", text(&bad));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("junk.json is not a cicada JSON report"));
+    std::fs::write(dir.path().join("other.json"), "{\"users\": 3}").unwrap();
+    let other = cicada(dir.path(), &["compare", "other.json", "fast.json"], &[]);
+    assert_eq!(code(&other), 2, "{}", text(&other));
+    assert!(String::from_utf8_lossy(&other.stderr).contains("missing field `stats`"));
     let missing = cicada(dir.path(), &["compare", "fast.json", "nothing.json"], &[]);
     assert_eq!(code(&missing), 2, "{}", text(&missing));
 }

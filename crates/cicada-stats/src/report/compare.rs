@@ -28,7 +28,6 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::AGGREGATED_NAME;
-use crate::report::json::JsonReport;
 use crate::snapshot::{EntryStats, StatsSnapshot};
 
 /// A report that cannot be compared.
@@ -52,18 +51,25 @@ pub enum CompareError {
     },
 }
 
-/// Reads the statistics of a cicada JSON report (`--report-json`).
+/// Reads the statistics of a cicada JSON report (`--report-json`, a [`crate::report::json::JsonReport`]).
 pub fn read_report(path: &Path) -> Result<StatsSnapshot, CompareError> {
     let text = std::fs::read(path).map_err(|source| CompareError::Read {
         path: path.to_owned(),
         source,
     })?;
-    let report: JsonReport =
+    let report: ReportStats =
         serde_json::from_slice(&text).map_err(|source| CompareError::Parse {
             path: path.to_owned(),
             source,
         })?;
     Ok(report.stats)
+}
+
+/// The part of a [`crate::report::json::JsonReport`] a comparison reads; unlike `JsonReport` itself, `stats` is
+/// required, so that any other JSON object is refused rather than read as an empty run.
+#[derive(serde::Deserialize)]
+struct ReportStats {
+    stats: StatsSnapshot,
 }
 
 /// The smallest slowdown of a percentile that counts as a regression, whatever the ratio: response times are kept
