@@ -1,7 +1,8 @@
 // report.js — owns report mode: reading the run's JSON that the server put into
 // <script id="cicada-data" type="application/json"> of the self-contained report page, and rendering
 // the static report from it (run metadata, stats and percentile tables, charts with the saturated
-// windows shaded, failures, exceptions, the resource guard's summary and actions, schedule lateness).
+// windows shaded, failures, exceptions, the resource guard's summary and actions, schedule lateness, and
+// the checks (--check) with their measured values).
 // The report makes no request: everything it shows is in the page.
 
 import { Charts, SATURATED_CAPTION } from './charts.js';
@@ -58,7 +59,28 @@ function saturationBanner(generator) {
   )}). See <a href="#generator">Load generator</a>.</p>`;
 }
 
+/** The checks table: each check, pass or fail, measured against expected (in the check's unit). */
+function checksHtml(checks) {
+  const results = checks && Array.isArray(checks.results) ? checks.results : [];
+  const value = (number, unit) => {
+    const n = toNumber(number);
+    if (n === null) return 'not measured';
+    return unit === 'ratio' ? n.toFixed(4) : `${n.toFixed(1)} ${unit}`;
+  };
+  const rows = results
+    .map(
+      (c) => `<tr class="${c.passed ? '' : 'fail'}"><td><code>${esc(c.expr)}</code></td>` +
+        `<td>${c.passed ? 'pass' : '<strong>FAIL</strong>'}</td><td>${esc(value(c.measured, c.unit))}</td>` +
+        `<td>${esc(c.op)} ${esc(value(c.threshold, c.unit))}</td><td>${esc(c.note || '')}</td></tr>`,
+    )
+    .join('');
+  const note = checks && checks.note ? `<p class="alert warn">${esc(checks.note)}</p>` : '';
+  return `${note}<div class="table-wrap"><table class="data checks"><thead><tr><th>Check</th><th>Result</th>` +
+    `<th>Measured</th><th>Expected</th><th>Note</th></tr></thead><tbody>${rows}</tbody></table></div>`;
+}
+
 const NAV = [
+  ['checks', 'Checks'],
   ['stats', 'Statistics'],
   ['percentiles', 'Percentiles'],
   ['charts-section', 'Charts'],
@@ -72,6 +94,7 @@ const NAV = [
 export function renderReport(root, data) {
   const stats = data.stats || {};
   const schedule = Array.isArray(data.schedule) ? data.schedule : [];
+  const hasChecks = Boolean(data.checks && Array.isArray(data.checks.results) && data.checks.results.length);
   const title = data.title || 'cicada load test report';
   root.ownerDocument.title = title;
   root.classList.add('report');
@@ -79,13 +102,14 @@ export function renderReport(root, data) {
 <header class="report-header">
   <h1>${esc(title)}</h1>
   <p class="muted">Load test report by cicada</p>
-  <nav class="report-nav">${NAV.filter(([id]) => id !== 'schedule' || schedule.length)
+  <nav class="report-nav">${NAV.filter(([id]) => (id !== 'schedule' || schedule.length) && (id !== 'checks' || hasChecks))
     .map(([id, label]) => `<a href="#${id}">${esc(label)}</a>`)
     .join('')}</nav>
 </header>
 <main>
   ${saturationBanner(data.generator)}
   <section id="summary" class="report-section">${summaryHtml(data)}</section>
+  ${hasChecks ? section('checks', 'Checks', checksHtml(data.checks)) : ''}
   ${section('stats', 'Request statistics', '<div class="table-wrap"><table id="stats-table" class="data stats"></table></div>')}
   ${section('percentiles', 'Response time percentiles (ms)', `<div class="table-wrap">${percentileTableHtml(stats.entries, stats.total)}</div>`)}
   ${section('charts-section', 'Charts', '<div id="charts"></div>')}

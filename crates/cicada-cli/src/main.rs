@@ -1,8 +1,9 @@
 //! The `cicada` command: runs a Lua test file with Locust's flags (`cicada -f shop.lua --headless -u 10 -t 30s`,
 //! `CICADA_LOCUSTFILE=shop.lua`, or `cicada ...` alone for `cicadafile.lua` in the current directory, as Locust looks
 //! for locustfile.py), and
-//! serves the built-in demo target (`cicada demo`) that tests and benchmarks run against. Tests written in Rust are
-//! their own programs and do not need this binary.
+//! serves the built-in demo target (`cicada demo`) that tests and benchmarks run against, and compares two runs'
+//! JSON reports (`cicada compare BASE.json NEW.json --max-regression 10%`, exit code 6 on a regression past the
+//! bound). Tests written in Rust are their own programs and do not need this binary.
 
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
@@ -17,11 +18,11 @@ const DEFAULT_TEST_FILE: &str = "cicadafile.lua";
 
 #[derive(Debug, Parser)]
 #[command(
-    name = "cicada demo",
+    name = "cicada",
     version,
-    about = "cicada's built-in demo target."
+    about = "cicada's built-in demo target, and the comparison of two runs."
 )]
-struct DemoCli {
+struct SubcommandCli {
     #[command(subcommand)]
     command: Command,
 }
@@ -40,6 +41,31 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Compare two runs' JSON reports (--report-json): per request name, the change in p50, p95, p99, failure ratio
+    /// and requests per second. Exit code 6 when a change is worse than --max-regression, 2 when a report cannot be
+    /// read.
+    Compare {
+        /// The base run's report.
+        base: PathBuf,
+        /// The new run's report.
+        new: PathBuf,
+        /// How much worse a metric may get before it counts as a regression: `10%` (or `10`). Without it, the table
+        /// is printed and the exit code is 0.
+        #[arg(long, value_parser = parse_regression_bound)]
+        max_regression: Option<f64>,
+    },
+}
+
+/// `10%` or `10` as the fraction 0.1.
+fn parse_regression_bound(text: &str) -> Result<f64, String> {
+    text.trim()
+        .trim_end_matches('%')
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|percent| percent.is_finite() && *percent >= 0.0)
+        .map(|percent| percent / 100.0)
+        .ok_or_else(|| format!("`{text}` is not a percentage of zero or more, e.g. 10%"))
 }
 
 /// Where the test comes from, and the arguments left for the test's option parser.
@@ -84,13 +110,24 @@ fn split_test_file(args: Vec<OsString>) -> Result<TestArgs, String> {
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a == "demo") {
-        return match demo(DemoCli::parse_from(&args)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("error: {error:#}");
-                ExitCode::FAILURE
-            }
+    if args.get(1).is_some_and(|a| a == "demo" || a == "compare") {
+        return match SubcommandCli::parse_from(&args).command {
+            Command::Compare {
+                base,
+                new,
+                max_regression,
+            } => ExitCode::from(compare(&base, &new, max_regression)),
+            Command::Demo {
+                bind,
+                port,
+                threads,
+            } => match demo(bind, port, threads) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            },
         };
     }
     let test = match split_test_file(args) {
@@ -118,7 +155,8 @@ fn main() -> ExitCode {
             if !test.rest.iter().any(|a| a == "--version" || a == "-V") {
                 println!(
                     "cicada -f FILE.lua [OPTIONS] runs a Lua load test (default file: {DEFAULT_TEST_FILE}); \
-                     cicada demo [--port P] serves the demo target.\n"
+                     cicada demo [--port P] serves the demo target; cicada compare BASE.json NEW.json \
+                     [--max-regression 10%] compares two runs.\n"
                 );
             }
             let code = cicada::Cicada::new().run_with_args(test.rest);
@@ -137,12 +175,34 @@ fn main() -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-fn demo(cli: DemoCli) -> anyhow::Result<()> {
-    let Command::Demo {
-        bind,
-        port,
-        threads,
-    } = cli.command;
+/// `cicada compare`: the table on stdout; the exit code.
+fn compare(base: &std::path::Path, new: &std::path::Path, max_regression: Option<f64>) -> u8 {
+    use cicada::stats::report::compare;
+    let read = |path| {
+        compare::read_report(path).map_err(|error| {
+            eprintln!("error: {error}");
+            cicada::EXIT_USAGE
+        })
+    };
+    let (base_stats, new_stats) = match (read(base), read(new)) {
+        (Ok(base), Ok(new)) => (base, new),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let comparison = compare::compare(&base_stats, &new_stats, max_regression);
+    println!(
+        "Comparing {} (base) with {} (new)\n",
+        base.display(),
+        new.display()
+    );
+    print!("{}", comparison.table());
+    if comparison.regressions().is_empty() {
+        0
+    } else {
+        cicada::EXIT_CHECK_FAILED as u8
+    }
+}
+
+fn demo(bind: IpAddr, port: u16, threads: Option<usize>) -> anyhow::Result<()> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Some(threads) = threads {

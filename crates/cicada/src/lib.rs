@@ -40,6 +40,7 @@
 
 mod app;
 mod assets;
+pub mod checks;
 pub mod client;
 mod cluster;
 pub mod data;
@@ -65,6 +66,7 @@ pub use cicada_stats as stats;
 pub use tokio;
 
 pub use app::{Cicada, EXIT_GUARD_STOPPED, EXIT_USAGE, FetchSourceError, fetch_test_source};
+pub use checks::EXIT_CHECK_FAILED;
 pub use client::{ClientOptions, HttpClient, HttpVersion, RequestBuilder, RequestError, Response};
 pub use environment::Environment;
 pub use runner::{RunnerHandle, RunnerState, Target};

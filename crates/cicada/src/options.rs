@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
+use crate::checks::Check;
 use crate::guard::{GuardMode, GuardSettings, MemoryLimit, parse_memory_limit};
 
 /// Every option a test binary takes. Parsed once; read through [`crate::Environment::options`].
@@ -128,6 +129,26 @@ pub struct Options {
     /// generator and the paced users' schedule.
     #[arg(long, env = "CICADA_REPORT_JSON", value_name = "FILE")]
     pub report_json: Option<PathBuf>,
+
+    /// A check that decides the exit code, e.g. `p95<300ms`, `/items/[id]:p99<1s`, `fail_ratio<0.01`, `rps>200`
+    /// (see docs/ci.md); repeat it, or separate several with `;` (as `CICADA_CHECK` does).
+    #[arg(
+        long = "check",
+        env = "CICADA_CHECK",
+        value_name = "EXPR",
+        value_delimiter = ';',
+        value_parser = parse_check
+    )]
+    pub checks: Vec<Check>,
+
+    /// Stop the test early, with every report, once a check can no longer pass (only `max<` and `min>` checks can
+    /// be judged before the end; see docs/ci.md).
+    #[arg(long, env = "CICADA_CHECK_ABORT")]
+    pub check_abort: bool,
+
+    /// Write the checks and the request names as JUnit XML test cases to this file at the end.
+    #[arg(long, env = "CICADA_JUNIT", value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 
     /// Print the stats table every few seconds even when the web UI runs.
     #[arg(long, env = "CICADA_PRINT_STATS")]
@@ -301,6 +322,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|_| format!("`{text}` is not a duration (try 90, 30s, 5m or 1h30m)"))
 }
 
+fn parse_check(text: &str) -> Result<Check, String> {
+    Check::parse(text).map_err(|error| error.to_string())
+}
+
 fn parse_rate(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
@@ -389,6 +414,9 @@ impl Options {
                 "-s {}",
                 humantime::format_duration(self.stop_timeout)
             ));
+        }
+        for check in &self.checks {
+            parts.push(format!("--check '{}'", check.expr));
         }
         parts.extend(self.user_types.iter().cloned());
         parts.join(" ")
@@ -522,6 +550,53 @@ mod tests {
         assert_eq!(options.tags, ["a", "b"]);
         assert_eq!(options.user_types, ["Browser"]);
         assert!(options.headless);
+    }
+
+    #[test]
+    fn checks_parse_from_flags_and_name_a_bad_one() {
+        let options = Options::parse_args([
+            "test",
+            "--check",
+            "p95<300ms",
+            "--check=/items/[id]:p99<1s;fail_ratio<1%",
+            "--check-abort",
+            "--junit",
+            "out/junit.xml",
+        ])
+        .unwrap();
+        let exprs: Vec<&str> = options.checks.iter().map(|c| c.expr.as_str()).collect();
+        assert_eq!(exprs, ["p95<300ms", "/items/[id]:p99<1s", "fail_ratio<1%"]);
+        assert!(options.check_abort);
+        assert_eq!(options.junit, Some(PathBuf::from("out/junit.xml")));
+        match Options::parse_args(["test", "--check", "p95<300"]) {
+            Err(OptionsError::Cli(error)) => {
+                assert_eq!(error.exit_code(), 2);
+                let text = error.to_string();
+                assert!(
+                    text.contains("--check") && text.contains("`p95<300`"),
+                    "{text}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let dir = tempfile_dir("checks");
+        let path = dir.join("run.toml");
+        std::fs::write(&path, "check = [\"p95<300ms\", \"rps>1\"]\n").unwrap();
+        let path_text = path.to_string_lossy().to_string();
+        let from_file = Options::parse_args(["test", "--config", &path_text]).unwrap();
+        assert_eq!(from_file.checks.len(), 2);
+        let both =
+            Options::parse_args(["test", "--config", &path_text, "--check", "avg<1s"]).unwrap();
+        let exprs: Vec<&str> = both.checks.iter().map(|c| c.expr.as_str()).collect();
+        // As for every list option, the file's items and the command line's add up.
+        assert_eq!(exprs, ["p95<300ms", "rps>1", "avg<1s"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cicada-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::time::Duration;
 use cicada_stats::report::{console, csv, json, locust};
 use cicada_stats::{Stats, StatsSnapshot};
 
+use crate::checks::CheckReport;
 use crate::cluster::health::ClusterReport;
 use crate::guard::{Guard, GuardActionKind, GuardReport};
 use crate::options::Options;
@@ -70,6 +71,8 @@ pub(crate) fn print_console(options: &Options, text: &str) {
 /// Everything the final reports say about a run.
 pub(crate) struct FinalRun<'a> {
     pub(crate) snapshot: &'a StatsSnapshot,
+    /// The checks, evaluated (empty without checks).
+    pub(crate) checks: &'a CheckReport,
     pub(crate) guard: Option<&'a GuardReport>,
     /// A master's view of its workers' capacity.
     pub(crate) cluster: Option<&'a ClusterReport>,
@@ -146,6 +149,8 @@ pub(crate) fn write_final(
             duration: run.run_time,
             flags: &options.summary(),
         });
+        let mut data = data;
+        data["checks"] = checks_json(run.checks);
         let html = html_report(&data);
         attempt(file, &|out| {
             out.write_all(html.as_bytes())
@@ -166,10 +171,41 @@ pub(crate) fn write_final(
             generator: run.guard.cloned(),
             cluster: run.cluster.cloned(),
             schedule: run.schedules.to_vec(),
+            checks: run.checks.checks.clone(),
+            checks_saturated_intervals: run.checks.saturated_intervals,
         };
         attempt(file, &|out| {
             serde_json::to_writer_pretty(out, &report).map_err(|error| error.to_string())
         });
+    }
+    if let Some(file) = &outputs.junit {
+        let xml = crate::checks::junit::junit_xml(run.checks, snapshot, run.run_time.as_secs_f64());
+        attempt(file, &|out| {
+            out.write_all(xml.as_bytes())
+                .map_err(|error| error.to_string())
+        });
+    }
+    if let Some(path) =
+        std::env::var_os(crate::checks::github::SUMMARY_ENV).filter(|p| !p.is_empty())
+    {
+        let markdown = crate::checks::github::summary_markdown(
+            run.checks,
+            snapshot,
+            run.host,
+            run.stop_reason,
+        );
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| file.write_all(markdown.as_bytes()));
+        if let Err(error) = appended {
+            failures.push(WriteFailure {
+                flag: crate::checks::github::SUMMARY_ENV,
+                path: path.into(),
+                reason: format!("cannot append the job summary: {error}"),
+            });
+        }
     }
     if let Some(history) = history
         && let Err(failure) = history.finish()
@@ -218,6 +254,7 @@ fn summary_text(run: &FinalRun<'_>) -> String {
             }
         );
     }
+    text.push_str(&run.checks.summary_text());
     if let Some(guard) = run.guard {
         text.push('\n');
         text.push_str(&guard_summary(guard));
@@ -303,6 +340,18 @@ struct RunReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster: Option<ClusterReport>,
     schedule: Vec<ScheduleReport>,
+    /// Each check with its measured value (empty without checks).
+    checks: Vec<crate::checks::CheckResult>,
+    /// History intervals marked saturated; the checks were evaluated over the whole run, these included.
+    checks_saturated_intervals: u64,
+}
+
+/// The checks as the HTML report's viewer reads them.
+fn checks_json(checks: &CheckReport) -> serde_json::Value {
+    serde_json::json!({
+        "results": checks.checks,
+        "note": checks.saturation_note(),
+    })
 }
 
 /// One line under the periodic stats table: the generator's own state.

@@ -1,12 +1,13 @@
 //! Locust-compatible reports of a [`StatsSnapshot`](crate::StatsSnapshot): console tables
 //! ([`console`]), the CSV files Locust writes with `--csv` ([`csv`]), Locust's JSON list of
 //! `--json` ([`locust`]), and cicada's own JSON document with everything, history included
-//! ([`json`]). Tools that read Locust's output read the first three.
+//! ([`json`]). Tools that read Locust's output read the first three. [`compare`] compares two runs' JSON reports.
 //!
 //! Response times are milliseconds. cicada measures microseconds: the console and cicada's
 //! own JSON keep decimals; the CSV files and Locust's JSON use Locust's number types
 //! (whole, bucket-rounded milliseconds where Locust writes integers).
 
+pub mod compare;
 pub mod console;
 pub mod csv;
 pub mod json;

@@ -1,5 +1,6 @@
 //! What ends or reshapes a test: the run time ([`RunClock`], also set by the web UI's start form), a load shape,
-//! SIGINT/SIGTERM, `--autoquit`, a task or the resource guard that stops the test. The driver loops once a second
+//! SIGINT/SIGTERM, `--autoquit`, a task or the resource guard that stops the test, or (with `--check-abort`) a check
+//! that can no longer pass. The driver loops once a second
 //! (or sooner, when one of those fires), lets the collector take its second, and returns why the run ended as a
 //! [`StopReason`].
 
@@ -46,6 +47,8 @@ pub(crate) enum StopReason {
     ShapeEnded,
     /// `--autoquit` seconds after the test stopped in the web UI.
     Autoquit,
+    /// `--check-abort`: a check can no longer pass.
+    CheckCannotPass,
 }
 
 impl StopReason {
@@ -58,6 +61,7 @@ impl StopReason {
             StopReason::TestAsked => "the test asked to stop",
             StopReason::ShapeEnded => "the load shape ended",
             StopReason::Autoquit => "--autoquit after the test stopped",
+            StopReason::CheckCannotPass => "a check can no longer pass (--check-abort)",
         }
     }
 
@@ -138,7 +142,27 @@ impl<'a> Driver<'a> {
                 return reason;
             }
             collector.tick(setup);
+            if let Some(expr) = self.check_that_cannot_pass() {
+                tracing::warn!(
+                    "check `{expr}` can no longer pass: stopping the test (--check-abort)"
+                );
+                return StopReason::CheckCannotPass;
+            }
         }
+    }
+
+    /// With `--check-abort`: the first check that can no longer pass, judged on the stats just collected.
+    fn check_that_cannot_pass(&self) -> Option<String> {
+        let options = &self.setup.options;
+        if !options.check_abort || !options.checks.iter().any(|c| c.judged_early()) {
+            return None;
+        }
+        let snapshot = self.setup.stats.snapshot();
+        options
+            .checks
+            .iter()
+            .find(|check| check.cannot_pass(&snapshot))
+            .map(|check| check.expr.clone())
     }
 
     /// One second of driving: why the run ends now, if it does.

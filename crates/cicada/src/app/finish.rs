@@ -1,6 +1,7 @@
 //! The end of a run: the last history point while users still run, every user stopped (with `--stop-timeout`),
-//! the final stats, the reserve given back, every report written, and the exit code decided (a report that could
-//! not be written beats the guard's stop, which beats failed requests; `on_quitting` has the last word).
+//! the final stats, the reserve given back, the checks evaluated, every report written, and the exit code decided (a
+//! report that could not be written beats the guard's stop, which beats a failed check, which beats failed requests;
+//! `on_quitting` has the last word).
 
 use std::time::Duration;
 
@@ -52,7 +53,9 @@ pub(super) async fn finish(setup: RunSetup, mut collector: Collector, reason: St
     let guard_report = guard.as_ref().map(Guard::report);
     let cluster_report = cluster_health.as_ref().map(|health| health.report());
     let schedules = env.schedule_reports();
+    let checks = crate::checks::evaluate(&options.checks, &snapshot, &stats.history());
     let final_run = report::FinalRun {
+        checks: &checks,
         snapshot: &snapshot,
         guard: guard_report.as_ref(),
         cluster: cluster_report.as_ref(),
@@ -69,8 +72,9 @@ pub(super) async fn finish(setup: RunSetup, mut collector: Collector, reason: St
     // A run whose every request was cut off by the stop got no answer from its target: that is a failed run, though
     // cut-off requests are not failures (a healthy run stopped mid-request has a few).
     let target_silent = snapshot.requests_cut_off > 0 && snapshot.total.num_requests == 0;
-    let had_errors =
-        snapshot.total.num_failures > 0 || !snapshot.user_errors.is_empty() || target_silent;
+    // A check on the aggregate failure ratio is the run's failure budget: it, not any single failure, decides.
+    let failures_count = snapshot.total.num_failures > 0 && !checks.has_aggregate_fail_ratio();
+    let had_errors = failures_count || !snapshot.user_errors.is_empty() || target_silent;
     let mut exit_code = if reports_failed {
         report::EXIT_REPORT_FAILED
     } else if guard_report
@@ -78,6 +82,8 @@ pub(super) async fn finish(setup: RunSetup, mut collector: Collector, reason: St
         .is_some_and(|g| g.stopped_test.is_some())
     {
         EXIT_GUARD_STOPPED
+    } else if !checks.passed() {
+        crate::checks::EXIT_CHECK_FAILED
     } else if had_errors {
         options.exit_code_on_error
     } else {

@@ -57,6 +57,8 @@ pub struct Cicada {
     shape: Option<Box<dyn LoadShape>>,
     events: Events,
     exchange: Exchange,
+    /// Checks added in code ([`Cicada::check`]), parsed when the run starts.
+    checks: Vec<String>,
 }
 
 /// What a test registered for custom messages and test data, before the run.
@@ -91,6 +93,14 @@ impl Cicada {
     /// An empty test.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Add a check that decides the exit code, as `--check EXPR` does (e.g. `"p95<300ms"`, `"/items/[id]:p99<1s"`,
+    /// `"fail_ratio<0.01"`); it adds to the checks given on the command line. A check that does not parse ends the
+    /// run with exit code 2 before any load, naming it. See docs/ci.md for the grammar.
+    pub fn check(mut self, expr: impl Into<String>) -> Self {
+        self.checks.push(expr.into());
+        self
     }
 
     /// Register a user type.
@@ -294,7 +304,7 @@ impl Cicada {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let options = match Options::parse_args(args) {
+        let mut options = match Options::parse_args(args) {
             Ok(options) => options,
             Err(OptionsError::Cli(error)) => {
                 let code = error.exit_code();
@@ -311,6 +321,15 @@ impl Cicada {
         {
             eprintln!("error: --logfile: {error}");
             return i32::from(EXIT_USAGE);
+        }
+        for expr in std::mem::take(&mut self.checks) {
+            match crate::checks::Check::parse(&expr) {
+                Ok(check) => options.checks.push(check),
+                Err(error) => {
+                    eprintln!("error: Cicada::check: {error}");
+                    return i32::from(EXIT_USAGE);
+                }
+            }
         }
         match self.prepare(&options) {
             Ok(Prepared::Done) => 0,

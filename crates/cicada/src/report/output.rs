@@ -338,6 +338,8 @@ pub(crate) struct ReportOutputs {
     pub(crate) locust_json: Option<OutputFile>,
     /// cicada's own JSON report (`--report-json FILE`).
     pub(crate) report_json: Option<OutputFile>,
+    /// The checks and request names as JUnit XML (`--junit FILE`).
+    pub(crate) junit: Option<OutputFile>,
 }
 
 /// `prefix` followed by `suffix` (`run` + `_stats.csv`).
@@ -374,6 +376,9 @@ impl ReportOutputs {
         if let Some(path) = &options.report_json {
             outputs.report_json = Some(OutputFile::check("--report-json", path)?);
         }
+        if let Some(path) = &options.junit {
+            outputs.junit = Some(OutputFile::check("--junit", path)?);
+        }
         outputs.refuse_shared_paths(history_file.as_ref())?;
         // Created last: nothing is left behind when another path is refused.
         if let Some(file) = &history_file {
@@ -392,6 +397,7 @@ impl ReportOutputs {
             .chain(&self.html)
             .chain(&self.locust_json)
             .chain(&self.report_json)
+            .chain(&self.junit)
             .collect();
         for (index, file) in files.iter().enumerate() {
             if let Some(earlier) = files[..index]
