@@ -953,3 +953,36 @@ Mover:task(function(self) self.client:get(self:next_item("paths")) end)
     }
     assert_ne!(lines[0].split(' ').next(), lines[1].split(' ').next());
 }
+
+#[test]
+fn checks_in_the_script_decide_the_exit_code() {
+    let target = Target::start();
+    let test = |check: &str| {
+        format!(
+            r#"
+cicada.check("{check}")
+local U = cicada.user {{ name = "U" }}
+U:task(function(self)
+  self.done = (self.done or 0) + 1
+  self.client:get("/slow?ms=30", {{ name = "/slow" }})
+  if self.done == 3 then self:stop_user() end
+end)
+"#
+        )
+    };
+    let args = ["-H", &target.url(), "-u", "2", "-r", "10", "-t", "20s"];
+    // Every response takes 30 ms: a median under 5 s passes, one under 1 ms cannot.
+    let passing = run_lua(&[("test.lua", &test("/slow:p50<5s"))], &args);
+    assert_eq!(passing.code(), 0, "{}", passing.stderr());
+    let failing = run_lua(&[("test.lua", &test("p50<1ms"))], &args);
+    assert_eq!(failing.code(), 6, "{}", failing.stderr());
+    let report = failing.report();
+    assert_eq!(report["checks"][0]["expr"], "p50<1ms");
+    assert_eq!(report["checks"][0]["passed"], false);
+    assert_eq!(target.counters().route(Route::Slow), 12);
+    // A check that does not parse is a definition error at its line, before any load.
+    let bad = run_lua(&[("test.lua", &test("p95<<3"))], &args);
+    assert_eq!(bad.code(), 2);
+    assert!(bad.stderr().contains("test.lua:2"), "{}", bad.stderr());
+    assert_eq!(target.counters().route(Route::Slow), 12);
+}

@@ -200,6 +200,8 @@ pub(crate) struct HandlerDef {
 pub(crate) struct ExchangeDefs {
     handlers: Vec<HandlerDef>,
     sources: Vec<SourceDef>,
+    /// `cicada.check` expressions, already parsed once (a bad one is a definition error with its FILE:LINE).
+    checks: Vec<String>,
 }
 
 fn internal(error: mlua::Error) -> ScriptError {
@@ -220,6 +222,19 @@ pub(crate) fn read(
             kind: entry.get("kind").map_err(internal)?,
             handler: entry.get("handler").map_err(internal)?,
         });
+    }
+    let mut checks = Vec::new();
+    let list: Table = registry.get("checks").map_err(internal)?;
+    for entry in list.sequence_values::<Table>() {
+        let entry = entry.map_err(internal)?;
+        let expr: String = entry.get("expr").map_err(internal)?;
+        let place: String = entry.get("where").map_err(internal)?;
+        if let Err(error) = cicada::checks::Check::parse(&expr) {
+            return Err(ScriptError::Definition(format!(
+                "{place}: cicada.check({expr:?}): {error}"
+            )));
+        }
+        checks.push(expr);
     }
     let mut sources = Vec::new();
     let list: Table = registry.get("data_sources").map_err(internal)?;
@@ -264,10 +279,14 @@ pub(crate) fn read(
             source,
         });
     }
-    Ok(ExchangeDefs { handlers, sources })
+    Ok(ExchangeDefs {
+        handlers,
+        sources,
+        checks,
+    })
 }
 
-/// Register the handlers and sources with the engine, and hand the run's messages and data to the Lua side once
+/// Register the checks, the handlers and the sources with the engine, and hand the run's messages and data to the Lua side once
 /// the run is set up.
 pub(crate) fn register(
     mut cicada: Cicada,
@@ -278,6 +297,9 @@ pub(crate) fn register(
     cicada = cicada.on_init(move |env| {
         let _ = shared.run.set((env.messages().clone(), env.data().clone()));
     });
+    for expr in defs.checks {
+        cicada = cicada.check(expr);
+    }
     for source in defs.sources {
         tracing::debug!(
             "test data source {:?} defined at {}",

@@ -21,7 +21,8 @@ end
 local cicada = {}
 -- What the Rust side reads once the test file has run.
 local registry = {
-  types = {}, listeners = {}, shape = nil, settings = {}, messages = {}, data_sources = {}, sealed = false,
+  types = {}, listeners = {}, shape = nil, settings = {}, messages = {}, data_sources = {}, checks = {},
+  sealed = false,
 }
 -- Names of the test data sources and message kinds defined so far (to refuse a duplicate, and to check a name
 -- where it is used, with the caller's FILE:LINE).
@@ -344,6 +345,13 @@ local function top_level_only(what, level)
 end
 
 local MAX_KIND_BYTES = 128
+
+-- A pass/fail check on the run's results, as `--check` (`cicada.check("p95<300ms")`); parsed when the test loads.
+function cicada.check(expr)
+  top_level_only("cicada.check", 2)
+  if type(expr) ~= "string" then fail("cicada.check(expr): expr must be a string such as \"p95<300ms\"", 2) end
+  registry.checks[#registry.checks + 1] = { expr = expr, where = where(2) }
+end
 
 function cicada.on_message(kind, handler)
   top_level_only("cicada.on_message", 2)
