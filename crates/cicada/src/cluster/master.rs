@@ -56,8 +56,6 @@ struct WorkerView {
     stopped: bool,
     /// The statistics epoch its last spawn command carried.
     epoch: Option<u64>,
-    /// Its guard's state, from its last heartbeat (`None`: guard off, or not heard yet).
-    guard: Option<GuardStatus>,
     /// Its guard holds it: it gets no new users.
     capped: bool,
     /// Its guard says a limit is over now (not only paused): its measurements are not trusted.
@@ -78,7 +76,6 @@ impl WorkerView {
             share: Vec::new(),
             stopped: false,
             epoch: None,
-            guard: None,
             capped: false,
             over: false,
             moving_off: None,
@@ -428,7 +425,6 @@ impl Dispatcher {
         if !view.capped {
             view.moving_off = None;
         }
-        view.guard = guard;
         view.status = status;
     }
 
