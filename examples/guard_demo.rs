@@ -5,6 +5,10 @@
 //! - `UrlFlood`: records one million requests, each under a new name (a unique-URL flood), to show the name cap.
 //! - `Sleeper`: sends nothing; each task sleeps `GUARD_DEMO_SLEEP_MS` (default 0), then the user waits a second.
 //!   Millions of them show the guard pausing a spawn that does not fit in memory.
+//! - `MemorySpike`: requests `/` every 50 ms; once, 2 s in, the first user holds `GUARD_DEMO_SPIKE_MIB` (default 256)
+//!   MiB for about 1.5 s and sends two slow requests (`/slow?ms=400`, the demo target's) meanwhile. With
+//!   `--max-memory` under the spike, the guard marks those seconds saturated, and pass/fail checks leave them out:
+//!   `--check 'max<300ms'` passes on what the healthy seconds measured.
 //!
 //! The first two stop misbehaving after `GUARD_DEMO_SECONDS` (default 20) and then only wait, so you can see the guard
 //! shed users while the generator is starved and ramp back once it recovers:
@@ -79,6 +83,31 @@ async fn wait_a_moment(_user: &mut User<u64>) -> TaskResult {
     Ok(())
 }
 
+/// Whether a `MemorySpike` user already spiked (once per run).
+static SPIKED: AtomicU64 = AtomicU64::new(0);
+
+async fn spike(user: &mut User) -> TaskResult {
+    let due = STARTED.get_or_init(Instant::now).elapsed() >= Duration::from_secs(2);
+    if due && SPIKED.fetch_add(1, Ordering::Relaxed) == 0 {
+        let mib: usize = std::env::var("GUARD_DEMO_SPIKE_MIB")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(256);
+        // Filled, so the pages are really resident.
+        let held = std::hint::black_box(vec![1u8; mib << 20]);
+        // The guard reads memory many times a second: let it see the spike before the slow requests start.
+        cicada::tokio::time::sleep(Duration::from_millis(500)).await;
+        for _ in 0..2 {
+            user.get("/slow?ms=400").name("/").send().await?;
+        }
+        cicada::tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(held);
+        return Ok(());
+    }
+    user.get("/").send().await?;
+    Ok(())
+}
+
 async fn doze(_user: &mut User) -> TaskResult {
     let millis = std::env::var("GUARD_DEMO_SLEEP_MS")
         .ok()
@@ -110,6 +139,12 @@ fn main() -> std::process::ExitCode {
                 .host("http://127.0.0.1")
                 .on_start(wait_a_moment)
                 .task(flood),
+        )
+        .user(
+            // Its host is the run's (`-H`): the demo target's `/slow` makes the slow requests.
+            UserType::<()>::new("MemorySpike")
+                .wait_time(constant(0.05))
+                .task(spike),
         )
         .user(
             UserType::<()>::new("Sleeper")

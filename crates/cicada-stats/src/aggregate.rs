@@ -22,7 +22,9 @@ use crate::keys::{
 use crate::shard::{Batch, EntryCounters, OVERFLOW_ENTRY_ID};
 use crate::snapshot::{
     EntryDetail, EntryStats, FailureStats, OverflowStats, SecondCounts, StatsSnapshot,
+    UnmarkedSnapshot,
 };
+use crate::unmarked::{Marks, SecondSums, Settle, UnmarkedSums};
 use crate::{AGGREGATED_NAME, OTHER_ERRORS, StatsConfig};
 
 /// One second of one entry's samples, as applied to the aggregate and the delta book.
@@ -115,6 +117,39 @@ struct SecondSlot {
     histogram: Option<Histogram<u64>>,
 }
 
+impl SecondSlot {
+    fn sums(&self) -> SecondSums {
+        SecondSums {
+            requests: self.requests,
+            failures: self.failures,
+            response_micros_sum: self.response_micros_sum,
+            min_micros: self.min_micros,
+            max_micros: self.max_micros,
+        }
+    }
+
+    /// Hands the slot's samples to `settle`.
+    fn settle(&self, settle: &mut Settle<'_>) {
+        settle.second(
+            self.second,
+            self.sums(),
+            self.histogram.as_ref().map(Samples::Dense),
+        );
+    }
+}
+
+impl SecondPart<'_> {
+    fn sums(&self) -> SecondSums {
+        SecondSums {
+            requests: self.requests,
+            failures: self.failures,
+            response_micros_sum: self.response_micros_sum,
+            min_micros: self.min_micros,
+            max_micros: self.max_micros,
+        }
+    }
+}
+
 /// Per-second slots covering `[now - window, now + 1]`; slot `s` lives at `s % len`.
 struct SecondRing {
     slots: Vec<Option<SecondSlot>>,
@@ -146,14 +181,14 @@ impl SecondRing {
     }
 
     /// Adds one second of an entry, if that second can still be part of a window; false (nothing added) when it
-    /// cannot, and the caller keeps its samples in `settled`. A slot reused for a newer second hands its samples
-    /// to `settled` first.
+    /// cannot, and the caller settles its samples itself. A slot reused for a newer second settles its samples
+    /// first.
     fn add(
         &mut self,
         oldest_kept: u64,
         part: &SecondPart<'_>,
         samples: Samples<'_>,
-        settled: &mut Histogram<u64>,
+        settle: &mut Settle<'_>,
     ) -> bool {
         let second = part.second;
         let newest_kept = oldest_kept + self.len() - 1;
@@ -165,9 +200,7 @@ impl SecondRing {
         if slot.as_ref().is_some_and(|slot| slot.second != second) {
             // Older than `oldest_kept` (not yet expired): its samples settle, its allocation is reused.
             let mut stale = slot.take().expect("checked above");
-            if let Some(histogram) = &stale.histogram {
-                Samples::Dense(histogram).add_to(settled);
-            }
+            stale.settle(settle);
             *slot = Some(SecondSlot {
                 second,
                 requests: 0,
@@ -201,15 +234,41 @@ impl SecondRing {
         true
     }
 
-    /// Frees slots of seconds before `oldest_kept`; their samples settle into `settled`.
-    fn expire(&mut self, oldest_kept: u64, settled: &mut Histogram<u64>) {
+    /// Frees slots of seconds before `oldest_kept`; their samples settle.
+    fn expire(&mut self, oldest_kept: u64, settle: &mut Settle<'_>) {
         for slot in &mut self.slots {
             if slot.as_ref().is_some_and(|slot| slot.second < oldest_kept)
-                && let Some(histogram) = slot.take().and_then(|slot| slot.histogram)
+                && let Some(stale) = slot.take()
             {
-                Samples::Dense(&histogram).add_to(settled);
+                stale.settle(settle);
             }
         }
+    }
+
+    /// The unmarked seconds still in the ring, for an unmarked snapshot.
+    fn unmarked_seconds<'a>(
+        &'a self,
+        marks: &'a Marks,
+    ) -> impl Iterator<Item = (SecondSums, &'a Histogram<u64>)> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(move |slot| !marks.is_marked(slot.second))
+            .filter_map(|slot| {
+                slot.histogram
+                    .as_ref()
+                    .map(|histogram| (slot.sums(), histogram))
+            })
+    }
+
+    /// Requests of the marked seconds still in the ring.
+    fn marked_requests(&self, marks: &Marks) -> u64 {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|slot| marks.is_marked(slot.second))
+            .map(|slot| slot.requests)
+            .sum()
     }
 
     /// Adds the samples of every second in the ring to `target`.
@@ -338,6 +397,8 @@ pub(crate) struct AggEntry {
     /// Second (since the generation's start) of the first batch that mentioned this entry.
     first_second: u64,
     seconds: SecondSeries,
+    /// The seconds not marked saturated, when [`StatsConfig::unmarked_stats`] is on.
+    unmarked: Option<Box<UnmarkedSums>>,
 }
 
 impl AggEntry {
@@ -347,8 +408,10 @@ impl AggEntry {
         window_secs: u64,
         first_second: u64,
         series_capacity: usize,
+        keeps_unmarked: bool,
     ) -> Self {
         AggEntry {
+            unmarked: keeps_unmarked.then(Box::default),
             method: method.into(),
             name: name.into(),
             settled: new_histogram(),
@@ -366,22 +429,59 @@ impl AggEntry {
         histogram
     }
 
-    fn apply(&mut self, update: &EntryUpdate<'_>, oldest_kept: u64) {
+    fn apply(&mut self, update: &EntryUpdate<'_>, oldest_kept: u64, marks: &Marks) {
         self.counters.merge(&update.counters);
+        let mut settle = Settle {
+            all: &mut self.settled,
+            unmarked: self.unmarked.as_deref_mut().map(|sums| (sums, marks)),
+        };
         if let Some(earlier) = update.earlier {
-            earlier.add_to(&mut self.settled);
+            // The seconds that carry no samples of their own: theirs are `earlier`'s.
+            let mut sums = SecondSums {
+                requests: 0,
+                failures: 0,
+                response_micros_sum: 0,
+                min_micros: u64::MAX,
+                max_micros: 0,
+            };
+            for part in update.seconds.iter().filter(|part| part.samples.is_none()) {
+                sums.requests = sums.requests.saturating_add(part.requests);
+                sums.failures = sums.failures.saturating_add(part.failures);
+            }
+            settle.unsorted(earlier, sums);
         }
         for part in update.seconds {
             if let Some(samples) = part.samples
-                && !self
-                    .window
-                    .add(oldest_kept, part, samples, &mut self.settled)
+                && !self.window.add(oldest_kept, part, samples, &mut settle)
             {
-                samples.add_to(&mut self.settled);
+                settle.second(part.second, part.sums(), Some(samples));
             }
             self.seconds.add(part.second, part.requests, part.failures);
         }
         self.first_second = self.first_second.min(update.first_second);
+    }
+
+    fn expire(&mut self, oldest_kept: u64, marks: &Marks) {
+        if self.window.is_empty() {
+            return;
+        }
+        let mut settle = Settle {
+            all: &mut self.settled,
+            unmarked: self.unmarked.as_deref_mut().map(|sums| (sums, marks)),
+        };
+        self.window.expire(oldest_kept, &mut settle);
+    }
+
+    /// The unmarked sums with the unmarked seconds still in the window, and the requests of
+    /// marked seconds (settled or not); `None` when unmarked statistics are off.
+    fn unmarked(&self, marks: &Marks) -> Option<(UnmarkedSums, u64)> {
+        let settled = self.unmarked.as_deref()?;
+        let in_window: Vec<_> = self.window.unmarked_seconds(marks).collect();
+        let sums = settled.merged_with(&in_window);
+        let excluded = settled
+            .excluded_requests
+            .saturating_add(self.window.marked_requests(marks));
+        Some((sums, excluded))
     }
 }
 
@@ -422,6 +522,12 @@ pub(crate) struct Aggregate {
     last_request: Option<Instant>,
     /// Time of the latest collect: "now" for the current window.
     collected_at: Instant,
+    /// Seconds the caller marked saturated ([`crate::Stats::mark_saturated`]).
+    marks: Marks,
+    /// Whether entries keep [`UnmarkedSums`] ([`StatsConfig::unmarked_stats`]).
+    keeps_unmarked: bool,
+    /// Whether deltas of other processes were merged (a master): marks are placed by Unix second.
+    merges_deltas: bool,
     /// What was applied since the latest [`crate::Stats::take_delta`]; `None` until the first.
     book: Option<DeltaBook>,
 }
@@ -443,10 +549,20 @@ impl Aggregate {
             window_secs,
             per_second_capacity: config.per_second_capacity,
             entries: Vec::new(),
-            total: AggEntry::new("", AGGREGATED_NAME, window_secs, 0, 0),
+            total: AggEntry::new(
+                "",
+                AGGREGATED_NAME,
+                window_secs,
+                0,
+                0,
+                config.unmarked_stats,
+            ),
             failures: Vec::new(),
             last_request: None,
             collected_at: start,
+            marks: Marks::default(),
+            keeps_unmarked: config.unmarked_stats,
+            merges_deltas: false,
             book: None,
         }
     }
@@ -483,13 +599,29 @@ impl Aggregate {
         self.collected_at = self.collected_at.max(now);
         let oldest_kept = self.oldest_kept_second();
         for entry in self.entries.iter_mut().flatten() {
-            if !entry.window.is_empty() {
-                entry.window.expire(oldest_kept, &mut entry.settled);
-            }
+            entry.expire(oldest_kept, &self.marks);
         }
-        self.total
-            .window
-            .expire(oldest_kept, &mut self.total.settled);
+        self.total.expire(oldest_kept, &self.marks);
+    }
+
+    /// Marks the seconds from `from` to `to` (both included, each second they touch) as
+    /// saturated.
+    ///
+    /// A master places its workers' samples by Unix second, which each worker derives from its
+    /// own clock's start: a worker's second may be one off the master's. There the marks are
+    /// widened by a second on each side, so that no sample of a marked interval counts as
+    /// unmarked.
+    pub(crate) fn mark_saturated(&mut self, from: Instant, to: Instant) {
+        let to = to.max(from);
+        if self.merges_deltas {
+            let time = self.time_base();
+            let second = |instant: Instant| time.second_of_unix(time.unix_ms(instant) / 1_000);
+            self.marks
+                .mark(second(from).saturating_sub(1), second(to).saturating_add(1));
+        } else {
+            let second = |instant: Instant| instant.saturating_duration_since(self.start).as_secs();
+            self.marks.mark(second(from), second(to));
+        }
     }
 
     /// Window slots holding a second (for the tests of slot expiry).
@@ -557,6 +689,7 @@ impl Aggregate {
         let oldest_kept = self.oldest_kept_second();
         let window_secs = self.window_secs;
         let series_capacity = self.per_second_capacity;
+        let keeps_unmarked = self.keeps_unmarked;
         let id = entry_id as usize;
         if self.entries.len() <= id {
             self.entries.resize_with(id + 1, || None);
@@ -571,10 +704,11 @@ impl Aggregate {
                 window_secs,
                 update.first_second,
                 series_capacity,
+                keeps_unmarked,
             )
         });
-        entry.apply(update, oldest_kept);
-        self.total.apply(update, oldest_kept);
+        entry.apply(update, oldest_kept, &self.marks);
+        self.total.apply(update, oldest_kept, &self.marks);
         if update.counters.last_finished_at > self.last_request {
             self.last_request = update.counters.last_finished_at;
         }
@@ -625,6 +759,7 @@ impl Aggregate {
         names: &mut CappedRegistry<PairKey>,
         failure_groups: &mut CappedRegistry<FailureKey>,
     ) -> DeltaOverflow {
+        self.merges_deltas = true;
         let time = self.time_base();
         let mut overflow = DeltaOverflow::default();
         let mut parts = Vec::new();
@@ -844,6 +979,81 @@ impl Aggregate {
             percentiles,
             current_percentiles,
         }
+    }
+
+    /// Entry statistics of the unmarked seconds only: counts, response times and rates (per
+    /// unmarked second of the run); the "current" figures are left empty.
+    fn unmarked_entry_stats(
+        entry: &AggEntry,
+        sums: &UnmarkedSums,
+        unmarked_secs: f64,
+    ) -> EntryStats {
+        let requests = sums.requests;
+        let per_unmarked_second = |count: u64| {
+            if unmarked_secs > 0.0 {
+                count as f64 / unmarked_secs
+            } else {
+                0.0
+            }
+        };
+        let percentiles = percentiles_ms(&sums.histogram, sums.min_micros, sums.max_micros);
+        let (min_ms, max_ms, avg_ms) = if requests == 0 {
+            (0.0, 0.0, 0.0)
+        } else {
+            (
+                micros_to_ms(sums.min_micros),
+                micros_to_ms(sums.max_micros),
+                sums.response_micros_sum as f64 / requests as f64 / 1_000.0,
+            )
+        };
+        EntryStats {
+            method: entry.method.to_string(),
+            name: entry.name.to_string(),
+            num_requests: requests,
+            num_failures: sums.failures,
+            min_ms,
+            max_ms,
+            avg_ms,
+            median_ms: percentiles.first().map_or(0.0, |&(_, median_ms)| median_ms),
+            avg_content_length: 0.0,
+            total_rps: per_unmarked_second(requests),
+            total_fail_per_s: per_unmarked_second(sums.failures),
+            percentiles,
+            ..EntryStats::default()
+        }
+    }
+
+    /// The statistics of the seconds not marked saturated, or `None` when
+    /// [`StatsConfig::unmarked_stats`] is off.
+    pub(crate) fn unmarked_snapshot(&self) -> Option<UnmarkedSnapshot> {
+        if !self.keeps_unmarked {
+            return None;
+        }
+        let timing = self.timing();
+        let run_seconds = timing.run_secs.ceil() as u64;
+        let marked_seconds = self.marks.marked_before(run_seconds);
+        let unmarked_secs = (timing.run_secs - marked_seconds as f64).max(0.0);
+        let mut entries: Vec<EntryStats> = self
+            .entries
+            .iter()
+            .flatten()
+            .filter(|entry| entry.counters.requests > 0 || entry.counters.failures > 0)
+            .filter_map(|entry| {
+                let (sums, _) = entry.unmarked(&self.marks)?;
+                Some(Self::unmarked_entry_stats(entry, &sums, unmarked_secs))
+            })
+            .collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.method.cmp(&b.method)));
+        let (total_sums, excluded_requests) = self.total.unmarked(&self.marks)?;
+        Some(UnmarkedSnapshot {
+            total: Self::unmarked_entry_stats(&self.total, &total_sums, unmarked_secs),
+            entries,
+            run_secs: timing.run_secs,
+            unmarked_secs,
+            marked_seconds,
+            excluded_requests,
+            unsorted_requests: total_sums.unsorted_requests,
+        })
     }
 
     /// The aggregated total only (for history points).

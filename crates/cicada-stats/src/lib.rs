@@ -120,6 +120,7 @@ pub mod report;
 mod shard;
 mod snapshot;
 mod stats;
+mod unmarked;
 mod user_errors;
 
 use std::time::{Duration, Instant};
@@ -129,7 +130,7 @@ pub use histogram::MAX_RESPONSE_TIME;
 pub use shard::MAX_WAITING_BATCHES;
 pub use snapshot::{
     EntryDetail, EntryStats, FailureStats, GeneratorSample, HistoryPoint, OverflowStats,
-    SecondCounts, StatsSnapshot, UserErrorStats,
+    SecondCounts, StatsSnapshot, UnmarkedSnapshot, UserErrorStats,
 };
 pub use stats::{ShardSizes, Stats};
 
@@ -181,6 +182,10 @@ pub struct StatsConfig {
     /// Window for the "current" rates and percentiles, counted in whole completed seconds
     /// (rounded down, at least one). Default 10 s, like Locust.
     pub current_window: Duration,
+    /// Keep, beside the whole run's, the statistics of the seconds not marked saturated
+    /// ([`Stats::mark_saturated`], [`Stats::unmarked_snapshot`]): one more histogram per entry.
+    /// Default off; the engine turns it on when the run has pass/fail checks.
+    pub unmarked_stats: bool,
 }
 
 impl Default for StatsConfig {
@@ -192,6 +197,7 @@ impl Default for StatsConfig {
             history_capacity: 43_200,
             per_second_capacity: 3_600,
             current_window: Duration::from_secs(10),
+            unmarked_stats: false,
         }
     }
 }

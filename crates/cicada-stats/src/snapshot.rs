@@ -88,6 +88,38 @@ fn lookup(values: &[(f64, f64)], quantile: f64) -> Option<f64> {
         .map(|&(_, ms)| ms)
 }
 
+/// The statistics of the seconds the generator was not marked saturated
+/// ([`crate::Stats::unmarked_snapshot`]): what pass/fail checks are judged on.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UnmarkedSnapshot {
+    /// Per entry, sorted like [`StatsSnapshot::entries`]: counts, min/max/avg, percentiles and
+    /// `total_rps` / `total_fail_per_s` per unmarked second; the "current" fields are empty.
+    pub entries: Vec<EntryStats>,
+    /// The aggregate of the unmarked seconds.
+    pub total: EntryStats,
+    /// The run's duration (as [`StatsSnapshot::duration`]).
+    pub run_secs: f64,
+    /// The part of it not marked saturated.
+    pub unmarked_secs: f64,
+    /// Seconds of the run marked saturated.
+    pub marked_seconds: u64,
+    /// Requests that finished in a marked second, left out.
+    pub excluded_requests: u64,
+    /// Requests that arrived too late to tell their second (a worker's deltas buffered past the
+    /// current window): counted as unmarked.
+    pub unsorted_requests: u64,
+}
+
+impl UnmarkedSnapshot {
+    /// The entry of `(method, name)`, if it had requests.
+    pub fn entry(&self, method: &str, name: &str) -> Option<&EntryStats> {
+        self.entries
+            .iter()
+            .find(|entry| entry.method == method && entry.name == name)
+    }
+}
+
 /// One failure group: the failures of one `(method, name)` with one error text.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

@@ -20,7 +20,7 @@ use crate::keys::{
     CappedRegistry, FailureKey, FailureKeyRef, FrozenIds, PairKey, PairKeyRef, Registration,
 };
 use crate::shard::{self, LocalShard, MAX_SPARE_BATCHES, Mailbox};
-use crate::snapshot::{EntryDetail, HistoryPoint, StatsSnapshot};
+use crate::snapshot::{EntryDetail, HistoryPoint, StatsSnapshot, UnmarkedSnapshot};
 use crate::user_errors::UserErrorTable;
 use crate::{OTHER_ERRORS, OVERFLOW_NAME, Sample, StatsConfig};
 
@@ -519,6 +519,50 @@ impl Stats {
         snapshot.overflow.errors_at_cap = lock(&shared.failure_groups).is_full();
         snapshot.requests_cut_off = shared.cut_off.load(Ordering::Relaxed);
         snapshot
+    }
+
+    /// Marks the seconds from `from` to `to` as saturated: every second of the run they touch
+    /// (seconds since the start or the latest [`reset`](Self::reset)). The engine calls it once a
+    /// second with the interval the resource guard (or a worker's) marked. Marked seconds are
+    /// left out of [`unmarked_snapshot`](Self::unmarked_snapshot); nothing else changes.
+    pub fn mark_saturated(&self, from: Instant, to: Instant) {
+        lock(&self.shared.aggregate).mark_saturated(from, to);
+    }
+
+    /// The statistics of the seconds not marked saturated, as of the latest collect: what a
+    /// healthy generator measured. `None` unless [`StatsConfig::unmarked_stats`] is on.
+    ///
+    /// Sorting is by the second a request finished in, exact for every second that left the
+    /// current window after it was marked (marks come once a second, the window is
+    /// [`StatsConfig::current_window`]).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use cicada_stats::{Sample, Stats, StatsConfig};
+    ///
+    /// let stats = Stats::new(StatsConfig { unmarked_stats: true, ..StatsConfig::default() });
+    /// let start = Instant::now();
+    /// for (second, millis) in [(0, 10), (1, 900), (2, 12)] {
+    ///     stats.record(&Sample {
+    ///         method: "GET",
+    ///         name: "/",
+    ///         response_time: Duration::from_millis(millis),
+    ///         content_length: 0,
+    ///         error: None,
+    ///         finished_at: start + Duration::from_millis(100 + 1_000 * second),
+    ///     });
+    /// }
+    /// // The generator was saturated during the second second.
+    /// stats.mark_saturated(start + Duration::from_millis(1_200), start + Duration::from_millis(1_800));
+    /// Stats::flush_current_thread();
+    /// stats.collect_at(start + Duration::from_secs(3));
+    /// let unmarked = stats.unmarked_snapshot().unwrap();
+    /// assert_eq!((unmarked.total.num_requests, unmarked.excluded_requests), (2, 1));
+    /// assert_eq!(unmarked.total.max_ms, 12.0);
+    /// assert_eq!(stats.snapshot().total.max_ms, 900.0);
+    /// ```
+    pub fn unmarked_snapshot(&self) -> Option<UnmarkedSnapshot> {
+        lock(&self.shared.aggregate).unmarked_snapshot()
     }
 
     /// Locust's raw per-entry data as of the latest collect (distribution, sums and

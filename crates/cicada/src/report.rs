@@ -173,6 +173,8 @@ pub(crate) fn write_final(
             schedule: run.schedules.to_vec(),
             checks: run.checks.checks.clone(),
             checks_saturated_intervals: run.checks.saturated_intervals,
+            checks_excluded_seconds: run.checks.excluded_seconds,
+            checks_excluded_requests: run.checks.excluded_requests,
         };
         attempt(file, &|out| {
             serde_json::to_writer_pretty(out, &report).map_err(|error| error.to_string())
@@ -342,8 +344,12 @@ struct RunReport {
     schedule: Vec<ScheduleReport>,
     /// Each check with its measured value (empty without checks).
     checks: Vec<crate::checks::CheckResult>,
-    /// History intervals marked saturated; the checks were evaluated over the whole run, these included.
+    /// History intervals marked saturated.
     checks_saturated_intervals: u64,
+    /// Seconds marked saturated that the checks left out (0 without checks or marks).
+    checks_excluded_seconds: u64,
+    /// Requests that finished in those seconds, left out of the checks.
+    checks_excluded_requests: u64,
 }
 
 /// The checks as the HTML report's viewer reads them.

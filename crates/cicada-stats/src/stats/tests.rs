@@ -565,3 +565,126 @@ fn timestamps_are_unix_milliseconds() {
     );
     assert_eq!(snapshot.collected_unix_ms, snapshot.start_unix_ms + 2_000);
 }
+
+fn unmarked_stats() -> Stats {
+    Stats::new(StatsConfig {
+        unmarked_stats: true,
+        ..StatsConfig::default()
+    })
+}
+
+#[test]
+fn marked_seconds_are_left_out_of_the_unmarked_statistics() {
+    let stats = unmarked_stats();
+    let start = stats.shared.clock().start;
+    let at = |millis: u64| start + Duration::from_millis(millis);
+    let mut unmarked_values = Vec::new();
+    // 30 seconds: seconds 10..=14 are marked and hold slow requests and a failure.
+    for second in 0..30u64 {
+        for index in 0..10u64 {
+            let marked = (10..=14).contains(&second);
+            let micros = if marked {
+                500_000 + index
+            } else {
+                1_000 + second * 10 + index
+            };
+            let error = (marked && index == 0).then_some("timeout");
+            stats.record(&sample(
+                "GET",
+                "/a",
+                micros,
+                error,
+                at(second * 1_000 + 100 + index),
+            ));
+            if !marked {
+                unmarked_values.push(micros);
+            }
+        }
+        if second == 14 {
+            // The mark comes a little after the interval, as the collector's does.
+            stats.mark_saturated(at(10_050), at(14_950));
+        }
+        Stats::flush_current_thread();
+        stats.collect_at(at(second * 1_000 + 1_000));
+    }
+    // Seconds 0..20 have left the 10 s window (settled), 20..30 are still in it.
+    stats.collect_at(at(30_000));
+    let unmarked = stats
+        .unmarked_snapshot()
+        .expect("unmarked statistics are on");
+    assert_eq!(unmarked.marked_seconds, 5);
+    assert_eq!(unmarked.excluded_requests, 50);
+    assert_eq!(unmarked.unsorted_requests, 0);
+    let entry = unmarked.entry("GET", "/a").unwrap();
+    assert_eq!((entry.num_requests, entry.num_failures), (250, 0));
+    assert_percentiles(entry, &mut unmarked_values);
+    assert_eq!(unmarked.total.num_requests, 250);
+    // 25 unmarked seconds of a run that lasted 29.1 s (start to the last request).
+    assert!(
+        (unmarked.unmarked_secs - 24.109).abs() < 0.01,
+        "{}",
+        unmarked.unmarked_secs
+    );
+    assert!((entry.total_rps - 250.0 / unmarked.unmarked_secs).abs() < 1e-9);
+    // The whole run's statistics are untouched.
+    let whole = stats.snapshot();
+    assert_eq!(
+        (whole.total.num_requests, whole.total.num_failures),
+        (300, 5)
+    );
+    assert_eq!(whole.total.max_ms, 500.009);
+}
+
+#[test]
+fn unmarked_statistics_are_off_by_default_and_a_reset_forgets_marks() {
+    assert!(Stats::default().unmarked_snapshot().is_none());
+    let stats = unmarked_stats();
+    let now = Instant::now();
+    stats.mark_saturated(now, now + Duration::from_secs(3));
+    stats.reset();
+    let start = stats.shared.clock().start;
+    stats.record(&sample(
+        "GET",
+        "/",
+        1_000,
+        None,
+        start + Duration::from_millis(10),
+    ));
+    assert!(stats.collect_final(FINAL_TIMEOUT));
+    let unmarked = stats.unmarked_snapshot().unwrap();
+    assert_eq!(
+        (unmarked.marked_seconds, unmarked.total.num_requests),
+        (0, 1)
+    );
+}
+
+#[test]
+fn a_master_sorts_worker_deltas_by_its_own_marks() {
+    let master = unmarked_stats();
+    let worker = Stats::default();
+    // A worker takes its first delta when it starts: later ones carry per-second histograms.
+    let _ = worker.take_delta();
+    let now = Instant::now();
+    // A worker's second that the master marked, and one five seconds later that it did not.
+    worker.record(&sample("GET", "/", 700_000, None, now));
+    worker.record(&sample(
+        "GET",
+        "/",
+        2_000,
+        None,
+        now + Duration::from_secs(5),
+    ));
+    assert!(worker.collect_final(FINAL_TIMEOUT));
+    master.merge_delta(&worker.take_delta()).unwrap();
+    master.mark_saturated(now, now + Duration::from_millis(10));
+    master.collect_at(now + Duration::from_secs(6));
+    let unmarked = master.unmarked_snapshot().unwrap();
+    assert_eq!(
+        (unmarked.total.num_requests, unmarked.excluded_requests),
+        (1, 1)
+    );
+    assert_eq!(unmarked.total.max_ms, 2.0);
+    // Widened by a second on each side (a worker's second may be one off the master's), down
+    // to second 0.
+    assert!((2..=3).contains(&unmarked.marked_seconds));
+}

@@ -20,6 +20,8 @@ const HISTORY_INTERVAL: Duration = Duration::from_secs(2);
 pub(super) struct Collector {
     last_print: Instant,
     last_history: Instant,
+    /// When the previous tick took the guard's interval: a marked interval marks the stats from here to now.
+    last_tick: Instant,
     reset_done: bool,
     /// The generator's worst state since the last history point.
     generator_since_point: Option<GeneratorSample>,
@@ -35,6 +37,7 @@ impl Collector {
             history_csv,
             last_print: Instant::now(),
             last_history: Instant::now(),
+            last_tick: Instant::now(),
             reset_done: !options.reset_stats,
             generator_since_point: None,
             print_stats: (options.headless && !options.only_summary) || options.print_stats,
@@ -70,6 +73,11 @@ impl Collector {
             sample.saturated |= marked;
             sample.users_held_back += cluster_held_back;
         }
+        let now = Instant::now();
+        if generator.as_ref().is_some_and(|g| g.saturated) {
+            stats.mark_saturated(self.last_tick, now);
+        }
+        self.last_tick = now;
         if let Some(writer) = self.history_csv.as_mut()
             && let Err(error) = writer.append_with_generator(
                 &stats.snapshot(),
@@ -114,10 +122,11 @@ impl Collector {
     pub(super) fn last_running_point(&mut self, setup: &RunSetup) {
         setup.stats.collect();
         let mut point = setup.stats.history_point(setup.runner.user_count());
-        point.generator = merge_generator(
-            self.generator_since_point.take(),
-            setup.guard.as_ref().map(|g| g.take_interval(0)),
-        );
+        let last = setup.guard.as_ref().map(|g| g.take_interval(0));
+        if last.as_ref().is_some_and(|g| g.saturated) {
+            setup.stats.mark_saturated(self.last_tick, Instant::now());
+        }
+        point.generator = merge_generator(self.generator_since_point.take(), last);
         setup.stats.push_history_point(point);
     }
 }

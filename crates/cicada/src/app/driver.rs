@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::collector::Collector;
 use super::setup::RunSetup;
+use crate::checks::{AbortRule, Check, Measured};
 use crate::runner::{RunnerState, Target};
 use crate::shape::LoadShape;
 use crate::signals::{StopSignal, StopSignals};
@@ -47,8 +48,8 @@ pub(crate) enum StopReason {
     ShapeEnded,
     /// `--autoquit` seconds after the test stopped in the web UI.
     Autoquit,
-    /// `--check-abort`: a check can no longer pass.
-    CheckCannotPass,
+    /// A check's abort rule (`abort`, `abort-after`, `--check-abort`) stopped the run.
+    CheckAbort,
 }
 
 impl StopReason {
@@ -61,7 +62,7 @@ impl StopReason {
             StopReason::TestAsked => "the test asked to stop",
             StopReason::ShapeEnded => "the load shape ended",
             StopReason::Autoquit => "--autoquit after the test stopped",
-            StopReason::CheckCannotPass => "a check can no longer pass (--check-abort)",
+            StopReason::CheckAbort => "a check failed and its abort rule stopped the test",
         }
     }
 
@@ -82,6 +83,8 @@ pub(super) struct Driver<'a> {
     shape_started: Option<Instant>,
     last_target: Option<Target>,
     autoquit_at: Option<Instant>,
+    /// Per check, since when it has failed without a break (for `abort-after`).
+    failing_since: Vec<Option<Instant>>,
 }
 
 impl<'a> Driver<'a> {
@@ -101,6 +104,7 @@ impl<'a> Driver<'a> {
             shape_started: starts_now.then(Instant::now),
             last_target: None,
             autoquit_at: None,
+            failing_since: vec![None; options.checks.len()],
         }
     }
 
@@ -142,27 +146,50 @@ impl<'a> Driver<'a> {
                 return reason;
             }
             collector.tick(setup);
-            if let Some(expr) = self.check_that_cannot_pass() {
-                tracing::warn!(
-                    "check `{expr}` can no longer pass: stopping the test (--check-abort)"
-                );
-                return StopReason::CheckCannotPass;
+            if let Some(why) = self.check_that_stops_the_run() {
+                tracing::warn!("{why}: stopping the test");
+                return StopReason::CheckAbort;
             }
         }
     }
 
-    /// With `--check-abort`: the first check that can no longer pass, judged on the stats just collected.
-    fn check_that_cannot_pass(&self) -> Option<String> {
+    /// The first check whose abort rule says to stop now, judged on the stats just collected (over the unmarked
+    /// seconds when some were marked saturated, as at the end), and why.
+    fn check_that_stops_the_run(&mut self) -> Option<String> {
         let options = &self.setup.options;
-        if !options.check_abort || !options.checks.iter().any(|c| c.judged_early()) {
+        let rule = |check: &Check| {
+            check
+                .abort
+                .or((options.check_abort && check.judged_early()).then_some(AbortRule::CannotPass))
+        };
+        if !options.checks.iter().any(|check| rule(check).is_some()) {
             return None;
         }
         let snapshot = self.setup.stats.snapshot();
-        options
-            .checks
-            .iter()
-            .find(|check| check.cannot_pass(&snapshot))
-            .map(|check| check.expr.clone())
+        let unmarked = self.setup.stats.unmarked_snapshot();
+        let measured = Measured::of(&snapshot, unmarked.as_ref());
+        let now = Instant::now();
+        for (check, failing_since) in options.checks.iter().zip(&mut self.failing_since) {
+            match rule(check) {
+                None => {}
+                Some(AbortRule::CannotPass) if check.cannot_pass(measured) => {
+                    return Some(format!("check `{}` can no longer pass", check.expr));
+                }
+                Some(AbortRule::CannotPass) => {}
+                Some(AbortRule::FailingFor(grace)) => {
+                    if !check.fails_now(measured) {
+                        *failing_since = None;
+                    } else if now.duration_since(*failing_since.get_or_insert(now)) >= grace {
+                        return Some(format!(
+                            "check `{}` has failed for {}",
+                            check.expr,
+                            humantime::format_duration(grace)
+                        ));
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// One second of driving: why the run ends now, if it does.

@@ -53,7 +53,12 @@ pub(super) async fn finish(setup: RunSetup, mut collector: Collector, reason: St
     let guard_report = guard.as_ref().map(Guard::report);
     let cluster_report = cluster_health.as_ref().map(|health| health.report());
     let schedules = env.schedule_reports();
-    let checks = crate::checks::evaluate(&options.checks, &snapshot, &stats.history());
+    let checks = crate::checks::evaluate(
+        &options.checks,
+        &snapshot,
+        stats.unmarked_snapshot().as_ref(),
+        &stats.history(),
+    );
     let final_run = report::FinalRun {
         checks: &checks,
         snapshot: &snapshot,

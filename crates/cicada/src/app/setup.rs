@@ -84,6 +84,8 @@ impl RunSetup {
             max_names: options.max_names,
             max_errors: options.max_errors,
             max_user_errors: options.max_errors,
+            // Checks are judged on the seconds the generator was not saturated.
+            unmarked_stats: !options.checks.is_empty(),
             ..StatsConfig::default()
         });
         // A worker tests the host its master sends.

@@ -102,7 +102,7 @@ mod tests {
     #[test]
     fn the_summary_has_both_tables() {
         let snapshot = StatsSnapshot::default();
-        let report = evaluate(&[Check::parse("a|b:p95<1s").unwrap()], &snapshot, &[]);
+        let report = evaluate(&[Check::parse("a|b:p95<1s").unwrap()], &snapshot, None, &[]);
         let text = summary_markdown(
             &report,
             &snapshot,

@@ -162,7 +162,7 @@ mod tests {
         );
         assert!(xml.contains("tests=\"1\" failures=\"1\""), "{xml}");
         let empty = junit_xml(
-            &evaluate(&[], &StatsSnapshot::default(), &[]),
+            &evaluate(&[], &StatsSnapshot::default(), None, &[]),
             &StatsSnapshot::default(),
             0.0,
         );

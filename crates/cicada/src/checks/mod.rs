@@ -5,17 +5,21 @@
 //! A check is `[NAME:]METRIC OP VALUE`, e.g. `p95<300ms`, `/items/[id]:p99<500ms`, `GET /cart:fail_ratio<1%`,
 //! `rps>=200`. Without `NAME:` it applies to the aggregate of all requests. docs/ci.md has the grammar.
 //!
-//! What the stats keep decides what can be evaluated honestly: the percentiles are whole-run histograms, not one
-//! per history interval, so a percentile over the unsaturated intervals only cannot be computed. Checks are
-//! therefore evaluated over the whole run, and when the resource guard marked intervals as saturated every result
-//! says so (and the summary says what share of the run was marked); the verdict is not changed.
+//! Checks are judged on what a healthy generator measured: when the resource guard (or a worker's) marked seconds of
+//! the run as saturated, they are evaluated over the other seconds only ([`cicada_stats::UnmarkedSnapshot`]: the
+//! statistics keep the unmarked seconds' histograms beside the whole run's whenever a run has checks), and every
+//! result and the summary say how much was left out. A check can stop the run early: ` abort` after a check that
+//! can only get worse (`max<`, `min>`) stops the run once it is broken, ` abort-after DURATION` after any check stops
+//! the run once it has failed for that long (k6's `abortOnFail` with `delayAbortEval`).
 
 pub mod github;
 pub mod junit;
 
 use std::fmt::{self, Write as _};
 
-use cicada_stats::{EntryStats, HistoryPoint, PERCENTILES, StatsSnapshot};
+use std::time::Duration;
+
+use cicada_stats::{EntryStats, HistoryPoint, PERCENTILES, StatsSnapshot, UnmarkedSnapshot};
 use serde::{Deserialize, Serialize};
 
 /// Exit code of a run in which a check failed (and nothing graver happened: a lost report, 5, and the guard's stop,
@@ -153,6 +157,43 @@ pub struct Check {
     pub op: Op,
     /// The threshold in the metric's unit ([`Metric::unit`]): milliseconds, a ratio, or requests per second.
     pub threshold: f64,
+    /// Whether, and when, this check stops the run before its end (`--check-abort` sets
+    /// [`AbortRule::CannotPass`] on every check that can be judged early).
+    pub abort: Option<AbortRule>,
+}
+
+/// When a check stops the run early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortRule {
+    /// Once it can no longer pass (` abort`; only for `max<`, `max<=`, `min>`, `min>=`, whose measured value moves
+    /// in one direction only).
+    CannotPass,
+    /// Once it has failed, judged each second on the statistics so far, for this long without a break
+    /// (` abort-after DURATION`; any check).
+    FailingFor(Duration),
+}
+
+/// The statistics a check is judged on: the whole run's, or those of its unmarked seconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Measured<'a> {
+    total: &'a EntryStats,
+    entries: &'a [EntryStats],
+}
+
+impl<'a> Measured<'a> {
+    /// The statistics of the seconds not marked saturated when there are any marked ones, else the whole run's.
+    pub fn of(snapshot: &'a StatsSnapshot, unmarked: Option<&'a UnmarkedSnapshot>) -> Measured<'a> {
+        match unmarked.filter(|unmarked| unmarked.marked_seconds > 0) {
+            Some(unmarked) => Measured {
+                total: &unmarked.total,
+                entries: &unmarked.entries,
+            },
+            None => Measured {
+                total: &snapshot.total,
+                entries: &snapshot.entries,
+            },
+        }
+    }
 }
 
 /// A check that does not follow the grammar: the expression and what is wrong with it.
@@ -180,17 +221,20 @@ impl Check {
             expr: expr.clone(),
             reason,
         };
-        let op_at = expr
+        let (condition, abort) = split_abort(&expr).map_err(fail)?;
+        let op_at = condition
             .rfind(['<', '>'])
             .ok_or_else(|| fail("it has no comparison (<, <=, > or >=)".into()))?;
-        let (op, value_text) = match (&expr[op_at..op_at + 1], expr[op_at + 1..].strip_prefix('='))
-        {
+        let (op, value_text) = match (
+            &condition[op_at..op_at + 1],
+            condition[op_at + 1..].strip_prefix('='),
+        ) {
             ("<", Some(rest)) => (Op::LessOrEqual, rest),
-            ("<", None) => (Op::Less, &expr[op_at + 1..]),
+            ("<", None) => (Op::Less, &condition[op_at + 1..]),
             (_, Some(rest)) => (Op::GreaterOrEqual, rest),
-            (_, None) => (Op::Greater, &expr[op_at + 1..]),
+            (_, None) => (Op::Greater, &condition[op_at + 1..]),
         };
-        let left = &expr[..op_at];
+        let left = &condition[..op_at];
         let (target_text, metric_text) = match left.rfind(':') {
             Some(colon) => (Some(&left[..colon]), &left[colon + 1..]),
             None => (None, left),
@@ -202,13 +246,26 @@ impl Check {
             Some("") => return Err(fail("the name before `:` is empty".into())),
             Some(target) => Some(parse_target(target)),
         };
-        Ok(Check {
-            expr,
+        let check = Check {
+            expr: expr.clone(),
             target,
             metric,
             op,
             threshold,
-        })
+            abort,
+        };
+        if abort == Some(AbortRule::CannotPass) && !check.judged_early() {
+            return Err(fail(
+                "only max<, max<=, min> and min>= checks can be known to fail before the end: write                  `abort-after DURATION` to stop once the check has failed for that long"
+                    .into(),
+            ));
+        }
+        Ok(check)
+    }
+
+    /// The expression without its abort rule.
+    fn condition(&self) -> &str {
+        split_abort(&self.expr).map_or(self.expr.as_str(), |(condition, _)| condition)
     }
 
     /// The name a report shows: the target, or `Aggregated`.
@@ -223,11 +280,17 @@ impl Check {
     /// measured value can move in one direction alone as the run goes on (`max<`, `max<=`: the slowest response
     /// never gets faster; `min>`, `min>=`: the fastest never gets slower), once they are already broken. Every other
     /// check (percentiles, averages, failure ratio, rate) can still recover and is never judged early.
-    pub fn cannot_pass(&self, snapshot: &StatsSnapshot) -> bool {
+    pub fn cannot_pass(&self, measured: Measured<'_>) -> bool {
         if !self.judged_early() {
             return false;
         }
-        match self.find(snapshot) {
+        self.fails_now(measured)
+    }
+
+    /// Whether the check fails on the statistics so far (nothing measured yet is not a failure: the run may still
+    /// send the requests).
+    pub fn fails_now(&self, measured: Measured<'_>) -> bool {
+        match self.find(measured) {
             Ok(entry) => self
                 .metric
                 .measure(entry)
@@ -247,11 +310,11 @@ impl Check {
     }
 
     /// The statistics entry this check is about, or why there is none.
-    fn find<'a>(&self, snapshot: &'a StatsSnapshot) -> Result<&'a EntryStats, String> {
+    fn find<'a>(&self, measured: Measured<'a>) -> Result<&'a EntryStats, String> {
         let Some(target) = &self.target else {
-            return Ok(&snapshot.total);
+            return Ok(measured.total);
         };
-        let mut matching = snapshot.entries.iter().filter(|entry| {
+        let mut matching = measured.entries.iter().filter(|entry| {
             entry.name == target.name && target.method.as_ref().is_none_or(|m| *m == entry.method)
         });
         match (matching.next(), matching.next()) {
@@ -264,7 +327,7 @@ impl Check {
                 second.method,
                 first.method,
                 target.name,
-                &self.expr[self.expr.rfind(':').map_or(0, |c| c + 1)..]
+                &self.condition()[self.condition().rfind(':').map_or(0, |c| c + 1)..]
             )),
         }
     }
@@ -302,6 +365,29 @@ fn parse_metric(text: &str) -> Result<Metric, String> {
                 });
         }
     })
+}
+
+/// Splits a trailing ` abort` or ` abort-after DURATION` off a check.
+fn split_abort(expr: &str) -> Result<(&str, Option<AbortRule>), String> {
+    let ends_word = |before: &str| before.ends_with(char::is_whitespace);
+    if let Some(before) = expr.strip_suffix("abort")
+        && ends_word(before)
+    {
+        return Ok((before.trim_end(), Some(AbortRule::CannotPass)));
+    }
+    if let Some(at) = expr.rfind("abort-after")
+        && ends_word(&expr[..at])
+    {
+        let duration_text = expr[at + "abort-after".len()..].trim();
+        let duration = humantime::parse_duration(duration_text)
+            .ok()
+            .filter(|duration| !duration.is_zero())
+            .ok_or_else(|| {
+                format!("`abort-after` needs a duration such as 30s or 2m, not `{duration_text}`")
+            })?;
+        return Ok((expr[..at].trim_end(), Some(AbortRule::FailingFor(duration))));
+    }
+    Ok((expr, None))
 }
 
 fn parse_value(metric: Metric, text: &str) -> Result<f64, String> {
@@ -412,6 +498,16 @@ pub struct CheckReport {
     pub saturated_intervals: u64,
     /// History intervals with the generator's state.
     pub intervals: u64,
+    /// Seconds of the run marked saturated and left out of the checks (0 when none were marked, or when the run's
+    /// statistics did not keep its unmarked seconds).
+    #[serde(default)]
+    pub excluded_seconds: u64,
+    /// Requests that finished in those seconds, left out.
+    #[serde(default)]
+    pub excluded_requests: u64,
+    /// The seconds the checks were judged on (the run's duration without the marked seconds).
+    #[serde(default)]
+    pub evaluated_seconds: f64,
 }
 
 impl CheckReport {
@@ -463,23 +559,34 @@ impl CheckReport {
 
     /// What the saturated intervals mean for the checks, when there were any.
     pub fn saturation_note(&self) -> Option<String> {
+        if self.excluded_seconds > 0 {
+            return Some(format!(
+                "The generator was marked saturated for {} s of the run: the checks were evaluated over the other \
+                 {:.0} s, leaving out the {} requests that finished while it was saturated.",
+                self.excluded_seconds, self.evaluated_seconds, self.excluded_requests
+            ));
+        }
         (self.saturated_intervals > 0).then(|| {
             format!(
                 "The generator was marked saturated in {} of {} intervals: the checks were evaluated over the whole \
-                 run, those intervals included (the statistics keep whole-run percentiles, not one per interval), \
-                 so a failed response-time or rate check may be the generator's own delay.",
+                 run, those intervals included, so a failed response-time or rate check may be the generator's own \
+                 delay.",
                 self.saturated_intervals, self.intervals
             )
         })
     }
 }
 
-/// Evaluate `checks` over the final statistics; `history` tells which intervals were saturated.
+/// Evaluate `checks` over the final statistics: over the seconds not marked saturated when `unmarked` has marked
+/// ones, else over the whole run; `history` tells which intervals were saturated.
 pub fn evaluate(
     checks: &[Check],
     snapshot: &StatsSnapshot,
+    unmarked: Option<&UnmarkedSnapshot>,
     history: &[HistoryPoint],
 ) -> CheckReport {
+    let measured_on = Measured::of(snapshot, unmarked);
+    let excluding = unmarked.filter(|unmarked| unmarked.marked_seconds > 0);
     let intervals = history.iter().filter(|p| p.generator.is_some()).count() as u64;
     let saturated_intervals = history
         .iter()
@@ -488,15 +595,37 @@ pub fn evaluate(
     let checks = checks
         .iter()
         .map(|check| {
-            let (measured, mut note) = match check.find(snapshot) {
+            let (measured, mut note) = match check.find(measured_on) {
                 Ok(entry) => match check.metric.measure(entry) {
                     Some(value) => (Some(value), None),
+                    None if excluding.is_some() => (
+                        None,
+                        Some(format!(
+                            "every request of `{}` finished while the generator was saturated",
+                            check.name()
+                        )),
+                    ),
                     None => (None, Some(format!("no requests of `{}`", check.name()))),
                 },
+                Err(_)
+                    if excluding.is_some() && check.find(Measured::of(snapshot, None)).is_ok() =>
+                {
+                    (
+                        None,
+                        Some(format!(
+                            "every request of `{}` finished while the generator was saturated",
+                            check.name()
+                        )),
+                    )
+                }
                 Err(reason) => (None, Some(reason)),
             };
-            if measured.is_some() && saturated_intervals > 0 && check.metric != Metric::FailRatio {
-                note = Some("measured over a run with saturated intervals".into());
+            if measured.is_some() {
+                if excluding.is_some() {
+                    note = Some("measured over the seconds the generator was not saturated".into());
+                } else if saturated_intervals > 0 && check.metric != Metric::FailRatio {
+                    note = Some("measured over a run with saturated intervals".into());
+                }
             }
             CheckResult {
                 expr: check.expr.clone(),
@@ -515,6 +644,9 @@ pub fn evaluate(
         checks,
         saturated_intervals,
         intervals,
+        excluded_seconds: excluding.map_or(0, |unmarked| unmarked.marked_seconds),
+        excluded_requests: excluding.map_or(0, |unmarked| unmarked.excluded_requests),
+        evaluated_seconds: excluding.map_or(snapshot.duration, |unmarked| unmarked.unmarked_secs),
     }
 }
 
@@ -636,7 +768,7 @@ mod tests {
         .iter()
         .map(|t| Check::parse(t).unwrap())
         .collect();
-        let report = evaluate(&checks, &snapshot(), &[]);
+        let report = evaluate(&checks, &snapshot(), None, &[]);
         let passed: Vec<bool> = report.checks.iter().map(|c| c.passed).collect();
         assert_eq!(
             passed,
@@ -665,17 +797,81 @@ mod tests {
     #[test]
     fn only_monotone_checks_are_judged_early() {
         let snapshot = snapshot();
-        assert!(Check::parse("max<500ms").unwrap().cannot_pass(&snapshot));
-        assert!(!Check::parse("max<1s").unwrap().cannot_pass(&snapshot));
-        assert!(Check::parse("min>20ms").unwrap().cannot_pass(&snapshot));
+        let measured = Measured::of(&snapshot, None);
+        let cannot_pass = |expr: &str| Check::parse(expr).unwrap().cannot_pass(measured);
+        assert!(cannot_pass("max<500ms"));
+        assert!(!cannot_pass("max<1s"));
+        assert!(cannot_pass("min>20ms"));
         // Broken now, but can still recover.
-        assert!(!Check::parse("p95<100ms").unwrap().cannot_pass(&snapshot));
-        assert!(
-            !Check::parse("fail_ratio<0.01")
-                .unwrap()
-                .cannot_pass(&snapshot)
+        assert!(!cannot_pass("p95<100ms"));
+        assert!(!cannot_pass("fail_ratio<0.01"));
+        assert!(!cannot_pass("max>5s"));
+        assert!(Check::parse("p95<100ms").unwrap().fails_now(measured));
+    }
+
+    #[test]
+    fn abort_rules_follow_a_check() {
+        let check = Check::parse("max<2s abort").unwrap();
+        assert_eq!(check.abort, Some(AbortRule::CannotPass));
+        assert_eq!((check.metric, check.threshold), (Metric::Max, 2_000.0));
+        assert_eq!(check.expr, "max<2s abort");
+        let check = Check::parse("/cart:p95 < 300ms  abort-after 1m30s").unwrap();
+        assert_eq!(
+            check.abort,
+            Some(AbortRule::FailingFor(Duration::from_secs(90)))
         );
-        assert!(!Check::parse("max>5s").unwrap().cannot_pass(&snapshot));
+        assert_eq!(check.name(), "/cart");
+        assert_eq!(check.threshold, 300.0);
+        assert_eq!(Check::parse("p95<1s").unwrap().abort, None);
+        // A name may end in "abort": only a separate word after the value is the rule.
+        assert_eq!(Check::parse("/abort:max<1s").unwrap().abort, None);
+        let error = Check::parse("p95<300ms abort").unwrap_err();
+        assert!(error.reason.contains("abort-after"), "{error}");
+        let error = Check::parse("p95<300ms abort-after soon").unwrap_err();
+        assert!(error.reason.contains("30s"), "{error}");
+    }
+
+    #[test]
+    fn marked_seconds_are_left_out_when_the_run_kept_them() {
+        let whole = snapshot();
+        let mut fast_total = entry("", "Aggregated", 350, 0);
+        fast_total.percentiles = vec![(0.95, 90.0)];
+        let unmarked = UnmarkedSnapshot {
+            entries: vec![entry("GET", "/items/[id]", 350, 0)],
+            total: fast_total,
+            run_secs: 20.0,
+            unmarked_secs: 17.0,
+            marked_seconds: 3,
+            excluded_requests: 50,
+            ..UnmarkedSnapshot::default()
+        };
+        let checks = [
+            Check::parse("p95<100ms").unwrap(),
+            Check::parse("GET /cart:p95<1s").unwrap(),
+        ];
+        let report = evaluate(&checks, &whole, Some(&unmarked), &[]);
+        assert_eq!(report.checks[0].measured, Some(90.0));
+        assert!(report.checks[0].passed);
+        // `GET /cart` had requests only in marked seconds.
+        assert!(!report.checks[1].passed);
+        assert!(
+            report.checks[1]
+                .note
+                .as_ref()
+                .unwrap()
+                .contains("saturated")
+        );
+        assert_eq!((report.excluded_seconds, report.excluded_requests), (3, 50));
+        assert!(
+            report.summary_text().contains("for 3 s of the run"),
+            "{}",
+            report.summary_text()
+        );
+        // Without marked seconds the whole run counts, as without unmarked statistics.
+        let none_marked = UnmarkedSnapshot::default();
+        let report = evaluate(&checks[..1], &whole, Some(&none_marked), &[]);
+        assert_eq!(report.checks[0].measured, Some(950.0));
+        assert_eq!(report.excluded_seconds, 0);
     }
 
     #[test]
@@ -687,7 +883,12 @@ mod tests {
                 ..Default::default()
             });
         }
-        let report = evaluate(&[Check::parse("p95<1s").unwrap()], &snapshot(), &points);
+        let report = evaluate(
+            &[Check::parse("p95<1s").unwrap()],
+            &snapshot(),
+            None,
+            &points,
+        );
         assert_eq!((report.saturated_intervals, report.intervals), (1, 4));
         assert!(report.checks[0].passed);
         assert!(report.checks[0].note.is_some());

@@ -1,6 +1,7 @@
 //! Checks against the demo target's fixed delays (`/slow?ms=N`): passing and failing checks with their exit codes,
 //! the JSON report's `checks`, the JUnit file parsed with an XML parser, a bad expression refused before any load,
-//! `--check-abort` ending a run early with its reports, and a failure-ratio check as the run's failure budget.
+//! `--check-abort` and `abort-after` ending a run early with its reports, a failure-ratio check as the run's failure
+//! budget, and checks judged on the seconds the guard did not mark saturated.
 
 use std::time::{Duration, Instant};
 
@@ -241,4 +242,111 @@ fn a_failure_ratio_check_is_the_failure_budget() {
     let latency_only = with("p95<5s");
     assert!(latency_only.total_failures() > 0);
     assert_eq!(latency_only.exit_code, 1);
+}
+
+/// `guard_demo`'s `MemorySpike` run with a memory limit (`--guard warn`: marks, never changes the load), its JSON
+/// report and exit code.
+fn memory_spike_run(url: &str, max_memory: &str) -> (Option<i32>, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let output = crate::common::run_example(
+        "guard_demo",
+        &[
+            "--headless",
+            "--only-summary",
+            "-H",
+            url,
+            "-u",
+            "1",
+            "-r",
+            "10",
+            "-t",
+            "6s",
+            "--guard",
+            "warn",
+            "--max-memory",
+            max_memory,
+            // Only memory marks seconds here: a busy test machine must not.
+            "--max-cpu",
+            "100",
+            "--max-lag",
+            "10s",
+            "--check",
+            "max<380ms",
+            "--report-json",
+            report.to_str().unwrap(),
+            "MemorySpike",
+        ],
+        &[("GUARD_DEMO_SPIKE_MIB", "512")],
+    );
+    let json = std::fs::read_to_string(&report).unwrap_or_else(|_| {
+        panic!(
+            "no report; stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code(), serde_json::from_str(&json).unwrap())
+}
+
+#[test]
+fn checks_leave_out_the_seconds_the_guard_marked_saturated() {
+    let target = DemoTarget::start();
+    let url = target.url();
+    // The 512 MiB spike passes a 200 MiB limit: the guard marks the seconds of the two slow requests.
+    let (code, report) = memory_spike_run(&url, "200MiB");
+    let whole_max = report["stats"]["total"]["max_ms"].as_f64().unwrap();
+    assert!(
+        whole_max >= 400.0,
+        "the run saw the slow requests: {whole_max}"
+    );
+    let (_, passed, measured) = checks(&report)[0].clone();
+    assert!(
+        passed,
+        "judged on the unmarked seconds: {:#}",
+        report["checks"]
+    );
+    assert!(measured.unwrap() < 380.0);
+    assert!(report["checks_excluded_seconds"].as_u64().unwrap() >= 1);
+    assert!(report["checks_excluded_requests"].as_u64().unwrap() >= 2);
+    assert_eq!(code, Some(0), "{:#}", report["checks"]);
+
+    // Under a limit the spike stays below, nothing is marked: the same check fails on the whole run.
+    let (code, report) = memory_spike_run(&url, "8GiB");
+    assert_eq!(report["checks_excluded_seconds"], 0);
+    assert!(!checks(&report)[0].1);
+    assert_eq!(code, Some(cicada::EXIT_CHECK_FAILED));
+}
+
+#[test]
+fn abort_after_stops_a_run_whose_check_keeps_failing() {
+    let target = DemoTarget::start();
+    let url = target.url();
+    let started = Instant::now();
+    // `/slow` answers in 30 ms: a p50 under 1 ms can never hold, and it is not a check that can be judged early by
+    // itself; `abort-after` stops the run once it has failed for 2 s.
+    let run = run_test(
+        test(),
+        &[
+            "-H",
+            &url,
+            "-u",
+            "2",
+            "-r",
+            "100",
+            "-t",
+            "60s",
+            "--check",
+            "/slow:p50<1ms abort-after 2s",
+            "--check",
+            "p99<10s",
+        ],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "stopped long before its 60 s run time"
+    );
+    assert_eq!(run.exit_code, cicada::EXIT_CHECK_FAILED);
+    let results = checks(&run.report);
+    assert!(!results[0].1 && results[1].1, "{results:?}");
+    assert!(run.total_requests() > 0);
 }
