@@ -150,6 +150,24 @@ pub struct Options {
     #[arg(long, env = "CICADA_JUNIT", value_name = "FILE")]
     pub junit: Option<PathBuf>,
 
+    /// Serve Prometheus metrics at http://--metrics-host:PORT/metrics (0 picks a free port; the log says which).
+    /// With the web UI, /metrics is also on the UI's port. See docs/metrics.md.
+    #[arg(long, env = "CICADA_METRICS_PORT", value_name = "PORT")]
+    pub metrics_port: Option<u16>,
+
+    /// Address the --metrics-port endpoint listens on.
+    #[arg(long, env = "CICADA_METRICS_HOST", default_value = "127.0.0.1")]
+    pub metrics_host: std::net::IpAddr,
+
+    /// Push the metrics to this OpenTelemetry collector (OTLP/HTTP, protobuf), e.g.
+    /// http://127.0.0.1:4318/v1/metrics. See docs/metrics.md.
+    #[arg(long, env = "CICADA_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// How often the metrics are pushed to --otlp-endpoint (and once more at the end).
+    #[arg(long, env = "CICADA_OTLP_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub otlp_interval: Duration,
+
     /// Print the stats table every few seconds even when the web UI runs.
     #[arg(long, env = "CICADA_PRINT_STATS")]
     pub print_stats: bool,

@@ -81,6 +81,8 @@ pub(crate) struct FinalRun<'a> {
     pub(crate) host: &'a str,
     pub(crate) stop_reason: &'a str,
     pub(crate) started_unix_ms: u64,
+    /// What the `--otlp-endpoint` exporter did.
+    pub(crate) otlp: Option<&'a crate::metrics::otlp::OtlpReport>,
 }
 
 /// Print the summary and write every report the options ask for into the files checked at the start. Every report
@@ -173,6 +175,7 @@ pub(crate) fn write_final(
             schedule: run.schedules.to_vec(),
             checks: run.checks.checks.clone(),
             checks_saturated_intervals: run.checks.saturated_intervals,
+            otlp: run.otlp.cloned(),
         };
         attempt(file, &|out| {
             serde_json::to_writer_pretty(out, &report).map_err(|error| error.to_string())
@@ -344,6 +347,9 @@ struct RunReport {
     checks: Vec<crate::checks::CheckResult>,
     /// History intervals marked saturated; the checks were evaluated over the whole run, these included.
     checks_saturated_intervals: u64,
+    /// The OTLP exporter's counts (exported, failed, dropped); absent without `--otlp-endpoint`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    otlp: Option<crate::metrics::otlp::OtlpReport>,
 }
 
 /// The checks as the HTML report's viewer reads them.
