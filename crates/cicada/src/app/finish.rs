@@ -49,6 +49,8 @@ pub(super) async fn finish(setup: RunSetup, mut collector: Collector, reason: St
     if let Some(writer) = history_csv.as_mut() {
         let _ = writer.append(&stats.snapshot(), 0, unix_now());
     }
+    // The run's time ends with its users, not with the exports and reports that follow.
+    let run_time = started.elapsed();
     // The final export carries the final stats; its wait is bounded (a dead collector costs at most that).
     let otlp_report = match otlp {
         Some(exporter) => Some(
@@ -71,7 +73,7 @@ pub(super) async fn finish(setup: RunSetup, mut collector: Collector, reason: St
         guard: guard_report.as_ref(),
         cluster: cluster_report.as_ref(),
         schedules: &schedules,
-        run_time: started.elapsed(),
+        run_time,
         host: &host,
         stop_reason: reason.as_str(),
         started_unix_ms,
