@@ -611,6 +611,46 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    #[test]
+    fn metrics_flags_parse_from_flags_and_the_config_file() {
+        let defaults = Options::parse_args(["test"]).unwrap();
+        assert_eq!(defaults.metrics_port, None);
+        assert_eq!(defaults.metrics_host.to_string(), "127.0.0.1");
+        assert_eq!(defaults.otlp_endpoint, None);
+        assert_eq!(defaults.otlp_interval, Duration::from_secs(10));
+        let flags = Options::parse_args([
+            "test",
+            "--metrics-port",
+            "0",
+            "--metrics-host",
+            "::1",
+            "--otlp-endpoint",
+            "http://127.0.0.1:4318/v1/metrics",
+            "--otlp-interval",
+            "2s",
+        ])
+        .unwrap();
+        assert_eq!(flags.metrics_port, Some(0));
+        assert_eq!(flags.metrics_host.to_string(), "::1");
+        assert_eq!(flags.otlp_interval, Duration::from_secs(2));
+        let dir = tempfile_dir("metrics");
+        let path = dir.join("cicada.toml");
+        std::fs::write(
+            &path,
+            "metrics-port = 9646\notlp-endpoint = \"http://127.0.0.1:4318\"\notlp-interval = \"500ms\"\n",
+        )
+        .unwrap();
+        let path_text = path.to_string_lossy().into_owned();
+        let from_file = Options::parse_args(["test", "--config", &path_text]).unwrap();
+        assert_eq!(from_file.metrics_port, Some(9646));
+        assert_eq!(
+            from_file.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318")
+        );
+        assert_eq!(from_file.otlp_interval, Duration::from_millis(500));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     fn tempfile_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("cicada-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use prost::Message;
 use serde_json::Value;
 
-use crate::common::{DemoTarget, Process, run_test};
+use crate::common::{DemoTarget, Process, run_example, run_test};
 use crate::web::UiProcess;
 
 /// The overflow entry's name (cicada_stats::OVERFLOW_NAME).
@@ -552,4 +552,42 @@ fn a_dead_collector_costs_at_most_the_final_wait_and_is_counted() {
         "{otlp}"
     );
     assert!(run.total_requests() > 0);
+}
+
+#[test]
+fn bad_metrics_options_are_usage_errors_before_any_load() {
+    let target = DemoTarget::start();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port().to_string();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--otlp-endpoint", "grpc://127.0.0.1:4317"],
+            "gRPC is not supported",
+        ),
+        (&["--otlp-endpoint", "127.0.0.1:4318"], "--otlp-endpoint"),
+        (
+            &[
+                "--otlp-endpoint",
+                "http://127.0.0.1:4318",
+                "--otlp-interval",
+                "10ms",
+            ],
+            "--otlp-interval",
+        ),
+        (&["--metrics-port", &taken_port], "--metrics-port"),
+    ];
+    for (flags, says) in cases {
+        let mut args = vec!["--headless", "-u", "2", "-r", "10", "-t", "2s"];
+        let url = target.url();
+        args.extend(["-H", url.as_str()]);
+        args.extend(flags);
+        let output = run_example("quickstart", &args, &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flags:?}: {stderr}");
+        assert!(
+            stderr.contains(says),
+            "{flags:?} should say {says}: {stderr}"
+        );
+    }
+    assert_eq!(target.counters().total(), 0, "no load was sent");
 }
