@@ -18,6 +18,7 @@ use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use prost::Message;
 use serde_json::Value;
 
+use crate::cluster::ClusterRun;
 use crate::common::{DemoTarget, Process, run_example, run_test};
 use crate::web::UiProcess;
 
@@ -380,6 +381,21 @@ fn sum_of(export: &ExportMetricsServiceRequest, name: &str) -> Option<(f64, u64)
     Some((total, newest))
 }
 
+/// The single point of a gauge metric in one export.
+fn gauge_of(export: &ExportMetricsServiceRequest, name: &str) -> Option<f64> {
+    let metric = export.resource_metrics[0].scope_metrics[0]
+        .metrics
+        .iter()
+        .find(|m| m.name == name)?;
+    let metric::Data::Gauge(gauge) = metric.data.as_ref()? else {
+        panic!("{name} is not a gauge");
+    };
+    match gauge.data_points.first()?.value {
+        Some(number_data_point::Value::AsDouble(value)) => Some(value),
+        _ => None,
+    }
+}
+
 /// Each series' `name` attribute of a metric in one export.
 fn names_of(export: &ExportMetricsServiceRequest, metric_name: &str) -> Vec<String> {
     let Some(metric) = export.resource_metrics[0].scope_metrics[0]
@@ -590,4 +606,65 @@ fn bad_metrics_options_are_usage_errors_before_any_load() {
         );
     }
     assert_eq!(target.counters().total(), 0, "no load was sent");
+}
+
+#[test]
+fn a_masters_export_is_the_merged_clusters_with_its_worker_count() {
+    let collector = Collector::start();
+    let endpoint = collector.endpoint();
+    let mut run = ClusterRun::start(
+        &[
+            "--expect-workers",
+            "2",
+            "-u",
+            "10",
+            "-r",
+            "100",
+            "-t",
+            "4s",
+            "-s",
+            "5",
+            "--otlp-endpoint",
+            &endpoint,
+            "--otlp-interval",
+            "300ms",
+        ],
+        &[],
+    );
+    let workers: Vec<Process> = (0..2).map(|_| run.worker(&[])).collect();
+    let (output, report) = run.finish(Duration::from_secs(90));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let reported = report["stats"]["total"]["num_requests"].as_u64().unwrap();
+    assert!(reported > 0, "{stderr}");
+    assert_eq!(run.served(), reported, "{stderr}");
+    let received = collector.received.lock().unwrap().clone();
+    let (final_count, _) = received
+        .iter()
+        .filter_map(|export| sum_of(export, "cicada.requests"))
+        .max_by_key(|&(_, time)| time)
+        .unwrap_or_else(|| panic!("no export with requests: {stderr}"));
+    assert_eq!(
+        final_count, reported as f64,
+        "the master's final export is the merged cluster's count"
+    );
+    assert!(
+        received
+            .iter()
+            .any(|export| gauge_of(export, "cicada.workers") == Some(2.0)),
+        "an export while both workers ran counts them"
+    );
+    let role = received[0].resource_metrics[0]
+        .resource
+        .as_ref()
+        .unwrap()
+        .attributes
+        .iter()
+        .find(|a| a.key == "cicada.role")
+        .and_then(|a| a.value.as_ref()?.value.clone());
+    assert_eq!(role, Some(any_value::Value::StringValue("master".into())));
+    assert_eq!(report["otlp"]["failed"], 0, "{}", report["otlp"]);
+    for worker in workers {
+        let out = worker.wait(Duration::from_secs(30));
+        assert_eq!(out.status.code(), Some(0), "a worker quits with its master");
+    }
 }
