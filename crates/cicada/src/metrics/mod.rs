@@ -193,10 +193,13 @@ pub(crate) async fn start_for_run(
     worker: bool,
 ) -> Result<Option<otlp::OtlpExporter>, String> {
     if let Some(port) = options.metrics_port {
-        let address = serve(SocketAddr::new(options.metrics_host, port), source.clone())
-            .await
-            .map_err(|error| error.to_string())?;
-        tracing::info!("metrics: http://{address}/metrics");
+        match serve(SocketAddr::new(options.metrics_host, port), source.clone()).await {
+            Ok(address) => tracing::info!("metrics: http://{address}/metrics"),
+            // A worker's metrics are extra (its master has the cluster's), and local workers that read the
+            // master's config file would all ask for the master's port: a worker goes on without them.
+            Err(error) if worker => tracing::warn!("{error}; this worker serves no metrics"),
+            Err(error) => return Err(error.to_string()),
+        }
     }
     let Some(endpoint) = &options.otlp_endpoint else {
         return Ok(None);
