@@ -113,6 +113,7 @@ impl Endpoint {
 
 /// The running exporter; [`OtlpExporter::finish`] sends the final export and returns the counters.
 pub(crate) struct OtlpExporter {
+    endpoint: String,
     finish: oneshot::Sender<MetricsView>,
     task: tokio::task::JoinHandle<OtlpReport>,
 }
@@ -122,8 +123,13 @@ impl OtlpExporter {
     pub(crate) fn start(endpoint: Endpoint, interval: Duration, source: MetricsSource) -> Self {
         let (finish, finish_rx) = oneshot::channel();
         let resource = resource(&source);
+        let url = endpoint.url.clone();
         let task = tokio::spawn(run(endpoint, interval, source, resource, finish_rx));
-        OtlpExporter { finish, task }
+        OtlpExporter {
+            endpoint: url,
+            finish,
+            task,
+        }
     }
 
     /// Send `view` (the final stats) as the last export, waiting at most [`FINAL_WAIT`] for it.
@@ -132,7 +138,11 @@ impl OtlpExporter {
         // The task bounds its own final send; the margin only guards against a task that cannot run.
         match tokio::time::timeout(FINAL_WAIT + Duration::from_secs(1), self.task).await {
             Ok(Ok(report)) => report,
-            _ => OtlpReport::default(),
+            _ => OtlpReport {
+                endpoint: self.endpoint,
+                last_error: Some("the exporter did not end in time; its counts are lost".into()),
+                ..OtlpReport::default()
+            },
         }
     }
 }
