@@ -49,6 +49,7 @@ pub mod events;
 pub mod guard;
 mod logging;
 pub mod messages;
+mod metrics;
 pub mod options;
 mod recording;
 pub mod report;

@@ -150,6 +150,24 @@ pub struct Options {
     #[arg(long, env = "CICADA_JUNIT", value_name = "FILE")]
     pub junit: Option<PathBuf>,
 
+    /// Serve Prometheus metrics at http://--metrics-host:PORT/metrics (0 picks a free port; the log says which).
+    /// With the web UI, /metrics is also on the UI's port. See docs/metrics.md.
+    #[arg(long, env = "CICADA_METRICS_PORT", value_name = "PORT")]
+    pub metrics_port: Option<u16>,
+
+    /// Address the --metrics-port endpoint listens on.
+    #[arg(long, env = "CICADA_METRICS_HOST", default_value = "127.0.0.1")]
+    pub metrics_host: std::net::IpAddr,
+
+    /// Push the metrics to this OpenTelemetry collector (OTLP/HTTP, protobuf), e.g.
+    /// http://127.0.0.1:4318/v1/metrics. See docs/metrics.md.
+    #[arg(long, env = "CICADA_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// How often the metrics are pushed to --otlp-endpoint (and once more at the end).
+    #[arg(long, env = "CICADA_OTLP_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub otlp_interval: Duration,
+
     /// Print the stats table every few seconds even when the web UI runs.
     #[arg(long, env = "CICADA_PRINT_STATS")]
     pub print_stats: bool,
@@ -590,6 +608,46 @@ mod tests {
         let exprs: Vec<&str> = both.checks.iter().map(|c| c.expr.as_str()).collect();
         // As for every list option, the file's items and the command line's add up.
         assert_eq!(exprs, ["p95<300ms", "rps>1", "avg<1s"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn metrics_flags_parse_from_flags_and_the_config_file() {
+        let defaults = Options::parse_args(["test"]).unwrap();
+        assert_eq!(defaults.metrics_port, None);
+        assert_eq!(defaults.metrics_host.to_string(), "127.0.0.1");
+        assert_eq!(defaults.otlp_endpoint, None);
+        assert_eq!(defaults.otlp_interval, Duration::from_secs(10));
+        let flags = Options::parse_args([
+            "test",
+            "--metrics-port",
+            "0",
+            "--metrics-host",
+            "::1",
+            "--otlp-endpoint",
+            "http://127.0.0.1:4318/v1/metrics",
+            "--otlp-interval",
+            "2s",
+        ])
+        .unwrap();
+        assert_eq!(flags.metrics_port, Some(0));
+        assert_eq!(flags.metrics_host.to_string(), "::1");
+        assert_eq!(flags.otlp_interval, Duration::from_secs(2));
+        let dir = tempfile_dir("metrics");
+        let path = dir.join("cicada.toml");
+        std::fs::write(
+            &path,
+            "metrics-port = 9646\notlp-endpoint = \"http://127.0.0.1:4318\"\notlp-interval = \"500ms\"\n",
+        )
+        .unwrap();
+        let path_text = path.to_string_lossy().into_owned();
+        let from_file = Options::parse_args(["test", "--config", &path_text]).unwrap();
+        assert_eq!(from_file.metrics_port, Some(9646));
+        assert_eq!(
+            from_file.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318")
+        );
+        assert_eq!(from_file.otlp_interval, Duration::from_millis(500));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

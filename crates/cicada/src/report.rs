@@ -81,6 +81,8 @@ pub(crate) struct FinalRun<'a> {
     pub(crate) host: &'a str,
     pub(crate) stop_reason: &'a str,
     pub(crate) started_unix_ms: u64,
+    /// What the `--otlp-endpoint` exporter did.
+    pub(crate) otlp: Option<&'a crate::metrics::otlp::OtlpReport>,
 }
 
 /// Print the summary and write every report the options ask for into the files checked at the start. Every report
@@ -175,6 +177,7 @@ pub(crate) fn write_final(
             checks_saturated_intervals: run.checks.saturated_intervals,
             checks_excluded_seconds: run.checks.excluded_seconds,
             checks_excluded_requests: run.checks.excluded_requests,
+            otlp: run.otlp.cloned(),
         };
         attempt(file, &|out| {
             serde_json::to_writer_pretty(out, &report).map_err(|error| error.to_string())
@@ -350,6 +353,9 @@ struct RunReport {
     checks_excluded_seconds: u64,
     /// Requests that finished in those seconds, left out of the checks.
     checks_excluded_requests: u64,
+    /// The OTLP exporter's counts (exported, failed, dropped); absent without `--otlp-endpoint`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    otlp: Option<crate::metrics::otlp::OtlpReport>,
 }
 
 /// The checks as the HTML report's viewer reads them.

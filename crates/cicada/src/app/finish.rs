@@ -32,6 +32,8 @@ pub(super) async fn finish(setup: RunSetup, mut collector: Collector, reason: St
         cluster_health,
         started,
         started_unix_ms,
+        otlp,
+        web,
         ..
     } = setup;
     runner.quit();
@@ -47,6 +49,17 @@ pub(super) async fn finish(setup: RunSetup, mut collector: Collector, reason: St
     if let Some(writer) = history_csv.as_mut() {
         let _ = writer.append(&stats.snapshot(), 0, unix_now());
     }
+    // The run's time ends with its users, not with the exports and reports that follow.
+    let run_time = started.elapsed();
+    // The final export carries the final stats; its wait is bounded (a dead collector costs at most that).
+    let otlp_report = match otlp {
+        Some(exporter) => Some(
+            exporter
+                .finish(crate::metrics::MetricsSource::of_web(&web).read())
+                .await,
+        ),
+        None => None,
+    };
     // Memory that was kept aside goes back now, for the reports.
     drop(reserve);
     let snapshot = stats.snapshot();
@@ -65,10 +78,11 @@ pub(super) async fn finish(setup: RunSetup, mut collector: Collector, reason: St
         guard: guard_report.as_ref(),
         cluster: cluster_report.as_ref(),
         schedules: &schedules,
-        run_time: started.elapsed(),
+        run_time,
         host: &host,
         stop_reason: reason.as_str(),
         started_unix_ms,
+        otlp: otlp_report.as_ref(),
     };
     let reports_failed =
         report::write_final(&options, &stats, &final_run, report_outputs, history_csv)

@@ -43,6 +43,8 @@ pub(super) struct RunSetup {
     pub(super) cluster_health: Option<Arc<crate::cluster::health::ClusterHealth>>,
     pub(super) started: Instant,
     pub(super) started_unix_ms: u64,
+    /// The `--otlp-endpoint` exporter, sent its final export by the finish.
+    pub(super) otlp: Option<crate::metrics::otlp::OtlpExporter>,
 }
 
 impl RunSetup {
@@ -192,6 +194,15 @@ impl RunSetup {
             cluster: cluster.clone(),
             cluster_health: cluster_health.clone(),
         });
+        let metrics_source = crate::metrics::MetricsSource::of_web(&web);
+        let otlp =
+            crate::metrics::start_for_run(&options, &metrics_source, mode == RunMode::Worker)
+                .await
+                .map_err(|error| {
+                    eprintln!("error: {error}");
+                    env.runner.quit();
+                    usage
+                })?;
         let setup = RunSetup {
             options,
             events,
@@ -211,6 +222,7 @@ impl RunSetup {
             cluster_health,
             started: Instant::now(),
             started_unix_ms: unix_now() * 1000,
+            otlp,
         };
         if !setup.options.headless {
             setup.start_web_ui().await?;

@@ -22,9 +22,18 @@ pub(crate) fn count(requested: i64) -> Result<usize, String> {
 }
 
 /// This process's arguments for a worker: without `--master`, `--worker`, `--processes`, `--master-host` and
-/// `--master-port` (and their values), then `--worker --master-host HOST --master-port PORT`.
+/// `--master-port` (and their values), nor the master's metrics endpoint and exporter (the workers would all bind the
+/// same port), then `--worker --master-host HOST --master-port PORT`.
 fn worker_args(args: &[OsString], master_host: &str, master_port: u16) -> Vec<OsString> {
-    const WITH_VALUE: [&str; 3] = ["--processes", "--master-host", "--master-port"];
+    const WITH_VALUE: [&str; 7] = [
+        "--processes",
+        "--master-host",
+        "--master-port",
+        "--metrics-port",
+        "--metrics-host",
+        "--otlp-endpoint",
+        "--otlp-interval",
+    ];
     const ALONE: [&str; 2] = ["--master", "--worker"];
     let mut out = Vec::new();
     let mut skip_value = false;
@@ -82,6 +91,8 @@ impl LocalWorkers {
                 // Workers must not read options meant for the master from the environment.
                 .env_remove("CICADA_MASTER")
                 .env_remove("CICADA_PROCESSES")
+                .env_remove("CICADA_METRICS_PORT")
+                .env_remove("CICADA_OTLP_ENDPOINT")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .spawn()
@@ -151,6 +162,9 @@ mod tests {
             "-u",
             "10",
             "--master-port=1",
+            "--metrics-port",
+            "9646",
+            "--otlp-endpoint=http://127.0.0.1:4318",
             "--headless",
             "Shopper",
         ]

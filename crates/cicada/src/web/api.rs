@@ -57,6 +57,7 @@ pub(super) fn routes(context: Arc<WebContext>) -> Router {
         .route("/report.json", get(report_json))
         .route("/report", get(report_html))
         .route("/stats/report", get(report_html))
+        .route("/metrics", get(metrics))
         .with_state(context)
 }
 
@@ -206,6 +207,11 @@ pub(super) fn live_snapshot(context: &WebContext) -> RequestsReport {
         extras,
         workers,
     )
+}
+
+/// Prometheus' scrape: the run read now (docs/metrics.md).
+async fn metrics(State(context): Shared) -> Response {
+    crate::metrics::prometheus::response(&crate::metrics::MetricsSource::of_web(&context).read())
 }
 
 async fn requests(State(context): Shared) -> Json<RequestsReport> {

@@ -59,7 +59,7 @@ fn report(path: &std::path::Path, output: &Output) -> Value {
 
 /// A master of the quickstart example, headless, against a demo target of the test's own (whose counters are the
 /// truth), writing its report into a temporary directory; workers join it with [`ClusterRun::worker`].
-struct ClusterRun {
+pub(crate) struct ClusterRun {
     target: DemoTarget,
     port: String,
     dir: tempfile::TempDir,
@@ -68,7 +68,7 @@ struct ClusterRun {
 
 impl ClusterRun {
     /// Start the master with these extra flags (users, run time, `--expect-workers` ...) and environment.
-    fn start(extra: &[&str], envs: &[(&str, &str)]) -> ClusterRun {
+    pub(crate) fn start(extra: &[&str], envs: &[(&str, &str)]) -> ClusterRun {
         let target = DemoTarget::start();
         let port = free_port().to_string();
         let dir = tempfile::tempdir().unwrap();
@@ -91,7 +91,7 @@ impl ClusterRun {
     }
 
     /// A quickstart worker attached to this master.
-    fn worker(&self, extra: &[&str]) -> Process {
+    pub(crate) fn worker(&self, extra: &[&str]) -> Process {
         self.worker_of("quickstart", extra, &[])
     }
 
@@ -100,14 +100,14 @@ impl ClusterRun {
     }
 
     /// Wait for the master to end; its output and its JSON report.
-    fn finish(&mut self, limit: Duration) -> (Output, Value) {
+    pub(crate) fn finish(&mut self, limit: Duration) -> (Output, Value) {
         let output = self.master.take().expect("finished once").wait(limit);
         let report = report(&self.dir.path().join("report.json"), &output);
         (output, report)
     }
 
     /// Requests the target itself served.
-    fn served(&self) -> u64 {
+    pub(crate) fn served(&self) -> u64 {
         self.target.counters().total()
     }
 }

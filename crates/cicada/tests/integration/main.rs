@@ -13,4 +13,5 @@ mod data;
 mod engine;
 mod guard;
 mod messages;
+mod metrics;
 mod web;

@@ -17,7 +17,7 @@ use crate::common::{DemoTarget, example, free_port};
 const STDERR_LINES_KEPT: usize = 2_000;
 
 /// A test binary serving its web UI on an ephemeral port.
-struct UiProcess {
+pub(crate) struct UiProcess {
     child: Child,
     /// `127.0.0.1:PORT`: where to connect, and the Host the UI answers to.
     address: String,
@@ -33,7 +33,7 @@ struct Answer {
 }
 
 impl UiProcess {
-    fn start(args: &[&str]) -> UiProcess {
+    pub(crate) fn start(args: &[&str]) -> UiProcess {
         UiProcess::start_with_env(args, &[])
     }
 
@@ -130,18 +130,24 @@ impl UiProcess {
     }
 
     /// One request; returns (status, body).
-    fn call(&self, method: &str, path: &str, body: &str, extra_headers: &str) -> (u16, String) {
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        extra_headers: &str,
+    ) -> (u16, String) {
         let answer = self.send(method, path, body, extra_headers);
         (answer.status, answer.body)
     }
 
-    fn json(&self, path: &str) -> Value {
+    pub(crate) fn json(&self, path: &str) -> Value {
         let (status, body) = self.call("GET", path, "", "");
         assert_eq!(status, 200, "{path}: {body}");
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
     }
 
-    fn wait_for(&self, what: &str, mut done: impl FnMut(&Value) -> bool) -> Value {
+    pub(crate) fn wait_for(&self, what: &str, mut done: impl FnMut(&Value) -> bool) -> Value {
         let started = Instant::now();
         loop {
             let snapshot = self.json("/stats/requests");
