@@ -519,6 +519,7 @@ fn report_data(context: &WebContext) -> serde_json::Value {
         guard: guard.as_ref(),
         cluster: cluster.as_ref(),
         schedules: &env.schedule_reports(),
+        arrival: &env.arrival_reports(),
         host: &env.host(),
         started_unix_ms: snapshot.start_unix_ms,
         duration: Duration::from_millis(ended_unix_ms.saturating_sub(snapshot.start_unix_ms)),
