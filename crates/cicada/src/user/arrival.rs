@@ -667,7 +667,8 @@ pub(crate) async fn run_arrival<S: Send + 'static>(
         .max_concurrent
         .store(max_concurrent, Ordering::Relaxed);
     let pool = Arc::new(Pool {
-        idle: Mutex::new(Vec::with_capacity(rate.max_concurrent as usize)),
+        // Grows with the pool (a bound of a million must not cost its stack up front).
+        idle: Mutex::new(Vec::new()),
     });
     let mut instances = Instances(Vec::new());
     let live = Arc::new(AtomicU64::new(0));

@@ -334,3 +334,30 @@ fn a_cluster_with_arrival_rate_types_is_a_usage_error() {
         2
     );
 }
+
+#[test]
+fn while_the_guard_holds_iterations_are_dropped_as_its_own_and_the_intervals_marked() {
+    let target = DemoTarget::start();
+    let url = target.url();
+    // No process fits in 1 MiB: the guard holds the generator from its first sample, then stops the test.
+    let test = Cicada::new().user(
+        UserType::<()>::new("Held")
+            .arrival_rate(ArrivalRate::constant(20.0))
+            .task(fast),
+    );
+    let run = run_test(test, &["-H", &url, "-t", "20s", "--max-memory", "1MiB"]);
+    assert_eq!(run.exit_code, cicada::EXIT_GUARD_STOPPED);
+    let entry = arrival(&run.report);
+    assert!(count(entry, "dropped_guard") > 0, "{entry}");
+    assert_eq!(
+        count(entry, "started") + count(entry, "dropped"),
+        count(entry, "due")
+    );
+    let points = run.report["history"].as_array().unwrap();
+    assert!(
+        points.iter().any(|p| p["generator"]["saturated"] == true
+            && p["generator"]["iterations_dropped"].as_u64() > Some(0)),
+        "an interval with the guard's drops is marked: {points:?}"
+    );
+    assert_eq!(target.counters().route(Route::Fast), count(entry, "completed"));
+}
