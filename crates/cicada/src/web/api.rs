@@ -166,6 +166,7 @@ pub(super) fn live_snapshot(context: &WebContext) -> RequestsReport {
         stats_seconds: snapshot.duration,
         user_counts: runner.user_counts().into_iter().collect(),
         guard_cap: runner.guard_cap(),
+        arrival: env.arrival_reports(),
         rows_omitted: snapshot
             .entries
             .len()

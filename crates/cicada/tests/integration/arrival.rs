@@ -359,5 +359,8 @@ fn while_the_guard_holds_iterations_are_dropped_as_its_own_and_the_intervals_mar
             && p["generator"]["iterations_dropped"].as_u64() > Some(0)),
         "an interval with the guard's drops is marked: {points:?}"
     );
-    assert_eq!(target.counters().route(Route::Fast), count(entry, "completed"));
+    assert_eq!(
+        target.counters().route(Route::Fast),
+        count(entry, "completed")
+    );
 }
