@@ -15,7 +15,8 @@
 //! [`LATE_FLOOR`]) after the iteration was due (the generator's lag). A stalled scheduler does not catch up with a
 //! burst: the iterations it missed are dropped in one step.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +38,9 @@ pub const MAX_CONCURRENT_LIMIT: u32 = 1_000_000;
 /// An iteration whose due time passed by more than its period, and at least by this much, is dropped as late. The
 /// floor keeps timer granularity (about a millisecond) from dropping iterations of fast rates.
 pub const LATE_FLOOR: Duration = Duration::from_millis(10);
+
+/// How long an instance may sit idle before the pool retires it (its `on_stop` runs), when the rate does not say.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Stages a ramping rate may have (a schedule is looked up stage by stage).
 pub const MAX_STAGES: usize = 10_000;
@@ -95,6 +99,7 @@ pub struct ArrivalRate {
     pub(crate) profile: RateProfile,
     pub(crate) max_concurrent: u32,
     pub(crate) pre_allocated: u32,
+    pub(crate) idle_timeout: Duration,
 }
 
 impl ArrivalRate {
@@ -104,6 +109,7 @@ impl ArrivalRate {
             profile: RateProfile::Constant(per_second),
             max_concurrent: DEFAULT_MAX_CONCURRENT,
             pre_allocated: 0,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 
@@ -118,6 +124,7 @@ impl ArrivalRate {
             },
             max_concurrent: DEFAULT_MAX_CONCURRENT,
             pre_allocated: 0,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 
@@ -144,6 +151,13 @@ impl ArrivalRate {
                 if stages.len() == 1 { "" } else { "s" }
             ),
         }
+    }
+
+    /// Retire an instance (running its `on_stop`) once it has been idle this long, down to `pre_allocated`
+    /// instances (default [`DEFAULT_IDLE_TIMEOUT`]): after a ramp down, the pool shrinks with the need.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
     }
 
     /// What is wrong with this rate, for a usage error naming the user type.
@@ -488,6 +502,7 @@ pub(crate) struct ArrivalCounters {
     busy: AtomicU64,
     peak_busy: AtomicU64,
     instances_created: AtomicU64,
+    instances_retired: AtomicU64,
     /// The scheduler's own clock: microseconds it ran, over every test of the process.
     active_micros: AtomicU64,
     rate_bits: AtomicU64,
@@ -520,6 +535,8 @@ pub struct ArrivalReport {
     pub peak_concurrent: u64,
     /// User instances created (each ran `on_start`).
     pub instances_created: u64,
+    /// Instances the pool retired after their idle timeout (each ran `on_stop`).
+    pub instances_retired: u64,
     /// Seconds the scheduler ran, by its own clock.
     pub active_s: f64,
 }
@@ -550,6 +567,7 @@ impl ArrivalCounters {
             busy: zero(),
             peak_busy: zero(),
             instances_created: zero(),
+            instances_retired: zero(),
             active_micros: zero(),
             rate_bits: AtomicU64::new(0f64.to_bits()),
         }
@@ -613,6 +631,7 @@ impl ArrivalCounters {
             dropped_late: late,
             peak_concurrent: load(&self.peak_busy),
             instances_created: load(&self.instances_created),
+            instances_retired: load(&self.instances_retired),
             active_s: load(&self.active_micros) as f64 / 1e6,
         }
     }
@@ -627,14 +646,31 @@ pub(crate) struct ArrivalParts<S> {
     pub(crate) type_index: usize,
 }
 
-/// An idle instance waiting for its next iteration.
+/// An idle instance waiting for its next iteration, or for being retired.
 struct Slot {
     go: Notify,
+    /// Set before `go` is notified when the scheduler retires this idle instance (the pool shrinks).
+    retire: AtomicBool,
+    /// When it last went idle: microseconds since its type's scheduler started.
+    idle_since_micros: AtomicU64,
 }
 
-/// The instances of one type: the idle ones (a stack, at most `max_concurrent`) and every one's task.
+/// The idle instances of one type, least recently used at the front: an iteration takes the most recently used
+/// one (its connections are the warmest), the pool shrinks from the front. At most `max_concurrent` long.
 struct Pool {
-    idle: Mutex<Vec<Arc<Slot>>>,
+    idle: Mutex<VecDeque<Arc<Slot>>>,
+    /// When the scheduler started, the zero of `idle_since_micros`.
+    start: tokio::time::Instant,
+}
+
+impl Pool {
+    fn idle(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Slot>>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn micros_now(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
 }
 
 /// Aborts every instance's task when the scheduler's task ends or is aborted, so no instance outlives its type.
@@ -648,8 +684,100 @@ impl Drop for Instances {
     }
 }
 
-/// Run one arrival-rate type until `control` stops it: the one timer that hands due iterations to instances.
-/// `rates` carries rate changes (a load shape's) as constant rates from the moment they arrive.
+/// The scheduler's side of one type's pool: creating instances, handing iterations to idle ones, retiring the
+/// ones idle for longer than the rate's idle timeout.
+struct PoolKeeper<S> {
+    active: Arc<ActiveUserType<S>>,
+    control: Arc<UserControl>,
+    counters: Arc<ArrivalCounters>,
+    pool: Arc<Pool>,
+    instances: Instances,
+    /// Instances alive (idle or busy), lowered by each instance's task when it ends.
+    live: Arc<AtomicU64>,
+    next_instance: u64,
+    type_index: usize,
+    max_concurrent: u64,
+    pre_allocated: u64,
+    idle_timeout: Duration,
+}
+
+impl<S: Send + 'static> PoolKeeper<S> {
+    fn spawn(&mut self, first_iteration: bool) {
+        self.next_instance += 1;
+        let id = INSTANCE_ID_BASE + ((self.type_index as u64) << 32) + self.next_instance;
+        self.counters
+            .instances_created
+            .fetch_add(1, Ordering::Relaxed);
+        self.live.fetch_add(1, Ordering::Relaxed);
+        // Finished instances (retired, stop_user) leave the list here, so it stays within the bound.
+        self.instances.0.retain(|handle| !handle.is_finished());
+        self.instances.0.push(tokio::spawn(run_instance(
+            self.active.clone(),
+            self.active.new_user(id, self.control.clone()),
+            self.pool.clone(),
+            self.counters.clone(),
+            self.live.clone(),
+            self.control.clone(),
+            first_iteration,
+        )));
+    }
+
+    /// Start one iteration on an idle instance, or on a new one while the pool is under its bound.
+    fn try_start(&mut self) -> bool {
+        let idle = self.pool.idle().pop_back();
+        if let Some(slot) = idle {
+            self.counters.iteration_began();
+            slot.go.notify_one();
+            true
+        } else if self.live.load(Ordering::Relaxed) < self.max_concurrent {
+            self.counters.iteration_began();
+            self.spawn(true);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Hand out the iterations due by `now_s`.
+    fn hand_out(&mut self, schedule: &mut Schedule, now_s: f64) {
+        let held = self.active.context.env.runner.spawning_held();
+        let counters = self.counters.clone();
+        schedule.run_due(
+            now_s,
+            held,
+            |_due| self.try_start(),
+            |outcome, n| counters.count(outcome, n),
+        );
+    }
+
+    /// Retire the instances idle for longer than the idle timeout, keeping `pre_allocated`. Returns when the next
+    /// one would be due for retirement, if any is idle above that.
+    fn shrink(&mut self) -> Option<tokio::time::Instant> {
+        let now = self.pool.micros_now();
+        let timeout = self.idle_timeout.as_micros() as u64;
+        let mut idle = self.pool.idle();
+        while self.live.load(Ordering::Relaxed) > self.pre_allocated {
+            let oldest = idle.front()?;
+            let since = oldest.idle_since_micros.load(Ordering::Relaxed);
+            if now.saturating_sub(since) < timeout {
+                return Some(self.pool.start + Duration::from_micros(since + timeout));
+            }
+            let slot = idle.pop_front().expect("a front element");
+            slot.retire.store(true, Ordering::Release);
+            slot.go.notify_one();
+            // Counted here, so that the next check does not retire one too many before the instance has left.
+            self.live.fetch_sub(1, Ordering::Relaxed);
+            self.counters
+                .instances_retired
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        None
+    }
+}
+
+/// Run one arrival-rate type until `control` stops it: the one timer that hands due iterations to instances and
+/// retires the idle ones. `rates` carries rate changes (a load shape's) as constant rates from the moment they
+/// arrive.
 pub(crate) async fn run_arrival<S: Send + 'static>(
     parts: ArrivalParts<S>,
     control: Arc<UserControl>,
@@ -661,41 +789,32 @@ pub(crate) async fn run_arrival<S: Send + 'static>(
         counters,
         type_index,
     } = parts;
-    let env = active.context.env.clone();
-    let max_concurrent = u64::from(rate.max_concurrent);
     counters
         .max_concurrent
-        .store(max_concurrent, Ordering::Relaxed);
-    let pool = Arc::new(Pool {
-        // Grows with the pool (a bound of a million must not cost its stack up front).
-        idle: Mutex::new(Vec::new()),
-    });
-    let mut instances = Instances(Vec::new());
-    let live = Arc::new(AtomicU64::new(0));
-    let mut next_instance = 0u64;
-    let mut spawn_instance = |first_iteration: bool, instances: &mut Instances| {
-        next_instance += 1;
-        let id = INSTANCE_ID_BASE + ((type_index as u64) << 32) + next_instance;
-        counters.instances_created.fetch_add(1, Ordering::Relaxed);
-        live.fetch_add(1, Ordering::Relaxed);
-        // Finished instances (stop_user) leave the list here, so it stays within the bound.
-        instances.0.retain(|handle| !handle.is_finished());
-        instances.0.push(tokio::spawn(run_instance(
-            active.clone(),
-            active.new_user(id, control.clone()),
-            pool.clone(),
-            counters.clone(),
-            live.clone(),
-            control.clone(),
-            first_iteration,
-        )));
+        .store(u64::from(rate.max_concurrent), Ordering::Relaxed);
+    let start = tokio::time::Instant::now();
+    let mut keeper = PoolKeeper {
+        active,
+        control: control.clone(),
+        counters: counters.clone(),
+        pool: Arc::new(Pool {
+            // Grows with the pool (a bound of a million must not cost its stack up front).
+            idle: Mutex::new(VecDeque::new()),
+            start,
+        }),
+        instances: Instances(Vec::new()),
+        live: Arc::new(AtomicU64::new(0)),
+        next_instance: 0,
+        type_index,
+        max_concurrent: u64::from(rate.max_concurrent),
+        pre_allocated: u64::from(rate.pre_allocated),
+        idle_timeout: rate.idle_timeout,
     };
     for _ in 0..rate.pre_allocated {
-        spawn_instance(false, &mut instances);
+        keeper.spawn(false);
     }
     let mut schedule = Schedule::new(&rate.profile);
-    let start = tokio::time::Instant::now();
-    let seconds = |at: tokio::time::Instant| at.saturating_duration_since(start).as_secs_f64();
+    let seconds = || start.elapsed().as_secs_f64();
     let mut rates_open = true;
     let mut active_recorded = Duration::ZERO;
     let record_active = |active_recorded: &mut Duration| {
@@ -706,104 +825,75 @@ pub(crate) async fn run_arrival<S: Send + 'static>(
         );
         *active_recorded = elapsed;
     };
+    let mut next_retirement: Option<tokio::time::Instant> = None;
+    // The type's one timer: the next due iteration or the next idle instance to retire, whichever comes first.
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
     loop {
-        counters.rate_bits.store(
-            schedule
-                .rate_at(seconds(tokio::time::Instant::now()))
-                .to_bits(),
-            Ordering::Relaxed,
-        );
-        let next = schedule
+        counters
+            .rate_bits
+            .store(schedule.rate_at(seconds()).to_bits(), Ordering::Relaxed);
+        let next_due = schedule
             .next_due_s()
             .and_then(|due| Duration::try_from_secs_f64(due).ok())
             .and_then(|due| start.checked_add(due));
-        if let Some(at) = next {
+        let wake = match (next_due, next_retirement) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(at) = wake {
             sleep.as_mut().reset(at);
         }
         tokio::select! {
             biased;
             _ = control.reached(StopLevel::Stopping) => break,
             changed = rates.changed(), if rates_open => {
-                if changed.is_err() {
-                    rates_open = false;
-                    continue;
-                }
-                let now = seconds(tokio::time::Instant::now());
-                let wanted = *rates.borrow_and_update();
-                if let Some(rate) = wanted.filter(|r| r.is_finite() && *r >= 0.0) {
-                    // The iterations due up to now are handed out under the old rate first.
-                    hand_out(&mut schedule, now, &env, &pool, &live, max_concurrent, &counters, &mut spawn_instance, &mut instances);
-                    schedule.set_constant(now, rate);
+                match changed {
+                    Err(_) => rates_open = false,
+                    Ok(()) => {
+                        let wanted = *rates.borrow_and_update();
+                        if let Some(rate) = wanted.filter(|r| r.is_finite() && *r >= 0.0) {
+                            // The iterations due up to now are handed out under the old rate first.
+                            let now = seconds();
+                            keeper.hand_out(&mut schedule, now);
+                            schedule.set_constant(now, rate);
+                        }
+                    }
                 }
                 continue;
             }
-            _ = &mut sleep, if next.is_some() => {}
+            _ = &mut sleep, if wake.is_some() => {}
         }
-        let now = seconds(tokio::time::Instant::now());
-        hand_out(
-            &mut schedule,
-            now,
-            &env,
-            &pool,
-            &live,
-            max_concurrent,
-            &counters,
-            &mut spawn_instance,
-            &mut instances,
-        );
+        keeper.hand_out(&mut schedule, seconds());
+        next_retirement = keeper.shrink().or_else(|| {
+            // Instances busy now may go idle with no iteration due to wake the timer (a rate of 0): look again then.
+            (keeper.live.load(Ordering::Relaxed) > keeper.pre_allocated)
+                .then(|| tokio::time::Instant::now() + keeper.idle_timeout)
+        });
         record_active(&mut active_recorded);
     }
     record_active(&mut active_recorded);
-    // Stopping: idle instances leave at once, busy ones after their iteration (or when killed). Their on_stop runs.
-    // (Aborting this task meanwhile aborts them through `instances`.)
-    for handle in &mut instances.0 {
+    // Stopping: idle instances leave at once, busy ones after their iteration (or when killed); each runs its
+    // on_stop. Nothing is handed out any more, so the idle stack is dropped here. (Aborting this task meanwhile
+    // aborts the instances through `keeper.instances`.)
+    keeper.pool.idle().clear();
+    for handle in &mut keeper.instances.0 {
         let _ = handle.await;
     }
 }
 
-/// Hand out the iterations due by `now_s`.
-#[allow(clippy::too_many_arguments)]
-fn hand_out(
-    schedule: &mut Schedule,
-    now_s: f64,
-    env: &crate::environment::Environment,
-    pool: &Pool,
-    live: &AtomicU64,
-    max_concurrent: u64,
-    counters: &ArrivalCounters,
-    spawn_instance: &mut impl FnMut(bool, &mut Instances),
-    instances: &mut Instances,
-) {
-    let held = env.runner.spawning_held();
-    schedule.run_due(
-        now_s,
-        held,
-        |_due| {
-            let idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            if let Some(slot) = idle {
-                counters.iteration_began();
-                slot.go.notify_one();
-                true
-            } else if live.load(Ordering::Relaxed) < max_concurrent {
-                counters.iteration_began();
-                spawn_instance(true, instances);
-                true
-            } else {
-                false
-            }
-        },
-        |outcome, n| counters.count(outcome, n),
-    );
+/// Lowers the live count when an instance's task ends or is aborted, unless the scheduler already did when it
+/// retired the instance.
+struct LiveNotice {
+    live: Arc<AtomicU64>,
+    slot: Arc<Slot>,
 }
-
-/// Lowers the live count when an instance's task ends or is aborted.
-struct LiveNotice(Arc<AtomicU64>);
 
 impl Drop for LiveNotice {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if !self.slot.retire.load(Ordering::Acquire) {
+            self.live.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -816,7 +906,8 @@ impl Drop for BusyNotice<'_> {
     }
 }
 
-/// One pooled instance: `on_start` once, then one iteration per go from the scheduler, `on_stop` at the end.
+/// One pooled instance: `on_start` once, then one iteration per go from the scheduler, `on_stop` at the end (when
+/// the test stops, the scheduler retires it, or a task stops it).
 async fn run_instance<S: Send + 'static>(
     active: Arc<ActiveUserType<S>>,
     mut user: User<S>,
@@ -826,9 +917,16 @@ async fn run_instance<S: Send + 'static>(
     control: Arc<UserControl>,
     first_iteration: bool,
 ) {
-    let _live = LiveNotice(live);
+    let slot = Arc::new(Slot {
+        go: Notify::new(),
+        retire: AtomicBool::new(false),
+        idle_since_micros: AtomicU64::new(0),
+    });
+    let _live = LiveNotice {
+        live,
+        slot: slot.clone(),
+    };
     let definition = &active.definition;
-    let slot = Arc::new(Slot { go: Notify::new() });
     let mut busy = first_iteration.then(|| BusyNotice(&counters));
     let exit = {
         let main = async {
@@ -840,14 +938,18 @@ async fn run_instance<S: Send + 'static>(
             }
             loop {
                 if busy.is_none() {
-                    pool.idle
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(slot.clone());
+                    slot.idle_since_micros
+                        .store(pool.micros_now(), Ordering::Relaxed);
+                    pool.idle().push_back(slot.clone());
                     tokio::select! {
                         biased;
                         // An iteration handed over before the stop still runs (it was counted as started).
-                        _ = slot.go.notified() => busy = Some(BusyNotice(&counters)),
+                        _ = slot.go.notified() => {
+                            if slot.retire.load(Ordering::Acquire) {
+                                return Exit::Stopped;
+                            }
+                            busy = Some(BusyNotice(&counters));
+                        }
                         _ = control.reached(StopLevel::Stopping) => return Exit::Stopped,
                     }
                 }
@@ -866,11 +968,6 @@ async fn run_instance<S: Send + 'static>(
         }
     };
     drop(busy);
-    // A retired instance must not be handed iterations: take it out of the idle stack.
-    pool.idle
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .retain(|idle| !Arc::ptr_eq(idle, &slot));
     if let Some(hook) = &definition.on_stop {
         run_task(&mut user, hook.as_ref(), "on_stop").await;
     }

@@ -16,6 +16,11 @@ async fn slow_200(user: &mut User) -> TaskResult {
     Ok(())
 }
 
+async fn slow_100(user: &mut User) -> TaskResult {
+    user.get("/slow?ms=100").send().await?;
+    Ok(())
+}
+
 async fn slow_20(user: &mut User) -> TaskResult {
     user.get("/slow?ms=20").send().await?;
     Ok(())
@@ -361,6 +366,62 @@ fn while_the_guard_holds_iterations_are_dropped_as_its_own_and_the_intervals_mar
     );
     assert_eq!(
         target.counters().route(Route::Fast),
+        count(entry, "completed")
+    );
+}
+
+/// An instance that logs in when it is created and out when it leaves.
+async fn log_in(user: &mut User) -> TaskResult {
+    let name = format!("instance{}", user.id());
+    user.post("/login")
+        .form(&[("username", name.as_str()), ("password", "secret")])
+        .send()
+        .await?;
+    Ok(())
+}
+
+async fn log_out(user: &mut User) -> TaskResult {
+    user.post("/logout").send().await?;
+    Ok(())
+}
+
+#[test]
+fn after_a_ramp_down_the_idle_instances_are_retired_and_run_on_stop() {
+    let target = DemoTarget::start();
+    let url = target.url();
+    // 30/s of 100 ms iterations for 2 s (about 3 instances busy), then nothing: with a 1 s idle timeout every
+    // instance but the one pre-allocated is retired well before the test ends.
+    let test = Cicada::new().user(
+        UserType::<()>::new("Shrinking")
+            .arrival_rate(
+                ArrivalRate::ramping(
+                    30.0,
+                    [
+                        Stage::new(Duration::from_secs(2), 30.0),
+                        Stage::new(Duration::ZERO, 0.0),
+                    ],
+                )
+                .pre_allocated(1)
+                .idle_timeout(Duration::from_secs(1)),
+            )
+            .on_start(log_in)
+            .on_stop(log_out)
+            .task(slow_100),
+    );
+    let run = run_test(
+        test,
+        &["-H", &url, "-t", "7s", "-s", "5s", "--guard", "warn"],
+    );
+    assert_eq!(run.exit_code, 0);
+    let entry = arrival(&run.report);
+    let created = count(entry, "instances_created");
+    assert!(created >= 2, "{entry}");
+    assert_eq!(count(entry, "instances_retired"), created - 1, "{entry}");
+    // Every instance logged in once and out once: the retired ones when they were retired, the last at the stop.
+    assert_eq!(target.counters().route(Route::Login), created);
+    assert_eq!(target.counters().route(Route::Logout), created);
+    assert_eq!(
+        target.counters().route(Route::Slow),
         count(entry, "completed")
     );
 }
