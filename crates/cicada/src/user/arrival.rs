@@ -5,7 +5,7 @@
 //! response times: iteration `k` is due when the rate's integral since the start reaches `k` (`k / rate` for a
 //! constant rate). One iteration is one task of the type, picked by weight (a nested task set runs one pass), run
 //! by a pooled user instance whose state persists across iterations. This module owns the rate definition
-//! ([`ArrivalRate`], [`Stage`]), the pure schedule ([`Schedule`]) that decides which due iterations start and which
+//! ([`ArrivalRate`], [`Stage`]), the pure schedule (`Schedule`) that decides which due iterations start and which
 //! are dropped, the bounded pool of instances, the one timer per type that drives it, and the counters the reports
 //! read ([`ArrivalReport`]).
 //!
