@@ -1,7 +1,8 @@
 // charts.js — owns the uPlot charts built from history points (total requests/s and failures/s,
 // response times p50/p95, number of users) and the shading of the time windows whose history point
 // says the load generator was saturated. Charts are created lazily once their container has a width
-// (a hidden tab has none) and follow its size with a ResizeObserver.
+// (a hidden tab has none) and follow its size with a ResizeObserver. A run with arrival-rate user types
+// adds a chart of the iterations started and dropped per history interval (ARRIVAL_CHART).
 
 import uPlot from 'uplot';
 import { esc, fmtInt, fmtMs, fmtRate, toNumber } from './format.js';
@@ -30,6 +31,16 @@ const CHARTS = [
   },
 ];
 
+/** Iterations of arrival-rate types per history interval, read from each point's `generator`. */
+export const ARRIVAL_CHART = {
+  id: 'arrival',
+  title: 'Arrival-rate iterations per interval',
+  series: [
+    { key: 'iterations_started', label: 'Started', stroke: '#2f9e5b', fmt: fmtInt, generator: true },
+    { key: 'iterations_dropped', label: 'Dropped', stroke: '#d64545', fmt: fmtInt, generator: true },
+  ],
+};
+
 export const SATURATED_CAPTION = 'generator saturated: latencies unreliable';
 const SHADE = 'rgba(232, 140, 20, 0.2)';
 const DEFAULT_STEP_S = 2;
@@ -40,8 +51,10 @@ export function toColumns(points) {
     .filter((p) => p && toNumber(p.unix_ms) !== null)
     .sort((a, b) => a.unix_ms - b.unix_ms);
   const columns = { x: list.map((p) => p.unix_ms / 1000), saturated: list.map((p) => Boolean(p.generator && p.generator.saturated === true)) };
-  for (const chart of CHARTS) {
-    for (const s of chart.series) columns[s.key] = list.map((p) => toNumber(p[s.key]));
+  for (const chart of [...CHARTS, ARRIVAL_CHART]) {
+    for (const s of chart.series) {
+      columns[s.key] = list.map((p) => toNumber(s.generator ? p.generator && p.generator[s.key] : p[s.key]));
+    }
   }
   return columns;
 }
@@ -97,14 +110,15 @@ const nonNegative = (u, min, max) => [0, max > 0 ? max * 1.1 : 1];
  * so tests can check the charts hold data.
  */
 export class Charts {
-  constructor(container, { height = 240 } = {}) {
+  constructor(container, { height = 240, arrival = false } = {}) {
+    this.charts = arrival ? [...CHARTS, ARRIVAL_CHART] : CHARTS;
     this.container = container;
     this.height = height;
     this.plots = [];
     this.columns = toColumns([]);
     this.ranges = [];
     container.classList.add('charts');
-    container.innerHTML = `${CHARTS.map(
+    container.innerHTML = `${this.charts.map(
       (c) => `<figure class="chart" data-chart="${c.id}"><div class="chart-plot"></div></figure>`,
     ).join('')}<p class="chart-caption"><span class="swatch" aria-hidden="true"></span>Shaded: ${esc(
       SATURATED_CAPTION,
@@ -131,12 +145,12 @@ export class Charts {
     this.countEl.textContent = this.ranges.length
       ? `${this.ranges.length} saturated window${this.ranges.length === 1 ? '' : 's'} in this history.`
       : 'No saturated window in this history.';
-    CHARTS.forEach((chart, i) => {
+    this.charts.forEach((chart, i) => {
       const values = this.columns[chart.series[0].key].filter((v) => v !== null);
       this.figures[i].dataset.points = String(values.length);
       this.figures[i].dataset.max = String(values.length ? Math.max(...values) : 0);
     });
-    if (this.plots.length) this.plots.forEach((plot, i) => plot.setData(this.dataFor(CHARTS[i])));
+    if (this.plots.length) this.plots.forEach((plot, i) => plot.setData(this.dataFor(this.charts[i])));
     else this.create();
   }
 
@@ -148,7 +162,7 @@ export class Charts {
     const width = this.width();
     if (width <= 0 || this.plots.length) return;
     const getRanges = () => this.ranges;
-    this.plots = CHARTS.map((chart, i) => {
+    this.plots = this.charts.map((chart, i) => {
       const options = {
         title: chart.title,
         width,

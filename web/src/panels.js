@@ -1,7 +1,7 @@
 // panels.js — owns the HTML of the smaller views shared by the live UI and the report: failures,
 // exceptions (user errors), the current task ratio, logs (with the worker that forwarded a line, and
 // the choice of source), a master's workers, the load generator (resource guard) panel and its
-// actions, and the schedule lateness table. Each function takes server data and returns an
+// actions, the schedule lateness table and the arrival-rate types table. Each function takes server data and returns an
 // HTML string in which every server string is escaped.
 
 import { DASH, esc, fmtBytes, fmtClock, fmtDuration, fmtInt, fmtMs, fmtPercent, fmtShare, toNumber } from './format.js';
@@ -334,5 +334,26 @@ export function scheduleHtml(schedule) {
     ],
     schedule,
     { id: 'schedule-table', empty: 'No paced users in this run.' },
+  );
+}
+
+/** Arrival-rate user types: iterations due, started, completed and dropped (with why), per type. */
+export function arrivalHtml(arrival) {
+  return dataTable(
+    [
+      { label: 'User type', cell: (a) => esc(a.user_type) },
+      { label: 'Rate (/s)', num: true, cell: (a) => esc(String(a.rate_per_s)) },
+      { label: 'Due', num: true, cell: (a) => fmtInt(a.due) },
+      { label: 'Started', num: true, cell: (a) => fmtInt(a.started) },
+      { label: 'Completed', num: true, cell: (a) => fmtInt(a.completed) },
+      { label: 'Dropped', num: true, cell: (a) => fmtInt(a.dropped) },
+      { label: 'Bound full', num: true, cell: (a) => fmtInt(a.dropped_max_concurrent) },
+      { label: 'Guard held', num: true, cell: (a) => fmtInt(a.dropped_guard) },
+      { label: 'Late', num: true, cell: (a) => fmtInt(a.dropped_late) },
+      { label: 'Max concurrent', num: true, cell: (a) => fmtInt(a.max_concurrent) },
+      { label: 'Peak concurrent', num: true, cell: (a) => fmtInt(a.peak_concurrent) },
+    ],
+    arrival,
+    { id: 'arrival-table', empty: 'No arrival-rate user types in this run.' },
   );
 }

@@ -1,13 +1,14 @@
 // report.js — owns report mode: reading the run's JSON that the server put into
 // <script id="cicada-data" type="application/json"> of the self-contained report page, and rendering
 // the static report from it (run metadata, stats and percentile tables, charts with the saturated
-// windows shaded, failures, exceptions, the resource guard's summary and actions, schedule lateness, and
+// windows shaded, failures, exceptions, the resource guard's summary and actions, schedule lateness, arrival-rate
+// iterations, and
 // the checks (--check) with their measured values).
 // The report makes no request: everything it shows is in the page.
 
 import { Charts, SATURATED_CAPTION } from './charts.js';
 import { esc, fmtDuration, fmtInt, fmtPercent, fmtRate, fmtShare, fmtTime, toNumber } from './format.js';
-import { exceptionsHtml, failuresHtml, guardReportHtml, scheduleHtml } from './panels.js';
+import { arrivalHtml, exceptionsHtml, failuresHtml, guardReportHtml, scheduleHtml } from './panels.js';
 import { REPORT_COLUMNS, StatsTable, percentileTableHtml } from './table.js';
 
 export const DATA_ELEMENT_ID = 'cicada-data';
@@ -88,12 +89,14 @@ const NAV = [
   ['exceptions', 'Exceptions'],
   ['generator', 'Load generator'],
   ['schedule', 'Schedule'],
+  ['arrival', 'Arrival rates'],
 ];
 
 /** Renders the report for `data` into `root` (the page body). */
 export function renderReport(root, data) {
   const stats = data.stats || {};
   const schedule = Array.isArray(data.schedule) ? data.schedule : [];
+  const arrival = Array.isArray(data.arrival) ? data.arrival : [];
   const hasChecks = Boolean(data.checks && Array.isArray(data.checks.results) && data.checks.results.length);
   const title = data.title || 'cicada load test report';
   root.ownerDocument.title = title;
@@ -102,7 +105,7 @@ export function renderReport(root, data) {
 <header class="report-header">
   <h1>${esc(title)}</h1>
   <p class="muted">Load test report by cicada</p>
-  <nav class="report-nav">${NAV.filter(([id]) => (id !== 'schedule' || schedule.length) && (id !== 'checks' || hasChecks))
+  <nav class="report-nav">${NAV.filter(([id]) => (id !== 'schedule' || schedule.length) && (id !== 'arrival' || arrival.length) && (id !== 'checks' || hasChecks))
     .map(([id, label]) => `<a href="#${id}">${esc(label)}</a>`)
     .join('')}</nav>
 </header>
@@ -117,10 +120,11 @@ export function renderReport(root, data) {
   ${section('exceptions', 'Exceptions', exceptionsHtml(stats.user_errors))}
   ${section('generator', 'Load generator', guardReportHtml(data.generator))}
   ${schedule.length ? section('schedule', 'Schedule lateness of paced users', scheduleHtml(schedule)) : ''}
+  ${arrival.length ? section('arrival', 'Arrival-rate user types: iterations due, started and dropped', arrivalHtml(arrival)) : ''}
 </main>
 <footer class="muted">Generated ${esc(fmtTime(data.ended_unix_ms))} by cicada.</footer>`;
   new StatsTable(root.querySelector('#stats-table'), { columns: REPORT_COLUMNS }).update(stats.entries, stats.total);
-  new Charts(root.querySelector('#charts'), { height: 220 }).setPoints(data.history);
+  new Charts(root.querySelector('#charts'), { height: 220, arrival: arrival.length > 0 }).setPoints(data.history);
 }
 
 /** What the bare template or a broken report shows instead. */

@@ -986,3 +986,49 @@ end)
     assert!(bad.stderr().contains("test.lua:2"), "{}", bad.stderr());
     assert_eq!(target.counters().route(Route::Slow), 12);
 }
+
+#[test]
+fn an_arrival_rate_type_starts_iterations_at_its_rate_and_counts_the_dropped() {
+    let target = Target::start();
+    // 20 iterations a second of 200 ms on at most 2 instances: about half are dropped for want of an instance.
+    let test = r#"
+local Checkout = cicada.user { name = "Checkout", arrival_rate = { rate = 20, max_concurrent = 2 } }
+function Checkout:on_start() self.iterations = 0 end
+Checkout:task(function(self)
+  self.client:get("/slow?ms=200")
+  self.iterations = self.iterations + 1
+end)
+"#;
+    let run = run_lua(
+        &[("test.lua", test)],
+        &[
+            "-H",
+            &target.url(),
+            "-t",
+            "3s",
+            "-s",
+            "3s",
+            "--guard",
+            "warn",
+        ],
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let report = run.report();
+    let arrival = &report["arrival"][0];
+    let field = |name: &str| arrival[name].as_u64().unwrap();
+    assert_eq!(arrival["user_type"], "Checkout");
+    assert_eq!(field("max_concurrent"), 2);
+    assert!(field("dropped_max_concurrent") > 0, "{arrival}");
+    assert_eq!(field("started") + field("dropped"), field("due"));
+    assert_eq!(target.counters().route(Route::Slow), field("completed"));
+
+    let bad = "local U = cicada.user { name = \"U\", arrival_rate = { rate = 5, burst = 2 } }\nU:task(function(self) end)\n";
+    let run = run_lua(&[("test.lua", bad)], &["-H", &target.url(), "-t", "1s"]);
+    assert_eq!(run.code(), 2);
+    assert!(
+        run.stderr()
+            .contains("test.lua:1: cicada.user: arrival_rate: unknown key `burst`"),
+        "{}",
+        run.stderr()
+    );
+}

@@ -218,13 +218,14 @@ end
 
 local known_user_keys = {
   name = true, weight = true, fixed_count = true, host = true, wait_time = true, tags = true, client = true,
+  arrival_rate = true,
 }
 
 function cicada.user(spec)
   if type(spec) ~= "table" then fail("cicada.user takes a table: cicada.user { name = \"Shopper\" }", 2) end
   for key in pairs(spec) do
     if not known_user_keys[key] then
-      fail("cicada.user: unknown key `" .. tostring(key) .. "` (known: name, weight, fixed_count, host, wait_time, tags, client)", 2)
+      fail("cicada.user: unknown key `" .. tostring(key) .. "` (known: name, weight, fixed_count, host, wait_time, tags, client, arrival_rate)", 2)
     end
   end
   if type(spec.name) ~= "string" or spec.name == "" then fail("cicada.user: name must be a non-empty string", 2) end
@@ -238,6 +239,9 @@ function cicada.user(spec)
   if spec.client ~= nil and type(spec.client) ~= "table" then
     fail("cicada.user: client must be a table of client options { timeout = 5, http = \"http2\", .. }", 2)
   end
+  if spec.arrival_rate ~= nil and type(spec.arrival_rate) ~= "table" then
+    fail("cicada.user: arrival_rate must be a table: { rate = 50, max_concurrent = 200 } or { start = 10, stages = { { duration = 60, target = 100 } } }", 2)
+  end
   local user_type = setmetatable({ client = Client }, UserMethods)
   user_type.__index = user_type
   local def = {
@@ -246,6 +250,7 @@ function cicada.user(spec)
     fixed_count = spec.fixed_count,
     host = spec.host,
     client = spec.client,
+    arrival_rate = spec.arrival_rate,
     wait_time = check_wait(spec.wait_time, "cicada.user: wait_time", 2),
     tags = check_tags(spec.tags, "cicada.user: tags", 2),
     entries = {},

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use cicada::user::{ArrivalRate, Stage};
 use cicada::user::{WaitContext, custom_wait};
 use cicada::user::{WaitTime, between, constant, constant_pacing, constant_throughput};
 use cicada::{Cicada, ClientOptions, HttpVersion, LoadShape, Target, Task, TaskSet, UserType};
@@ -63,6 +64,8 @@ struct TypeDef {
     fixed_count: Option<u64>,
     host: Option<String>,
     client: Option<ClientOptions>,
+    /// `arrival_rate = { .. }`: an arrival-rate type (the open model).
+    arrival: Option<ArrivalRate>,
     body: SetDef,
 }
 
@@ -220,8 +223,100 @@ fn read_type(def: &Table) -> Result<TypeDef, ScriptError> {
         fixed_count: def.get("fixed_count").map_err(internal)?,
         host: def.get("host").map_err(internal)?,
         client,
+        arrival: read_arrival(def).map_err(|message| {
+            ScriptError::Definition(format!("{place}: cicada.user: arrival_rate: {message}"))
+        })?,
         body: read_set(def, false)?,
     })
+}
+
+/// `arrival_rate = { rate = N }` or `{ start = N, stages = { { duration = S, target = N }, .. } }`, with optional
+/// `max_concurrent`, `pre_allocated` and `idle_timeout` (seconds): the engine's [`ArrivalRate`]. Rates are checked
+/// by the engine before the run (a usage error naming the type).
+fn read_arrival(def: &Table) -> Result<Option<ArrivalRate>, String> {
+    let Some(table) = def
+        .get::<Option<Table>>("arrival_rate")
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    const KEYS: [&str; 6] = [
+        "rate",
+        "start",
+        "stages",
+        "max_concurrent",
+        "pre_allocated",
+        "idle_timeout",
+    ];
+    for pair in table.pairs::<Value, Value>() {
+        let (key, _) = pair.map_err(|e| e.to_string())?;
+        let name = key.to_string().unwrap_or_default();
+        if !KEYS.contains(&name.as_str()) {
+            return Err(format!("unknown key `{name}` (known: {})", KEYS.join(", ")));
+        }
+    }
+    let number = |table: &Table, key: &str| -> Result<Option<f64>, String> {
+        match table.get::<Value>(key).map_err(|e| e.to_string())? {
+            Value::Nil => Ok(None),
+            Value::Integer(i) => Ok(Some(i as f64)),
+            Value::Number(n) => Ok(Some(n)),
+            _ => Err(format!("{key} must be a number")),
+        }
+    };
+    let count = |key: &str| -> Result<Option<u32>, String> {
+        match table.get::<Value>(key).map_err(|e| e.to_string())? {
+            Value::Nil => Ok(None),
+            Value::Integer(i) => u32::try_from(i)
+                .map(Some)
+                .map_err(|_| format!("{key} must be an integer from 0 to {}", u32::MAX)),
+            _ => Err(format!("{key} must be an integer")),
+        }
+    };
+    let stages: Option<Table> = table
+        .get("stages")
+        .map_err(|_| "stages must be a list of { duration = S, target = N }".to_string())?;
+    let mut rate = match (number(&table, "rate")?, stages) {
+        (Some(rate), None) if number(&table, "start")?.is_none() => ArrivalRate::constant(rate),
+        (None, Some(stages)) => {
+            let mut list = Vec::new();
+            for stage in stages.sequence_values::<Table>() {
+                let stage = stage.map_err(|_| {
+                    "each stage must be a table { duration = S, target = N }".to_string()
+                })?;
+                let (Some(duration), Some(target)) =
+                    (number(&stage, "duration")?, number(&stage, "target")?)
+                else {
+                    return Err(
+                        "each stage needs duration (seconds) and target (iterations per second)"
+                            .to_string(),
+                    );
+                };
+                let duration = Duration::try_from_secs_f64(duration).map_err(|_| {
+                    format!("a stage's duration of {duration} is not a number of seconds")
+                })?;
+                list.push(Stage::new(duration, target));
+            }
+            ArrivalRate::ramping(number(&table, "start")?.unwrap_or(0.0), list)
+        }
+        _ => {
+            return Err(
+                "give rate = N (iterations per second), or stages = { .. } with an optional start"
+                    .to_string(),
+            );
+        }
+    };
+    if let Some(bound) = count("max_concurrent")? {
+        rate = rate.max_concurrent(bound);
+    }
+    if let Some(instances) = count("pre_allocated")? {
+        rate = rate.pre_allocated(instances);
+    }
+    if let Some(seconds) = number(&table, "idle_timeout")? {
+        let timeout = Duration::try_from_secs_f64(seconds)
+            .map_err(|_| format!("idle_timeout of {seconds} is not a number of seconds"))?;
+        rate = rate.idle_timeout(timeout);
+    }
+    Ok(Some(rate))
 }
 
 /// `client = { .. }` of a user type: the engine's [`ClientOptions`], each key checked.
@@ -472,6 +567,9 @@ fn user_type(
     }
     if let Some(client) = def.client {
         user_type = user_type.client_options(client);
+    }
+    if let Some(rate) = def.arrival {
+        user_type = user_type.arrival_rate(rate);
     }
     if let Some(wait) = body.wait {
         user_type = user_type.wait_time(wait_time(script, wait));

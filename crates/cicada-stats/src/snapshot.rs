@@ -374,12 +374,17 @@ pub struct GeneratorSample {
     pub lag_ms: Option<f64>,
     /// Users the guard holds back (its cap is below the target), 0 when it holds none back.
     pub users_held_back: u64,
+    /// Iterations the arrival-rate user types started in the interval (0 when the test has none).
+    pub iterations_started: u64,
+    /// Iterations of arrival-rate user types that were due in the interval but not started: every instance was
+    /// busy, the guard held the generator, or the scheduler was more than a period late.
+    pub iterations_dropped: u64,
 }
 
 impl GeneratorSample {
-    /// The sample as the history CSV's generator cells: saturated (0/1), CPU %, RSS MB, lag ms, users held back.
-    /// A value that was not measured is an empty cell, never 0.
-    pub fn csv_cells(&self) -> [String; 5] {
+    /// The sample as the history CSV's generator cells: saturated (0/1), CPU %, RSS MB, lag ms, users held back,
+    /// iterations started and dropped. A value that was not measured is an empty cell, never 0.
+    pub fn csv_cells(&self) -> [String; 7] {
         [
             u8::from(self.saturated).to_string(),
             self.cpu_percent
@@ -388,6 +393,8 @@ impl GeneratorSample {
                 .map_or_else(String::new, |r| format!("{:.1}", r as f64 / 1_048_576.0)),
             self.lag_ms.map_or_else(String::new, |l| format!("{l:.1}")),
             self.users_held_back.to_string(),
+            self.iterations_started.to_string(),
+            self.iterations_dropped.to_string(),
         ]
     }
 }

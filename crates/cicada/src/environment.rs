@@ -9,6 +9,7 @@ use cicada_stats::Stats;
 use crate::events::Events;
 use crate::options::Options;
 use crate::runner::RunnerHandle;
+use crate::user::arrival::{ArrivalCounters, ArrivalInterval, ArrivalReport};
 use crate::user::schedule::{ScheduleLag, ScheduleReport};
 
 /// Everything a run shares: handed to every lifecycle event listener.
@@ -22,6 +23,8 @@ pub struct Environment {
     exit_code_override: AtomicI32,
     /// Paced user types' schedule lateness; one entry per user type.
     schedules: Mutex<Vec<Arc<ScheduleLag>>>,
+    /// Arrival-rate types' iteration counts; one entry per arrival-rate type.
+    arrivals: Mutex<Vec<Arc<ArrivalCounters>>>,
     pub(crate) messages: crate::messages::Messages,
     pub(crate) data: crate::data::TestData,
 }
@@ -43,6 +46,7 @@ impl Environment {
             host: Mutex::new(host),
             exit_code_override: AtomicI32::new(i32::MIN),
             schedules: Mutex::new(Vec::new()),
+            arrivals: Mutex::new(Vec::new()),
             messages,
             data,
         }
@@ -102,6 +106,48 @@ impl Environment {
             .iter()
             .map(|s| s.report())
             .collect()
+    }
+
+    pub(crate) fn register_arrival(&self, counters: Arc<ArrivalCounters>) {
+        self.arrivals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(counters);
+    }
+
+    /// Iterations due, started and dropped, per arrival-rate type (empty when the test has none).
+    pub fn arrival_reports(&self) -> Vec<ArrivalReport> {
+        self.arrivals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|a| a.report())
+            .collect()
+    }
+
+    /// The names of the arrival-rate types.
+    pub(crate) fn arrival_type_names(&self) -> Vec<String> {
+        self.arrivals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|a| a.user_type().to_string())
+            .collect()
+    }
+
+    /// Iterations of every arrival-rate type since the last call; `None` when the test has no such type.
+    pub(crate) fn take_arrival_interval(&self) -> Option<ArrivalInterval> {
+        let arrivals = self.arrivals.lock().unwrap_or_else(|p| p.into_inner());
+        (!arrivals.is_empty()).then(|| {
+            arrivals.iter().map(|a| a.take_interval()).fold(
+                ArrivalInterval::default(),
+                |sum, one| ArrivalInterval {
+                    started: sum.started + one.started,
+                    dropped: sum.dropped + one.dropped,
+                    dropped_by_guard: sum.dropped_by_guard + one.dropped_by_guard,
+                },
+            )
+        })
     }
 
     pub(crate) fn exit_code_override(&self) -> Option<i32> {

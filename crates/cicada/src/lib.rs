@@ -84,9 +84,9 @@ pub mod prelude {
     pub use crate::runner::{RunnerState, Target};
     pub use crate::shape::LoadShape;
     pub use crate::user::{
-        Flow, Task, TaskError, TaskResult, TaskSet, User, UserType, WaitTime, between, constant,
-        constant_pacing, constant_throughput, custom_wait, interrupt, reschedule, stop_test,
-        stop_user,
+        ArrivalRate, Flow, Stage, Task, TaskError, TaskResult, TaskSet, User, UserType, WaitTime,
+        between, constant, constant_pacing, constant_throughput, custom_wait, interrupt,
+        reschedule, stop_test, stop_user,
     };
     pub use crate::{Cicada, Environment};
 }

@@ -55,6 +55,16 @@ pub struct Options {
     #[arg(short = 's', long, env = "CICADA_STOP_TIMEOUT", default_value = "0", value_parser = parse_duration)]
     pub stop_timeout: Duration,
 
+    /// Iterations started per second by every constant arrival-rate user type, replacing the rate in the test's
+    /// code (ramping types keep their stages). -u does not apply to arrival-rate types.
+    #[arg(long, env = "CICADA_ARRIVAL_RATE", value_parser = parse_arrival_rate)]
+    pub arrival_rate: Option<f64>,
+
+    /// The most iterations each arrival-rate user type runs at once (its pool of user instances), replacing the
+    /// bound in the test's code (default 100); an iteration due while all are busy is dropped and counted.
+    #[arg(long, env = "CICADA_MAX_CONCURRENT", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_concurrent: Option<u32>,
+
     /// Write CSV files PREFIX_stats.csv, PREFIX_stats_history.csv, PREFIX_failures.csv, PREFIX_exceptions.csv.
     #[arg(long = "csv", env = "CICADA_CSV", value_name = "PREFIX")]
     pub csv_prefix: Option<PathBuf>,
@@ -353,6 +363,15 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_arrival_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate >= 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(format!(
+            "`{text}` is not a number of iterations per second (0 or more)"
+        )),
+    }
+}
+
 fn parse_percent(text: &str) -> Result<f64, String> {
     match text.trim().trim_end_matches('%').parse::<f64>() {
         Ok(percent) if percent > 0.0 && percent <= 100.0 => Ok(percent),
@@ -432,6 +451,12 @@ impl Options {
                 "-s {}",
                 humantime::format_duration(self.stop_timeout)
             ));
+        }
+        if let Some(rate) = self.arrival_rate {
+            parts.push(format!("--arrival-rate {rate}"));
+        }
+        if let Some(bound) = self.max_concurrent {
+            parts.push(format!("--max-concurrent {bound}"));
         }
         for check in &self.checks {
             parts.push(format!("--check '{}'", check.expr));

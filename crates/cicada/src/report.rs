@@ -19,6 +19,7 @@ use crate::checks::CheckReport;
 use crate::cluster::health::ClusterReport;
 use crate::guard::{Guard, GuardActionKind, GuardReport};
 use crate::options::Options;
+use crate::user::arrival::ArrivalReport;
 use crate::user::run::UserKind;
 use crate::user::schedule::ScheduleReport;
 
@@ -77,6 +78,8 @@ pub(crate) struct FinalRun<'a> {
     /// A master's view of its workers' capacity.
     pub(crate) cluster: Option<&'a ClusterReport>,
     pub(crate) schedules: &'a [ScheduleReport],
+    /// Arrival-rate types' iterations (empty when the test has none).
+    pub(crate) arrival: &'a [ArrivalReport],
     pub(crate) run_time: Duration,
     pub(crate) host: &'a str,
     pub(crate) stop_reason: &'a str,
@@ -146,6 +149,7 @@ pub(crate) fn write_final(
             guard: run.guard,
             cluster: run.cluster,
             schedules: run.schedules,
+            arrival: run.arrival,
             host: run.host,
             started_unix_ms: run.started_unix_ms,
             duration: run.run_time,
@@ -173,6 +177,7 @@ pub(crate) fn write_final(
             generator: run.guard.cloned(),
             cluster: run.cluster.cloned(),
             schedule: run.schedules.to_vec(),
+            arrival: run.arrival.to_vec(),
             checks: run.checks.checks.clone(),
             checks_saturated_intervals: run.checks.saturated_intervals,
             checks_excluded_seconds: run.checks.excluded_seconds,
@@ -267,6 +272,9 @@ fn summary_text(run: &FinalRun<'_>) -> String {
     if let Some(cluster) = run.cluster {
         text.push_str(&cluster_summary(cluster));
     }
+    for arrival in run.arrival {
+        text.push_str(&arrival_line(arrival));
+    }
     for schedule in run.schedules.iter().filter(|s| s.task_starts > 0) {
         let _ = writeln!(
             text,
@@ -296,6 +304,7 @@ pub(crate) struct ReportInputs<'a> {
     pub(crate) guard: Option<&'a GuardReport>,
     pub(crate) cluster: Option<&'a ClusterReport>,
     pub(crate) schedules: &'a [ScheduleReport],
+    pub(crate) arrival: &'a [ArrivalReport],
     pub(crate) host: &'a str,
     pub(crate) started_unix_ms: u64,
     pub(crate) duration: Duration,
@@ -322,6 +331,7 @@ pub(crate) fn report_data(inputs: &ReportInputs<'_>) -> serde_json::Value {
         "generator": inputs.guard,
         "cluster": inputs.cluster,
         "schedule": inputs.schedules,
+        "arrival": inputs.arrival,
     })
 }
 
@@ -345,6 +355,10 @@ struct RunReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster: Option<ClusterReport>,
     schedule: Vec<ScheduleReport>,
+    /// Arrival-rate types: iterations due, started, completed and dropped (with why); absent without such types.
+    /// Per interval, the history points' `generator.iterations_started` / `iterations_dropped`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    arrival: Vec<ArrivalReport>,
     /// Each check with its measured value (empty without checks).
     checks: Vec<crate::checks::CheckResult>,
     /// History intervals marked saturated.
@@ -356,6 +370,46 @@ struct RunReport {
     /// The OTLP exporter's counts (exported, failed, dropped); absent without `--otlp-endpoint`.
     #[serde(skip_serializing_if = "Option::is_none")]
     otlp: Option<crate::metrics::otlp::OtlpReport>,
+}
+
+/// The final summary's line about one arrival-rate type.
+fn arrival_line(arrival: &ArrivalReport) -> String {
+    let mut line = format!(
+        "Arrival-rate type {}: {} iterations due over {:.1} s, {} started ({} completed), {} dropped",
+        arrival.user_type,
+        arrival.due,
+        arrival.active_s,
+        arrival.started,
+        arrival.completed,
+        arrival.dropped
+    );
+    if arrival.dropped > 0 {
+        let mut reasons = Vec::new();
+        if arrival.dropped_max_concurrent > 0 {
+            reasons.push(format!(
+                "{} with all {} instances busy (raise --max-concurrent, or the target is too slow for the rate)",
+                arrival.dropped_max_concurrent, arrival.max_concurrent
+            ));
+        }
+        if arrival.dropped_guard > 0 {
+            reasons.push(format!(
+                "{} while the resource guard held the generator",
+                arrival.dropped_guard
+            ));
+        }
+        if arrival.dropped_late > 0 {
+            reasons.push(format!(
+                "{} because the generator was more than a period late",
+                arrival.dropped_late
+            ));
+        }
+        line.push_str(&format!(": {}", reasons.join("; ")));
+    }
+    line.push_str(&format!(
+        "; at most {} running at once\n",
+        arrival.peak_concurrent
+    ));
+    line
 }
 
 /// The checks as the HTML report's viewer reads them.

@@ -30,4 +30,31 @@ pub use crate::runner::Target;
 pub trait LoadShape: Send + 'static {
     /// The target at `run_time` into the test, or `None` to end it.
     fn tick(&mut self, run_time: Duration) -> Option<Target>;
+
+    /// The rate (iterations per second) for the arrival-rate type `user_type` at `run_time`, asked right after each
+    /// [`tick`](Self::tick) that returned a target. `Some(rate)` replaces the type's schedule with that constant
+    /// rate until the next change (a step once a second; the iterations due so far stay counted); `None` (the
+    /// default) leaves the type's own rate alone.
+    ///
+    /// ```
+    /// use cicada::prelude::*;
+    /// use std::time::Duration;
+    ///
+    /// /// Checkout at 10/s for a minute, then 40/s; two browsing users throughout.
+    /// struct Rush;
+    ///
+    /// impl LoadShape for Rush {
+    ///     fn tick(&mut self, _run_time: Duration) -> Option<Target> {
+    ///         Some(Target { users: 2, spawn_rate: 2.0, user_types: None })
+    ///     }
+    ///
+    ///     fn arrival_rate(&mut self, run_time: Duration, user_type: &str) -> Option<f64> {
+    ///         (user_type == "Checkout").then(|| if run_time.as_secs() < 60 { 10.0 } else { 40.0 })
+    ///     }
+    /// }
+    /// ```
+    fn arrival_rate(&mut self, run_time: Duration, user_type: &str) -> Option<f64> {
+        let _ = (run_time, user_type);
+        None
+    }
 }

@@ -111,12 +111,14 @@ pub const HISTORY_HEADER: [&str; 24] = [
 
 /// Columns after Locust's in `_stats_history.csv`: the load generator's own state (see [`GeneratorSample`]).
 /// Tools that read Locust's columns by name are not affected.
-pub const GENERATOR_HEADER: [&str; 5] = [
+pub const GENERATOR_HEADER: [&str; 7] = [
     "Generator Saturated",
     "Generator CPU %",
     "Generator RSS MB",
     "Generator Lag ms",
     "Users Held Back",
+    "Iterations Started",
+    "Iterations Dropped",
 ];
 
 /// Value of the `Nodes` column of `_exceptions.csv` until distributed runs exist.
@@ -453,7 +455,7 @@ impl HistoryCsvWriter {
         unix_secs: u64,
         generator: Option<&GeneratorSample>,
     ) -> Result<(), ReportError> {
-        let generator_cells: [String; 5] = generator
+        let generator_cells: [String; 7] = generator
             .map(GeneratorSample::csv_cells)
             .unwrap_or_default();
         let entries: &[EntryStats] = if self.full_history {
@@ -743,7 +745,7 @@ mod tests {
         );
         assert_eq!(
             rows[1][24..],
-            ["", "", "", "", ""],
+            ["", "", "", "", "", "", ""],
             "no generator state given"
         );
 
@@ -754,6 +756,8 @@ mod tests {
             rss_bytes: Some(3 * 1_048_576),
             lag_ms: Some(12.0),
             users_held_back: 40,
+            iterations_started: 25,
+            iterations_dropped: 3,
         };
         with_generator
             .append_with_generator(&snapshot(), 4, 100, Some(&generator))
@@ -766,10 +770,10 @@ mod tests {
             .append_with_generator(&snapshot(), 4, 101, Some(&missed_cpu))
             .unwrap();
         let (_, rows) = parse(&std::fs::read(&path).unwrap());
-        assert_eq!(rows[0][24..], ["1", "97.2", "3.0", "12.0", "40"]);
+        assert_eq!(rows[0][24..], ["1", "97.2", "3.0", "12.0", "40", "25", "3"]);
         assert_eq!(
             rows[1][24..],
-            ["1", "", "3.0", "12.0", "40"],
+            ["1", "", "3.0", "12.0", "40", "25", "3"],
             "a missed CPU sample is missing, not 0"
         );
 

@@ -73,6 +73,7 @@ impl Collector {
             sample.saturated |= marked;
             sample.users_held_back += cluster_held_back;
         }
+        add_arrival_interval(&mut generator, env);
         let now = Instant::now();
         if generator.as_ref().is_some_and(|g| g.saturated) {
             stats.mark_saturated(self.last_tick, now);
@@ -122,12 +123,27 @@ impl Collector {
     pub(super) fn last_running_point(&mut self, setup: &RunSetup) {
         setup.stats.collect();
         let mut point = setup.stats.history_point(setup.runner.user_count());
-        let last = setup.guard.as_ref().map(|g| g.take_interval(0));
+        let mut last = setup.guard.as_ref().map(|g| g.take_interval(0));
+        add_arrival_interval(&mut last, &setup.env);
         if last.as_ref().is_some_and(|g| g.saturated) {
             setup.stats.mark_saturated(self.last_tick, Instant::now());
         }
         point.generator = merge_generator(self.generator_since_point.take(), last);
         setup.stats.push_history_point(point);
+    }
+}
+
+/// Add the arrival-rate types' iterations of the interval to the generator's sample (made when the guard is off).
+/// An interval in which the guard's hold dropped iterations is marked saturated, as the guard's marks are.
+pub(super) fn add_arrival_interval(
+    generator: &mut Option<GeneratorSample>,
+    env: &crate::environment::Environment,
+) {
+    if let Some(arrival) = env.take_arrival_interval() {
+        let sample = generator.get_or_insert_with(GeneratorSample::default);
+        sample.iterations_started += arrival.started;
+        sample.iterations_dropped += arrival.dropped;
+        sample.saturated |= arrival.dropped_by_guard > 0;
     }
 }
 
@@ -182,6 +198,9 @@ fn merge_generator(
             rss_bytes: max_of(a.rss_bytes, b.rss_bytes),
             lag_ms: max_of(a.lag_ms, b.lag_ms),
             users_held_back: a.users_held_back.max(b.users_held_back),
+            // Counts, not states: two intervals' iterations add up.
+            iterations_started: a.iterations_started + b.iterations_started,
+            iterations_dropped: a.iterations_dropped + b.iterations_dropped,
         }),
         (a, b) => a.or(b),
     }
@@ -207,6 +226,8 @@ mod tests {
             rss_bytes: Some(10),
             lag_ms: Some(5.0),
             users_held_back: 3,
+            iterations_started: 10,
+            iterations_dropped: 2,
         };
         let b = GeneratorSample {
             saturated: true,
@@ -214,6 +235,8 @@ mod tests {
             rss_bytes: Some(7),
             lag_ms: Some(9.0),
             users_held_back: 1,
+            iterations_started: 5,
+            iterations_dropped: 0,
         };
         let merged = merge_generator(Some(a), Some(b)).unwrap();
         assert!(merged.saturated);
@@ -221,6 +244,11 @@ mod tests {
         assert_eq!(merged.rss_bytes, Some(10));
         assert_eq!(merged.lag_ms, Some(9.0));
         assert_eq!(merged.users_held_back, 3);
+        assert_eq!(
+            (merged.iterations_started, merged.iterations_dropped),
+            (15, 2),
+            "iterations add up"
+        );
         assert_eq!(merge_generator(None, Some(b)), Some(b));
     }
 }

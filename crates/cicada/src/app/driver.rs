@@ -234,6 +234,13 @@ impl<'a> Driver<'a> {
                         runner.start_target(target.clone());
                         self.last_target = Some(target);
                     }
+                    // The runner passes on only changes of rate.
+                    let run_time = shape_start.elapsed();
+                    for name in setup.env.arrival_type_names() {
+                        if let Some(rate) = shape.arrival_rate(run_time, &name) {
+                            runner.set_arrival_rate(&name, rate);
+                        }
+                    }
                 }
                 None => {
                     tracing::info!("the load shape ended the test");

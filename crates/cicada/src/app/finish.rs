@@ -44,7 +44,10 @@ pub(super) async fn finish(setup: RunSetup, mut collector: Collector, reason: St
     if !stats.collect_final(Duration::from_secs(3)) {
         tracing::warn!("some samples were still in flight when the final stats were taken");
     }
-    stats.push_history(0);
+    // The last point holds the arrival-rate types' iterations since the collector's last point.
+    let mut last_point = stats.history_point(0);
+    super::collector::add_arrival_interval(&mut last_point.generator, &env);
+    stats.push_history_point(last_point);
     let mut history_csv = collector.take_history_csv();
     if let Some(writer) = history_csv.as_mut() {
         let _ = writer.append(&stats.snapshot(), 0, unix_now());
@@ -66,6 +69,7 @@ pub(super) async fn finish(setup: RunSetup, mut collector: Collector, reason: St
     let guard_report = guard.as_ref().map(Guard::report);
     let cluster_report = cluster_health.as_ref().map(|health| health.report());
     let schedules = env.schedule_reports();
+    let arrival = env.arrival_reports();
     let checks = crate::checks::evaluate(
         &options.checks,
         &snapshot,
@@ -78,6 +82,7 @@ pub(super) async fn finish(setup: RunSetup, mut collector: Collector, reason: St
         guard: guard_report.as_ref(),
         cluster: cluster_report.as_ref(),
         schedules: &schedules,
+        arrival: &arrival,
         run_time,
         host: &host,
         stop_reason: reason.as_str(),

@@ -398,6 +398,7 @@ impl Cicada {
                 "no task is left to run after --tags / --exclude-tags filtering".to_string(),
             );
         }
+        crate::user::arrival::check_types(&types, options)?;
         if options.list {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "Available user types:");

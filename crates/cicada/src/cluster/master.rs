@@ -197,7 +197,12 @@ impl Dispatcher {
                     Some(Command::Stop) => self.stop(false),
                     Some(Command::Quit) | None => self.stop(true),
                     // A master runs no users: its guard warns and marks, there is nothing to shed here.
-                    Some(Command::Guard(_) | Command::StartShare(..) | Command::StopTimeout(_)) => {}
+                    Some(
+                        Command::Guard(_)
+                        | Command::StartShare(..)
+                        | Command::StopTimeout(_)
+                        | Command::ArrivalRate(..),
+                    ) => {}
                 },
                 event = events.recv() => match event {
                     Some(event) => self.on_event(event),

@@ -440,6 +440,7 @@ impl Guard {
             rss_bytes: peak.rss_bytes,
             lag_ms: peak.lag.map(|lag| lag.as_secs_f64() * 1e3),
             users_held_back,
+            ..GeneratorSample::default()
         }
     }
 

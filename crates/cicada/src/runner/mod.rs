@@ -103,6 +103,8 @@ pub(crate) enum Command {
     Guard(GuardCap),
     /// A new `--stop-timeout` (a cluster worker takes its master's).
     StopTimeout(Duration),
+    /// A constant rate for the named arrival-rate type from now on (a load shape's).
+    ArrivalRate(String, f64),
 }
 
 /// What the resource guard asks of the runner. The guard caps the user count below the target; the cap is lifted
@@ -180,6 +182,20 @@ impl RunnerHandle {
             .shared
             .commands
             .send(Command::StopTimeout(stop_timeout));
+    }
+
+    /// Give the named arrival-rate type a constant rate (iterations per second) from now on, replacing its
+    /// schedule; the iterations due so far stay counted. Ignored for other types and while the type does not run.
+    pub fn set_arrival_rate(&self, user_type: &str, per_second: f64) {
+        let _ = self
+            .shared
+            .commands
+            .send(Command::ArrivalRate(user_type.to_string(), per_second));
+    }
+
+    /// The guard holds the generator (paused, shedding or stopped spawning): arrival-rate types start nothing.
+    pub(crate) fn spawning_held(&self) -> bool {
+        self.shared.spawn_hold.load(Ordering::Relaxed)
     }
 
     /// Stop every user; the run can be started again.
@@ -409,6 +425,15 @@ pub(crate) struct Runner {
     start_after_stop: Option<Pending>,
     /// A cluster worker's share per type, when the master set one (instead of a total split by the sequence).
     share: Option<Vec<u64>>,
+    /// The running schedulers of arrival-rate types, by type index (`None` for looping types and stopped ones).
+    arrivals: Vec<Option<ArrivalRun>>,
+}
+
+/// One arrival-rate type's scheduler while it runs: stopped like a user (it stops its instances in turn).
+struct ArrivalRun {
+    control: Arc<UserControl>,
+    handle: JoinHandle<()>,
+    rates: watch::Sender<Option<f64>>,
 }
 
 /// A start to apply once a stop is done.
@@ -447,6 +472,7 @@ impl Runner {
             winding: Winding::No,
             start_after_stop: None,
             share: None,
+            arrivals: (0..type_count).map(|_| None).collect(),
         }
     }
 
@@ -497,6 +523,7 @@ impl Runner {
                     Some(Command::Stop) => self.begin_stop_all(Winding::Stop),
                     Some(Command::Guard(cap)) => self.apply_guard(cap),
                     Some(Command::StopTimeout(timeout)) => self.stop_timeout = timeout,
+                    Some(Command::ArrivalRate(name, rate)) => self.set_arrival_rate(&name, rate),
                     Some(Command::Quit) | None => self.begin_stop_all(Winding::Quit),
                 },
                 _ = sleep_until_opt(next_step), if !winding => self.step().await,
@@ -517,7 +544,7 @@ impl Runner {
                 .fire_env("test_start", &self.env.events.test_start, &self.env);
             self.plan.forget_retired();
         }
-        let allowed: Vec<bool> = self
+        let selected: Vec<bool> = self
             .types
             .iter()
             .map(|t| {
@@ -527,6 +554,14 @@ impl Runner {
                     .is_none_or(|names| names.iter().any(|n| n == &t.name))
             })
             .collect();
+        self.run_arrivals(&selected);
+        // Arrival-rate types start iterations at their rate; the user count is the looping types'.
+        let allowed: Vec<bool> = self
+            .types
+            .iter()
+            .zip(&selected)
+            .map(|(t, &selected)| selected && t.spawner.arrival().is_none())
+            .collect();
         let specs: Vec<(u32, Option<u64>)> = self
             .types
             .iter()
@@ -534,10 +569,13 @@ impl Runner {
             .collect();
         let capacity = self.plan.set_types(&specs, &allowed);
         let mut target = target;
+        let only_arrival_types = capacity == 0 && self.arrivals.iter().any(Option::is_some);
         if target.users > capacity {
-            tracing::warn!(
-                "only {capacity} users can run: every selected user type has a fixed count"
-            );
+            if !only_arrival_types {
+                tracing::warn!(
+                    "only {capacity} users can run: every selected user type has a fixed count"
+                );
+            }
             target.users = capacity;
         }
         if target.spawn_rate.is_nan() || target.spawn_rate <= 0.0 {
@@ -577,6 +615,62 @@ impl Runner {
         self.share = Some(counts);
         self.replan();
         self.publish_target_and_announce();
+    }
+
+    /// Start the selected arrival-rate types that do not run yet; stop those no longer selected.
+    fn run_arrivals(&mut self, selected: &[bool]) {
+        self.stop_arrivals(|index| !selected[index]);
+        for (index, runnable) in self.types.iter().enumerate() {
+            if !selected[index] || self.arrivals[index].is_some() {
+                continue;
+            }
+            let Some(rate) = runnable.spawner.arrival() else {
+                continue;
+            };
+            tracing::info!(
+                "starting arrival-rate type {} ({}, at most {} concurrent iterations)",
+                runnable.name,
+                rate.describe(),
+                rate.max_concurrent
+            );
+            let control = UserControl::new();
+            let (rates, receiver) = watch::channel(None);
+            let handle = runnable
+                .spawner
+                .clone()
+                .start_arrival(index, control.clone(), receiver);
+            self.arrivals[index] = Some(ArrivalRun {
+                control,
+                handle,
+                rates,
+            });
+        }
+    }
+
+    /// Begin stopping the running arrival-rate types whose index `which` picks (their iterations get the stop
+    /// timeout, like users' tasks).
+    fn stop_arrivals(&mut self, which: impl Fn(usize) -> bool) {
+        for index in 0..self.arrivals.len() {
+            if which(index)
+                && let Some(run) = self.arrivals[index].take()
+            {
+                self.begin_stop(run.control, run.handle);
+            }
+        }
+    }
+
+    fn set_arrival_rate(&mut self, name: &str, rate: f64) {
+        let Some(index) = self.types.iter().position(|t| t.name == name) else {
+            tracing::warn!("no user type {name}: its arrival rate is not set");
+            return;
+        };
+        if let Some(run) = &self.arrivals[index] {
+            run.rates.send_if_modified(|current| {
+                let changed = *current != Some(rate);
+                *current = Some(rate);
+                changed
+            });
+        }
     }
 
     /// Tell the plan what is wanted now: the share or the target, under the guard's cap.
@@ -823,6 +917,7 @@ impl Runner {
             for user in users {
                 self.begin_stop(user.control, user.handle);
             }
+            self.stop_arrivals(|_| true);
             self.plan.all_stopped();
             self.publish_counts();
         }
@@ -879,6 +974,9 @@ impl Runner {
         }
         for user in self.stopping.drain(..) {
             user.handle.abort();
+        }
+        for run in self.arrivals.iter_mut().filter_map(Option::take) {
+            run.handle.abort();
         }
         self.plan.all_stopped();
         self.publish_counts();

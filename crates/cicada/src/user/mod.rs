@@ -4,6 +4,7 @@
 //! weighted and tagged tasks, nested task sets). Each spawned [`User`] is one lightweight tokio task that owns its
 //! HTTP client (connections and cookies), its random number generator and the test author's per-user state `S`.
 
+pub mod arrival;
 mod errors;
 mod panic;
 pub(crate) mod run;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use crate::client::{ClientOptions, HttpClient, RequestBuilder, RequestError};
 use crate::environment::Environment;
 
+pub use arrival::{ArrivalRate, ArrivalReport, Stage};
 pub use task::{AsyncUserFn, IntoEntry, Order, RatioRow, TagFilter, Task, TaskFn, TaskSet};
 pub use wait::{
     WaitContext, WaitTime, between, constant, constant_pacing, constant_throughput, custom_wait,
@@ -462,6 +464,10 @@ pub struct UserType<S = ()> {
     pub(crate) on_stop: Option<task::SharedTaskFn<S>>,
     pub(crate) new_state: Arc<dyn Fn() -> S + Send + Sync>,
     pub(crate) client: ClientOptions,
+    /// Set for an arrival-rate type (the open model); `None` for a looping one.
+    pub(crate) arrival: Option<arrival::ArrivalRate>,
+    /// A wait time was set (it does not apply to an arrival-rate type: warned about).
+    pub(crate) wait_time_set: bool,
 }
 
 impl<S: Default + Send + 'static> UserType<S> {
@@ -489,6 +495,8 @@ impl<S: Send + 'static> UserType<S> {
             on_stop: None,
             new_state: Arc::new(new_state),
             client: ClientOptions::default(),
+            arrival: None,
+            wait_time_set: false,
         }
     }
 
@@ -513,6 +521,7 @@ impl<S: Send + 'static> UserType<S> {
     /// Pause after each task.
     pub fn wait_time(mut self, wait_time: WaitTime) -> Self {
         self.wait_time = wait_time;
+        self.wait_time_set = true;
         self
     }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::arrival::{ArrivalCounters, ArrivalParts, ArrivalRate};
 use super::errors::{ErrorLog, trimmed_backtrace};
 use super::panic::CatchPanic;
 use super::schedule::ScheduleLag;
@@ -89,6 +90,8 @@ pub(crate) trait UserKind: Send + Sync {
     /// Apply `--tags` / `--exclude-tags`; false when no task is left.
     fn filter_tags(&mut self, filter: &TagFilter) -> bool;
     fn ratio_rows(&self) -> Vec<RatioRow>;
+    /// The arrival rate of an arrival-rate type (as defined, before the command line's overrides).
+    fn arrival(&self) -> Option<&ArrivalRate>;
     /// Bind to a run: build the client configuration and return what spawns users.
     fn activate(
         self: Box<Self>,
@@ -102,6 +105,16 @@ pub(crate) trait SpawnUser: Send + Sync {
     fn spawn(self: Arc<Self>, id: u64, control: Arc<UserControl>) -> JoinHandle<()>;
     /// Send users spawned from now on to `host` (types with a host of their own keep it).
     fn set_host(&self, host: &str) -> Result<(), ClientError>;
+    /// An arrival-rate type's rate, with the command line's overrides; `None` for a looping type.
+    fn arrival(&self) -> Option<&ArrivalRate>;
+    /// Start an arrival-rate type's scheduler and pool (a looping type's returns at once). It runs until `control`
+    /// stops it; `rates` carries constant rates that replace its schedule from when they arrive.
+    fn start_arrival(
+        self: Arc<Self>,
+        type_index: usize,
+        control: Arc<UserControl>,
+        rates: tokio::sync::watch::Receiver<Option<f64>>,
+    ) -> JoinHandle<()>;
 }
 
 impl<S: Send + 'static> UserKind for UserType<S> {
@@ -131,6 +144,10 @@ impl<S: Send + 'static> UserKind for UserType<S> {
         rows
     }
 
+    fn arrival(&self) -> Option<&ArrivalRate> {
+        self.arrival.as_ref()
+    }
+
     fn activate(
         self: Box<Self>,
         env: Arc<Environment>,
@@ -138,6 +155,19 @@ impl<S: Send + 'static> UserKind for UserType<S> {
     ) -> Result<Arc<dyn SpawnUser>, ClientError> {
         let own_host = self.host.is_some();
         let host = self.host.clone().unwrap_or_else(|| host.to_string());
+        let arrival = self.arrival.clone().map(|rate| {
+            if self.wait_time_set {
+                tracing::warn!(
+                    "user type {}: wait times do not apply to an arrival-rate type (its iterations start at the rate)",
+                    self.name
+                );
+            }
+            let options = &env.options;
+            let rate = rate.overridden(options.arrival_rate, options.max_concurrent);
+            let counters = Arc::new(ArrivalCounters::new(&self.name));
+            env.register_arrival(counters.clone());
+            (rate, counters)
+        });
         let schedule = self.wait_time.pacing_period().map(|period| {
             let lag = Arc::new(ScheduleLag::new(&self.name, period));
             env.register_schedule(lag.clone());
@@ -160,14 +190,31 @@ impl<S: Send + 'static> UserKind for UserType<S> {
             definition: *self,
             context,
             client,
+            arrival,
         }))
     }
 }
 
-struct ActiveUserType<S> {
-    definition: UserType<S>,
-    context: Arc<UserTypeContext>,
+/// A user type bound to a run: what its users (or an arrival-rate type's instances) are made from.
+pub(crate) struct ActiveUserType<S> {
+    pub(super) definition: UserType<S>,
+    pub(super) context: Arc<UserTypeContext>,
     client: Arc<ClientShared>,
+    /// An arrival-rate type's rate (with the command line's overrides) and counters.
+    arrival: Option<(ArrivalRate, Arc<ArrivalCounters>)>,
+}
+
+impl<S: Send + 'static> ActiveUserType<S> {
+    /// A new user (or pooled instance) of this type.
+    pub(super) fn new_user(&self, id: u64, control: Arc<UserControl>) -> User<S> {
+        User::new(
+            (self.definition.new_state)(),
+            HttpClient::new(self.client.clone()),
+            id,
+            self.context.clone(),
+        )
+        .with_control(control)
+    }
 }
 
 impl<S: Send + 'static> SpawnUser for ActiveUserType<S> {
@@ -178,11 +225,33 @@ impl<S: Send + 'static> SpawnUser for ActiveUserType<S> {
     fn set_host(&self, host: &str) -> Result<(), ClientError> {
         self.client.set_host(host)
     }
+
+    fn arrival(&self) -> Option<&ArrivalRate> {
+        self.arrival.as_ref().map(|(rate, _)| rate)
+    }
+
+    fn start_arrival(
+        self: Arc<Self>,
+        type_index: usize,
+        control: Arc<UserControl>,
+        rates: tokio::sync::watch::Receiver<Option<f64>>,
+    ) -> JoinHandle<()> {
+        let Some((rate, counters)) = self.arrival.clone() else {
+            return tokio::spawn(async {});
+        };
+        let parts = ArrivalParts {
+            active: self,
+            rate,
+            counters,
+            type_index,
+        };
+        tokio::spawn(super::arrival::run_arrival(parts, control, rates))
+    }
 }
 
 /// How a user (or one of its task sets) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Exit {
+pub(super) enum Exit {
     /// Asked to stop by the runner (graceful or killed).
     Stopped,
     StopUser,
@@ -193,7 +262,7 @@ enum Exit {
 }
 
 /// What one task asked for.
-enum Step {
+pub(super) enum Step {
     Continue,
     Reschedule,
     Exit(Exit),
@@ -217,13 +286,7 @@ async fn run_user<S: Send + 'static>(
 ) {
     let _end_notice = EndNotice(control.clone());
     let definition = &active.definition;
-    let mut user = User::new(
-        (definition.new_state)(),
-        HttpClient::new(active.client.clone()),
-        id,
-        active.context.clone(),
-    )
-    .with_control(control.clone());
+    let mut user = active.new_user(id, control.clone());
     let exit = {
         let main = async {
             if let Some(hook) = &definition.on_start
@@ -349,7 +412,7 @@ fn sleep_for(pause: Duration, think: bool) -> tokio::time::Sleep {
     }
 }
 
-fn pick_weighted<'s, S>(
+pub(super) fn pick_weighted<'s, S>(
     entries: &'s [Entry<S>],
     total_weight: u64,
     rng: &mut fastrand::Rng,
@@ -391,7 +454,7 @@ impl SequenceCursor {
 }
 
 /// Run one task (or hook), turning errors and panics into user errors and flow requests into steps.
-async fn run_task<S: Send + 'static>(
+pub(super) async fn run_task<S: Send + 'static>(
     user: &mut User<S>,
     task: &dyn TaskFn<S>,
     label: &str,

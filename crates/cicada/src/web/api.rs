@@ -167,6 +167,7 @@ pub(super) fn live_snapshot(context: &WebContext) -> RequestsReport {
         stats_seconds: snapshot.duration,
         user_counts: runner.user_counts().into_iter().collect(),
         guard_cap: runner.guard_cap(),
+        arrival: env.arrival_reports(),
         rows_omitted: snapshot
             .entries
             .len()
@@ -525,6 +526,7 @@ fn report_data(context: &WebContext) -> serde_json::Value {
         guard: guard.as_ref(),
         cluster: cluster.as_ref(),
         schedules: &env.schedule_reports(),
+        arrival: &env.arrival_reports(),
         host: &env.host(),
         started_unix_ms: snapshot.start_unix_ms,
         duration: Duration::from_millis(ended_unix_ms.saturating_sub(snapshot.start_unix_ms)),

@@ -346,6 +346,9 @@ pub(crate) struct LiveExtras {
     pub(crate) user_counts: BTreeMap<String, u64>,
     /// The resource guard's cap on users, when it holds some back.
     pub(crate) guard_cap: Option<u64>,
+    /// Arrival-rate types' iterations so far (absent without such types).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) arrival: Vec<crate::user::ArrivalReport>,
     /// Stats rows not sent (over [`RequestsReport::MAX_ROWS`]).
     pub(crate) rows_omitted: usize,
     /// Failure groups not sent (over [`RequestsReport::MAX_ERRORS`]).
@@ -686,6 +689,7 @@ mod tests {
             stats_seconds: 0.0,
             user_counts: BTreeMap::new(),
             guard_cap: None,
+            arrival: Vec::new(),
             rows_omitted: 5,
             errors_omitted: 0,
             exceptions: Vec::new(),

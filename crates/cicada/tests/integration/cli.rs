@@ -170,6 +170,8 @@ fn history_columns() -> (Vec<String>, Vec<Cell>) {
             "Generator RSS MB",
             "Generator Lag ms",
             "Users Held Back",
+            "Iterations Started",
+            "Iterations Dropped",
         ]
         .map(String::from),
     );
@@ -191,7 +193,7 @@ fn history_columns() -> (Vec<String>, Vec<Cell>) {
         Cell::FloatOrZero,
         Cell::FloatOrZero,
     ]);
-    kinds.extend([Cell::OptionalNumber; 5]);
+    kinds.extend([Cell::OptionalNumber; 7]);
     (names, kinds)
 }
 

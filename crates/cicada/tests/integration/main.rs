@@ -3,6 +3,7 @@
 
 mod common;
 
+mod arrival;
 mod bad_input;
 mod checks;
 mod cli;
