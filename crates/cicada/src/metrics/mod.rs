@@ -9,7 +9,8 @@
 //!
 //! Bounds: one series per `(method, name)` entry of the snapshot, and the snapshot holds at most `--max-names`
 //! entries plus the one overflow entry (name [`cicada_stats::OVERFLOW_NAME`]); one series per user type (fixed when
-//! the test starts); fixed label sets for the run's and the guard's states. A view is therefore at most about
+//! the test starts), and per arrival-rate type and drop reason; fixed label sets for the run's and the guard's
+//! states. A view is therefore at most about
 //! `max_names + 1` entries, whatever the run's length.
 
 pub(crate) mod otlp;
@@ -85,6 +86,8 @@ pub(crate) struct MetricsView {
     pub(crate) generator: Option<GeneratorView>,
     /// Connected workers, on a master.
     pub(crate) workers: Option<u64>,
+    /// The arrival-rate types' iterations (started, dropped by reason) and target rates, in the test's order.
+    pub(crate) arrival: Vec<crate::user::ArrivalReport>,
     /// The target host, for the OTLP resource.
     pub(crate) host: String,
 }
@@ -134,6 +137,7 @@ impl MetricsSource {
             users_by_type: runner.user_counts(),
             generator,
             workers,
+            arrival: self.env.arrival_reports(),
             host: self.env.host(),
         }
     }

@@ -555,6 +555,62 @@ pub(crate) fn request(view: &MetricsView, resource: &Resource) -> ExportMetricsS
             ),
         ));
     }
+    if !view.arrival.is_empty() {
+        let per_type =
+            |value: &dyn Fn(&crate::user::ArrivalReport) -> f64| -> Vec<NumberDataPoint> {
+                view.arrival
+                    .iter()
+                    .map(|a| {
+                        point(
+                            vec![string_attribute("user_type", &a.user_type)],
+                            start,
+                            now,
+                            value(a),
+                        )
+                    })
+                    .collect()
+            };
+        metrics.push(metric(
+            "cicada.iterations.started",
+            "Iterations an arrival-rate type started.",
+            "{iteration}",
+            cumulative(per_type(&|a| a.started as f64)),
+        ));
+        let dropped = view
+            .arrival
+            .iter()
+            .flat_map(|a| {
+                [
+                    ("max_concurrent", a.dropped_max_concurrent),
+                    ("guard", a.dropped_guard),
+                    ("late", a.dropped_late),
+                ]
+                .map(|(reason, dropped)| {
+                    point(
+                        vec![
+                            string_attribute("user_type", &a.user_type),
+                            string_attribute("reason", reason),
+                        ],
+                        start,
+                        now,
+                        dropped as f64,
+                    )
+                })
+            })
+            .collect();
+        metrics.push(metric(
+            "cicada.iterations.dropped",
+            "Iterations an arrival-rate type could not start when due, by reason.",
+            "{iteration}",
+            cumulative(dropped),
+        ));
+        metrics.push(metric(
+            "cicada.arrival_rate",
+            "The iterations per second an arrival-rate type is asked to start now.",
+            "{iteration}/s",
+            gauge(per_type(&|a| a.rate_per_s)),
+        ));
+    }
     metrics.push(metric(
         "cicada.run_state",
         "The runner's state: 1 for the current one, 0 for the others.",
@@ -721,6 +777,7 @@ mod tests {
             users_by_type: vec![("Visitor".into(), 2)],
             generator: None,
             workers: Some(1),
+            arrival: Vec::new(),
             host: "http://127.0.0.1:1".into(),
         };
         let bytes = encode(&view, &Resource::default());

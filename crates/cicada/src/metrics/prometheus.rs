@@ -189,6 +189,9 @@ pub(crate) fn families(view: &MetricsView) -> Vec<MetricFamily> {
             })
             .collect(),
     );
+    if !view.arrival.is_empty() {
+        push_arrival(&mut push, &view.arrival);
+    }
     if let Some(workers) = view.workers {
         push(
             "cicada_workers",
@@ -201,6 +204,53 @@ pub(crate) fn families(view: &MetricsView) -> Vec<MetricFamily> {
         push_generator(&mut push, generator);
     }
     families
+}
+
+/// The arrival-rate types' families: iterations started and dropped (by reason) and the target rate.
+fn push_arrival(
+    push: &mut impl FnMut(&str, &str, MetricType, Vec<Metric>),
+    arrival: &[crate::user::ArrivalReport],
+) {
+    push(
+        "cicada_iterations_started_total",
+        "Iterations an arrival-rate type started.",
+        MetricType::COUNTER,
+        arrival
+            .iter()
+            .map(|a| counter(&[("user_type", &a.user_type)], a.started as f64))
+            .collect(),
+    );
+    push(
+        "cicada_iterations_dropped_total",
+        "Iterations an arrival-rate type could not start when due, by reason: max_concurrent (every instance \
+         busy), guard (the resource guard held the generator), late (the scheduler woke more than a period late).",
+        MetricType::COUNTER,
+        arrival
+            .iter()
+            .flat_map(|a| {
+                [
+                    ("max_concurrent", a.dropped_max_concurrent),
+                    ("guard", a.dropped_guard),
+                    ("late", a.dropped_late),
+                ]
+                .map(|(reason, dropped)| {
+                    counter(
+                        &[("user_type", &a.user_type), ("reason", reason)],
+                        dropped as f64,
+                    )
+                })
+            })
+            .collect(),
+    );
+    push(
+        "cicada_arrival_rate",
+        "The iterations per second an arrival-rate type is asked to start now.",
+        MetricType::GAUGE,
+        arrival
+            .iter()
+            .map(|a| gauge(&[("user_type", &a.user_type)], a.rate_per_s))
+            .collect(),
+    );
 }
 
 fn push_generator(
@@ -302,6 +352,7 @@ mod tests {
                 ..GeneratorView::default()
             }),
             workers: None,
+            arrival: Vec::new(),
             host: "http://127.0.0.1:1".into(),
         }
     }
@@ -332,7 +383,23 @@ mod tests {
 
     #[test]
     fn the_text_parses_and_says_what_the_view_holds() {
-        let view = view_with(vec![entry("/a \"quoted\"\nname", 10, 2), entry("/b", 4, 0)]);
+        let mut view = view_with(vec![entry("/a \"quoted\"\nname", 10, 2), entry("/b", 4, 0)]);
+        view.arrival = vec![crate::user::ArrivalReport {
+            user_type: "Checkout".into(),
+            rate_per_s: 20.0,
+            max_concurrent: 5,
+            due: 100,
+            started: 90,
+            completed: 88,
+            dropped: 10,
+            dropped_max_concurrent: 7,
+            dropped_guard: 2,
+            dropped_late: 1,
+            peak_concurrent: 5,
+            instances_created: 5,
+            instances_retired: 0,
+            active_s: 5.0,
+        }];
         let text = encode(&view).unwrap();
         let lines = text.lines().map(|l| Ok(l.to_string()));
         let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
@@ -376,6 +443,20 @@ mod tests {
         assert_eq!(normal.value, prometheus_parse::Value::Gauge(0.0));
         let running = sample(&scrape, "cicada_run_state", Some(("state", "running")));
         assert_eq!(running.value, prometheus_parse::Value::Gauge(1.0));
+        let started = sample(&scrape, "cicada_iterations_started_total", None);
+        assert_eq!(started.value, prometheus_parse::Value::Counter(90.0));
+        let dropped = sample(
+            &scrape,
+            "cicada_iterations_dropped_total",
+            Some(("reason", "max_concurrent")),
+        );
+        assert_eq!(dropped.value, prometheus_parse::Value::Counter(7.0));
+        let rate = sample(
+            &scrape,
+            "cicada_arrival_rate",
+            Some(("user_type", "Checkout")),
+        );
+        assert_eq!(rate.value, prometheus_parse::Value::Gauge(20.0));
         let cpu = sample(&scrape, "cicada_generator_cpu_ratio", None);
         assert_eq!(cpu.value, prometheus_parse::Value::Gauge(0.5));
         assert!(text.contains("# TYPE cicada_response_time_seconds summary"));
