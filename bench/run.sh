@@ -272,6 +272,8 @@ http {
     }
     server {
         listen 127.0.0.1:$tls_port ssl http2 backlog=4096;
+        # nginx before 1.23.4 (Debian 12 ships 1.22) leaves TLS 1.3 out of its default protocols.
+        ssl_protocols TLSv1.2 TLSv1.3;
         ssl_certificate $TMP/nginx/cert.pem;
         ssl_certificate_key $TMP/nginx/key.pem;
         location / { return 200 "ok\n"; }

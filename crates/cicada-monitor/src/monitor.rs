@@ -18,7 +18,7 @@ use crate::cgroup::{self, CgroupInfo, CgroupVersion, MemoryLevel};
 use crate::error::MonitorError;
 use crate::lag::LagProbe;
 use crate::parse;
-use crate::text;
+use crate::text::{self, KeptFile};
 
 /// Clock ticks per second in `/proc/<pid>/stat`. The kernel reports `utime`/`stime` in `USER_HZ`, which is
 /// 100 on every Linux architecture regardless of the kernel's internal `HZ` (what `sysconf(_SC_CLK_TCK)`
@@ -127,6 +127,24 @@ impl Reader {
         parsed
     }
 
+    /// As [`parse`](Reader::parse), for a file kept open.
+    fn parse_kept<T>(
+        &mut self,
+        file: &mut KeptFile,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Option<T> {
+        if let Err(error) = file.read_into(&mut self.bytes) {
+            self.log_once(file.path(), &error.to_string());
+            return None;
+        }
+        // The files read this way are ASCII numbers; a lossy decoding would allocate only for odd bytes.
+        let parsed = std::str::from_utf8(&self.bytes).ok().and_then(parse);
+        if parsed.is_none() {
+            self.log_once(file.path(), "cannot parse");
+        }
+        parsed
+    }
+
     fn log_once(&mut self, path: &Path, what: &str) {
         if self.logged.insert(path.to_owned()) {
             tracing::debug!(path = %path.display(), error = what, "cicada-monitor: file unavailable");
@@ -209,6 +227,33 @@ struct Files {
     memory_pressure: Option<PathBuf>,
 }
 
+/// The files [`Monitor::memory_now`] reads, kept open: `/proc/self/statm` (its second field, resident pages, is
+/// `VmRSS`; the kernel renders it from a few counters, where `status` formats some fifty lines) and the usage file
+/// of each memory cgroup with a limit, in the order of [`Files::memory_levels`].
+#[derive(Debug)]
+struct FastFiles {
+    /// `None` where the page size is unknown (no `/proc/self/auxv`, as in fake trees): `status` is read then.
+    statm: Option<(KeptFile, u64)>,
+    level_usage: Vec<KeptFile>,
+}
+
+impl FastFiles {
+    fn new(proc_self: &Path, files: &Files) -> FastFiles {
+        let statm = text::read_bytes_vec(&proc_self.join("auxv"))
+            .ok()
+            .and_then(|auxv| parse::auxv_page_size(&auxv))
+            .map(|page_size| (KeptFile::new(proc_self.join("statm")), page_size));
+        FastFiles {
+            statm,
+            level_usage: files
+                .memory_levels
+                .iter()
+                .map(|(level, _)| KeptFile::new(level.usage.clone()))
+                .collect(),
+        }
+    }
+}
+
 /// The counters at the start of the current CPU interval.
 #[derive(Debug, Clone, Copy)]
 struct Baseline {
@@ -230,6 +275,7 @@ pub struct Monitor {
     /// Inactive file pages of each memory level at the last full sample (memory the kernel reclaims before it
     /// kills), so that [`Monitor::memory_now`] reads one usage file per level and still counts the working set.
     level_inactive: Vec<u64>,
+    fast: FastFiles,
 }
 
 /// Where the monitor reads `/proc` and `/`, kept to discover the limits again.
@@ -528,6 +574,7 @@ impl Monitor {
             open_fds: None,
         };
         let level_inactive = vec![0; files.memory_levels.len()];
+        let fast = FastFiles::new(&proc_self, &files);
         Ok(Monitor {
             limits,
             files,
@@ -545,6 +592,7 @@ impl Monitor {
                 real_procfs,
             },
             level_inactive,
+            fast,
         })
     }
 
@@ -575,28 +623,38 @@ impl Monitor {
         }
         self.level_inactive = vec![0; fresh.files.memory_levels.len()];
         self.files = fresh.files;
+        self.fast = fresh.fast;
         Some(LimitsChange {
             before,
             after: self.limits.clone(),
         })
     }
 
-    /// Memory alone: `VmRSS` and one usage file per memory cgroup with a limit, a few microseconds, so that the
-    /// guard can watch fast growth tens of times a second. Falls back to the last values on a failed read.
+    /// Memory alone: the resident set (`/proc/self/statm`) and one usage file per memory cgroup with a limit, each
+    /// kept open and read with one `pread`, so that the guard can watch fast growth tens of times a second for a
+    /// few microseconds each. Falls back to the last values on a failed read.
     pub fn memory_now(&mut self) -> MemoryReading {
         let reader = &mut self.reader;
-        let rss_bytes = reader
-            .parse(&self.files.status, |text| {
+        let rss_bytes = match &mut self.fast.statm {
+            Some((statm, page_size)) => {
+                let page_size = *page_size;
+                reader.parse_kept(statm, |text| {
+                    parse::statm_resident_pages(text)?.checked_mul(page_size)
+                })
+            }
+            None => reader.parse(&self.files.status, |text| {
                 parse::parse_status(text).rss_bytes
-            })
-            .unwrap_or(self.last.rss_bytes);
+            }),
+        }
+        .unwrap_or(self.last.rss_bytes);
         let least_headroom = self
             .files
             .memory_levels
             .iter()
             .zip(&self.level_inactive)
-            .filter_map(|((level, limit), inactive)| {
-                let usage = reader.parse(&level.usage, parse::parse_u64)?;
+            .zip(&mut self.fast.level_usage)
+            .filter_map(|(((_, limit), inactive), usage_file)| {
+                let usage = reader.parse_kept(usage_file, parse::parse_u64)?;
                 Some(limit.saturating_sub(usage.saturating_sub(*inactive)))
             })
             .min();
@@ -1096,6 +1154,27 @@ mod tests {
         let reading = monitor.memory_now();
         assert_eq!(reading.rss_bytes, 3000 * 1024);
         assert_eq!(reading.used_bytes, 800 * MIB);
+    }
+
+    #[test]
+    fn memory_now_reads_statm_where_the_page_size_is_known() {
+        let tree = v1_hybrid();
+        let auxv: Vec<u8> = [(6usize, 16384usize), (0, 0)]
+            .iter()
+            .flat_map(|&(key, value)| key.to_ne_bytes().into_iter().chain(value.to_ne_bytes()))
+            .collect();
+        fs::write(tree.path("proc/self/auxv"), auxv).unwrap();
+        tree.write("proc/self/statm", "5000 100 20 1 0 300 0\n");
+        let mut monitor = tree.monitor();
+        // statm's resident pages (100 of 16 KiB), not status's VmRSS (2108 kB).
+        assert_eq!(monitor.memory_now().rss_bytes, 100 * 16384);
+        tree.write("proc/self/statm", "5000 250 20 1 0 300 0\n");
+        assert_eq!(monitor.memory_now().rss_bytes, 250 * 16384);
+        // A statm that cannot be read any more: the last full sample's value, not zero.
+        fs::remove_file(tree.path("proc/self/statm")).unwrap();
+        monitor.fast.statm.as_mut().unwrap().0 = KeptFile::new(tree.path("proc/self/statm"));
+        monitor.sample();
+        assert_eq!(monitor.memory_now().rss_bytes, 2108 * 1024);
     }
 
     #[test]

@@ -208,7 +208,7 @@ pub struct GuardReport {
     pub guard_cpu_seconds: f64,
     /// The guard's own CPU over the run, percent of one core.
     pub guard_cpu_percent: f64,
-    /// Fast memory readings taken (tens a second).
+    /// Memory readings taken, full samples included (4 a second far below the limit, 50 near it).
     pub memory_readings: u64,
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Pure logic, no I/O and no clock of its own (samples carry their time), so every rule is unit-tested, also
 //! against recorded traces. Two inputs: a full [`Observation`] about once a second (CPU, memory, scheduler lag),
-//! and a [`MemoryObservation`] tens of times a second, because memory can run out faster than a second.
+//! and a [`MemoryObservation`] 4 to 50 times a second (faster near the limit: [`Policy::next_memory_reading`]),
+//! because memory can run out faster than a second.
 //!
 //! The rules act on evidence of harm, not on busyness:
 //! - **CPU over its limit, lag fine**: the generator is busy but still measures correctly. Spawning pauses (adding
@@ -227,8 +228,20 @@ pub struct Policy {
 
 /// The memory growth rate is taken over this much recent history.
 const GROWTH_WINDOW: Duration = Duration::from_millis(300);
-/// Most fast readings kept for the growth rate (more than `GROWTH_WINDOW` holds at the guard's 20 ms).
+/// Most fast readings kept for the growth rate (more than `GROWTH_WINDOW` holds at the guard's fastest, 20 ms).
 const MAX_MEMORY_READINGS: usize = 64;
+
+/// The shortest wait between two memory readings: near the limit, or while memory grows toward it.
+pub const FASTEST_MEMORY_READING: Duration = Duration::from_millis(20);
+/// The longest wait between two memory readings, far below the limit with memory flat. Short enough that the
+/// growth window still holds two readings (a rate), long enough that an idle guard wakes 4 times a second, not 50.
+pub const SLOWEST_MEMORY_READING: Duration = Duration::from_millis(250);
+/// The growth a reading must be ready for from a standing start: the guard waits no longer than memory growing this
+/// fast needs to reach the limit. 2 GiB/s is twice a spawn of a million 1 KiB users a second, the fastest growth
+/// the guard's tests make.
+pub const SPIKE_BYTES_PER_SECOND: f64 = 2.0 * 1_073_741_824.0;
+/// Memory that grows at a rate that reaches the limit within this is read at the fastest pace.
+const GROWTH_NEAR: Duration = Duration::from_secs(2);
 
 impl Policy {
     /// A policy in the given mode.
@@ -300,6 +313,30 @@ impl Policy {
             return 0.0;
         }
         (last - first) as f64 / seconds
+    }
+
+    /// How long the guard may wait before its next memory reading, `used` bytes being in use `now`: no longer than
+    /// a spike of [`SPIKE_BYTES_PER_SECOND`] needs to reach the limit, and the fastest pace when memory is over the
+    /// limit or grows at a rate that reaches it within [`GROWTH_NEAR`]; between [`FASTEST_MEMORY_READING`] and
+    /// [`SLOWEST_MEMORY_READING`]. Far below the limit the guard thus wakes a few times a second; from 40 MiB under
+    /// the limit (2 GiB/s × 20 ms) on, every 20 ms, as it always did.
+    pub fn next_memory_reading(&self, now: Instant, used: u64) -> Duration {
+        let headroom = self.limits.max_memory_bytes.saturating_sub(used) as f64;
+        // Only a rate measured on recent readings: between tests the readings are not fed to the policy.
+        let recent = self
+            .memory
+            .back()
+            .is_some_and(|&(at, _)| now.saturating_duration_since(at) <= GROWTH_WINDOW);
+        let rate = if recent {
+            self.memory_growth_per_second()
+        } else {
+            0.0
+        };
+        if headroom <= 0.0 || (rate > 0.0 && headroom / rate < GROWTH_NEAR.as_secs_f64()) {
+            return FASTEST_MEMORY_READING;
+        }
+        Duration::from_secs_f64(headroom / SPIKE_BYTES_PER_SECOND)
+            .clamp(FASTEST_MEMORY_READING, SLOWEST_MEMORY_READING)
     }
 
     /// Time until memory reaches the hard limit at the current growth rate; `None` when it is not rising.
@@ -851,5 +888,81 @@ mod tests {
         // No gap (the limit is the hard limit): 2% below it.
         let limits = GuardLimits::new(90.0, 300 * MIB, 300 * MIB, Duration::from_millis(100));
         assert_eq!(limits.memory_emergency(), 300 * MIB - 300 * MIB / 50);
+    }
+
+    #[test]
+    fn memory_is_read_slowly_far_from_the_limit_and_fast_near_it() {
+        let (mut policy, t) = policy();
+        // 4 GiB limit. Far below it, flat: the slowest pace.
+        assert_eq!(
+            policy.next_memory_reading(t, 100 * MIB),
+            SLOWEST_MEMORY_READING
+        );
+        // 300 MiB under it: a 2 GiB/s spike needs about 146 ms to cross, so the guard waits no longer.
+        let wait = policy.next_memory_reading(t, 4 * GIB - 300 * MIB);
+        assert!(
+            wait > Duration::from_millis(140) && wait < Duration::from_millis(150),
+            "{wait:?}"
+        );
+        // Within 40 MiB of it, and over it: the fastest pace.
+        assert_eq!(
+            policy.next_memory_reading(t, 4 * GIB - 30 * MIB),
+            FASTEST_MEMORY_READING
+        );
+        assert_eq!(
+            policy.next_memory_reading(t, 5 * GIB),
+            FASTEST_MEMORY_READING
+        );
+        // Far below it but growing at a rate that reaches it within 2 s (1 GiB in 300 ms from 2 GiB): fast.
+        policy.observe_memory(&memory(t, 0, 2 * GIB, 10));
+        policy.observe_memory(&memory(t, 300, 3 * GIB, 10));
+        assert_eq!(
+            policy.next_memory_reading(t + Duration::from_millis(300), 3 * GIB),
+            FASTEST_MEMORY_READING
+        );
+        // Slow growth (10 MiB/s) far from the limit does not hurry the guard.
+        let (mut policy, t) = self::policy();
+        policy.observe_memory(&memory(t, 0, GIB, 10));
+        policy.observe_memory(&memory(t, 250, GIB + 2 * MIB + MIB / 2, 10));
+        assert_eq!(
+            policy.next_memory_reading(t + Duration::from_millis(250), GIB + 3 * MIB),
+            SLOWEST_MEMORY_READING
+        );
+        // A rate from readings long past (the policy is not fed between tests) is not a rate now.
+        let (mut policy, t) = self::policy();
+        policy.observe_memory(&memory(t, 0, 2 * GIB, 10));
+        policy.observe_memory(&memory(t, 300, 3 * GIB, 10));
+        assert_eq!(
+            policy.next_memory_reading(t + Duration::from_secs(60), 3 * GIB),
+            Duration::from_secs_f64(GIB as f64 / SPIKE_BYTES_PER_SECOND)
+                .min(SLOWEST_MEMORY_READING)
+        );
+    }
+
+    #[test]
+    fn a_spike_from_a_standing_start_is_read_before_it_crosses_the_limit() {
+        // Memory jumps at 1.5 GiB/s (under the spike rate) from far below a 300 MiB container's 255 MiB limit;
+        // every reading comes before it crosses, until the 20 ms floor, from which on it is read every 20 ms.
+        let limits = GuardLimits::new(80.0, 255 * MIB, 300 * MIB, Duration::from_millis(200));
+        let mut policy = Policy::new(limits, GuardMode::Protect);
+        let t = Instant::now();
+        let rate = 1.5 * 1_073_741_824.0;
+        let mut at = Duration::ZERO;
+        let mut used = 10 * MIB;
+        loop {
+            let wait = policy.next_memory_reading(t + at, used);
+            if wait == FASTEST_MEMORY_READING {
+                break;
+            }
+            let next = used + (rate * wait.as_secs_f64()) as u64;
+            assert!(
+                next < 255 * MIB,
+                "crossed between readings: {used} -> {next} in {wait:?}"
+            );
+            at += wait;
+            used = next;
+            policy.observe_memory(&memory(t, at.as_millis() as u64, used, 10));
+        }
+        assert!(used < 255 * MIB);
     }
 }

@@ -1,5 +1,8 @@
-//! The guard's own thread: reads memory every [`MEMORY_INTERVAL`], takes a full sample every [`SAMPLE_INTERVAL`],
-//! re-reads the container's limits every [`LIMITS_INTERVAL`], feeds the [`Policy`] and carries out its decisions.
+//! The guard's own thread: reads memory at the pace the [`Policy`] asks for (every 20 ms near the limit or while
+//! memory grows toward it, up to 250 ms apart far below it: [`Policy::next_memory_reading`]), takes a full sample
+//! every [`SAMPLE_INTERVAL`], re-reads the container's limits every [`LIMITS_INTERVAL`], feeds the [`Policy`] and
+//! carries out its decisions. One timer: the thread sleeps until the next memory reading or the next full sample,
+//! whichever comes first, and a full sample's own memory figure counts as that moment's reading.
 //!
 //! It is an OS thread rather than a task on the runtime it watches: a runtime starved by its users (or by a spawn
 //! of millions) delays every task on it, and a guard that is delayed with them sees nothing until it is too late.
@@ -10,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cicada_monitor::{LagProbe, Monitor, Usage};
+use cicada_monitor::{LagProbe, MemoryReading, Monitor, Usage};
 
 use super::{
     Breaches, Decision, Guard, GuardActionKind, GuardLimitKind, GuardLimits, GuardLimitsReport,
@@ -20,8 +23,6 @@ use super::{
 use crate::environment::Environment;
 use crate::runner::{GuardCap, RunnerState};
 
-/// How often memory is read: fast enough that 200 MiB/s of growth moves 4 MiB between readings.
-pub(crate) const MEMORY_INTERVAL: Duration = Duration::from_millis(20);
 /// How often a full sample (CPU, memory, lag, pressure, descriptors) is taken.
 pub(crate) const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the container's limits are discovered again.
@@ -84,20 +85,26 @@ impl Watcher {
         let start = Instant::now();
         let mut next_sample = start + SAMPLE_INTERVAL;
         let mut next_limits = start + LIMITS_INTERVAL;
-        let mut next_tick = start;
         while !self.guard.done() {
             let now = Instant::now();
-            self.memory_tick(now);
-            if now >= next_sample {
-                self.full_sample(now);
+            let reading = if now >= next_sample {
                 next_sample = (next_sample + SAMPLE_INTERVAL).max(now + SAMPLE_INTERVAL / 2);
-            }
+                self.full_sample(now)
+            } else {
+                let reading = self.monitor.memory_now();
+                self.memory_tick(now, reading);
+                reading
+            };
             if now >= next_limits {
                 self.refresh_limits();
                 next_limits = now + LIMITS_INTERVAL;
             }
-            next_tick = (next_tick + MEMORY_INTERVAL).max(now + MEMORY_INTERVAL / 2);
-            std::thread::sleep(next_tick.saturating_duration_since(Instant::now()));
+            let next_reading = now + self.policy.next_memory_reading(now, reading.used_bytes);
+            std::thread::sleep(
+                next_reading
+                    .min(next_sample)
+                    .saturating_duration_since(Instant::now()),
+            );
         }
         self.probe.stop();
     }
@@ -115,8 +122,7 @@ impl Watcher {
         )
     }
 
-    fn memory_tick(&mut self, now: Instant) {
-        let reading = self.monitor.memory_now();
+    fn memory_tick(&mut self, now: Instant, reading: MemoryReading) {
         let lag = self.probe.current();
         let limits = self.policy.limits();
         let memory_over = reading.used_bytes > limits.max_memory_bytes;
@@ -160,8 +166,14 @@ impl Watcher {
         }
     }
 
-    fn full_sample(&mut self, now: Instant) {
+    /// Takes a full sample, feeds its memory figure to the fast path as this moment's reading, and returns it.
+    fn full_sample(&mut self, now: Instant) -> MemoryReading {
         let usage = self.monitor.sample();
+        let reading = MemoryReading {
+            rss_bytes: usage.rss_bytes,
+            used_bytes: usage.memory_used_bytes,
+        };
+        self.memory_tick(now, reading);
         let lag = usage.max_lag.max(self.probe.pending());
         let runner = self.env.runner.clone();
         let users = runner.user_count();
@@ -231,6 +243,7 @@ impl Watcher {
             }
         }
         self.update_status(&observation, breaches);
+        reading
     }
 
     fn refresh_limits(&mut self) {

@@ -409,6 +409,8 @@ fn a_shared_pool_uses_fewer_connections() {
 struct TlsTarget {
     url: String,
     requests: Arc<AtomicU64>,
+    /// TLS connections accepted.
+    connections: Arc<AtomicU64>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -420,6 +422,8 @@ fn tls_target() -> TlsTarget {
         .unwrap();
     let requests = counter();
     let seen = requests.clone();
+    let connections = counter();
+    let accepted = connections.clone();
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
@@ -439,10 +443,12 @@ fn tls_target() -> TlsTarget {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             let seen = seen.clone();
+            let accepted = accepted.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                accepted.fetch_add(1, Ordering::Relaxed);
                 let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                     seen.fetch_add(1, Ordering::Relaxed);
                     let body = format!("{:?}", request.version());
@@ -461,7 +467,70 @@ fn tls_target() -> TlsTarget {
     TlsTarget {
         url: format!("https://localhost:{port}"),
         requests,
+        connections,
         _runtime: runtime,
+    }
+}
+
+#[test]
+fn requests_after_idle_pauses_reuse_the_tls_connection_over_http1_and_http2() {
+    // A think time of 200 ms or more frees an idle connection's buffers (user/run.rs); the request after it must go
+    // over the same TLS connection, on both protocols. The user stops itself after its third request.
+    const REQUESTS: u32 = 3;
+    async fn paced_get(user: &mut User<u32>, spoken: &str) -> TaskResult {
+        let response = user.get("/").send().await?;
+        if response.text() != spoken {
+            return Err(TaskError::msg(format!("spoke {}", response.text())));
+        }
+        user.state += 1;
+        if user.state == REQUESTS {
+            return stop_user();
+        }
+        Ok(())
+    }
+    async fn over_http1(user: &mut User<u32>) -> TaskResult {
+        paced_get(user, "HTTP/1.1").await
+    }
+    async fn over_http2(user: &mut User<u32>) -> TaskResult {
+        paced_get(user, "HTTP/2.0").await
+    }
+    for http in [HttpVersion::Http1, HttpVersion::Http2] {
+        let target = tls_target();
+        let options = ClientOptions {
+            http,
+            insecure_tls: true,
+            ..ClientOptions::default()
+        };
+        let user_type = UserType::<u32>::new("Paused")
+            .client_options(options)
+            .wait_time(constant(0.3));
+        let user_type = if http == HttpVersion::Http1 {
+            user_type.task(over_http1)
+        } else {
+            user_type.task(over_http2)
+        };
+        let run = run_test(
+            Cicada::new().user(user_type),
+            &["-H", &target.url, "-u", "1", "-r", "10", "-t", "10s"],
+        );
+        assert_eq!(
+            run.exit_code,
+            0,
+            "{http:?}: {:?} {:?}",
+            run.failure_groups(),
+            run.user_errors()
+        );
+        assert_eq!(run.total_requests(), u64::from(REQUESTS), "{http:?}");
+        assert_eq!(
+            target.requests.load(Ordering::Relaxed),
+            u64::from(REQUESTS),
+            "{http:?}"
+        );
+        assert_eq!(
+            target.connections.load(Ordering::Relaxed),
+            1,
+            "{http:?}: one connection, kept across the pauses"
+        );
     }
 }
 

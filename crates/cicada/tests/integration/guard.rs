@@ -153,8 +153,14 @@ fn a_busy_cpu_with_low_lag_keeps_every_user_and_marks_the_intervals() {
         running.iter().all(|&c| c == 20),
         "every user kept: {counts:?}"
     );
-    // The guard reports its own cost.
-    assert!(generator["memory_readings"].as_u64().unwrap() >= 100);
+    // The guard reports its own cost. Far below the memory limit it reads memory every 250 ms, and each full sample
+    // (once a second) counts as a reading too: at least twice as many readings as samples, even on a loaded machine.
+    let samples = generator["samples"].as_u64().unwrap();
+    assert!(samples >= 10, "{samples} full samples in 12 s");
+    assert!(
+        generator["memory_readings"].as_u64().unwrap() >= 2 * samples,
+        "{generator:#}"
+    );
     assert!(generator["guard_cpu_percent"].as_f64().unwrap() < 10.0);
 }
 
