@@ -25,6 +25,8 @@ pub struct Environment {
     schedules: Mutex<Vec<Arc<ScheduleLag>>>,
     /// Arrival-rate types' iteration counts; one entry per arrival-rate type.
     arrivals: Mutex<Vec<Arc<ArrivalCounters>>>,
+    /// On a master: its workers' arrival-rate counts summed, and the totals the history took last.
+    cluster_arrival: Mutex<Option<(Vec<ArrivalReport>, ArrivalInterval)>>,
     pub(crate) messages: crate::messages::Messages,
     pub(crate) data: crate::data::TestData,
 }
@@ -47,6 +49,7 @@ impl Environment {
             exit_code_override: AtomicI32::new(i32::MIN),
             schedules: Mutex::new(Vec::new()),
             arrivals: Mutex::new(Vec::new()),
+            cluster_arrival: Mutex::new(None),
             messages,
             data,
         }
@@ -115,8 +118,29 @@ impl Environment {
             .push(counters);
     }
 
-    /// Iterations due, started and dropped, per arrival-rate type (empty when the test has none).
+    /// On a master: the arrival-rate counts of the whole cluster (its workers' summed), which the reports, the
+    /// history and the metrics read instead of this process's own (a master runs no iterations).
+    pub(crate) fn set_cluster_arrival(&self, totals: Vec<ArrivalReport>) {
+        let mut cluster = self
+            .cluster_arrival
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match cluster.as_mut() {
+            Some((reports, _)) => *reports = totals,
+            None => *cluster = Some((totals, ArrivalInterval::default())),
+        }
+    }
+
+    /// Iterations due, started and dropped, per arrival-rate type (empty when the test has none); a cluster's on a
+    /// master.
     pub fn arrival_reports(&self) -> Vec<ArrivalReport> {
+        if let Some((reports, _)) = &*self
+            .cluster_arrival
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            return reports.clone();
+        }
         self.arrivals
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -137,6 +161,26 @@ impl Environment {
 
     /// Iterations of every arrival-rate type since the last call; `None` when the test has no such type.
     pub(crate) fn take_arrival_interval(&self) -> Option<ArrivalInterval> {
+        if let Some((reports, taken)) = &mut *self
+            .cluster_arrival
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            let totals = ArrivalInterval {
+                started: reports.iter().map(|r| r.started).sum(),
+                dropped: reports.iter().map(|r| r.dropped).sum(),
+                dropped_by_guard: reports.iter().map(|r| r.dropped_guard).sum(),
+            };
+            let interval = ArrivalInterval {
+                started: totals.started.saturating_sub(taken.started),
+                dropped: totals.dropped.saturating_sub(taken.dropped),
+                dropped_by_guard: totals
+                    .dropped_by_guard
+                    .saturating_sub(taken.dropped_by_guard),
+            };
+            *taken = totals;
+            return Some(interval);
+        }
         let arrivals = self.arrivals.lock().unwrap_or_else(|p| p.into_inner());
         (!arrivals.is_empty()).then(|| {
             arrivals.iter().map(|a| a.take_interval()).fold(

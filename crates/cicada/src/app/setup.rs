@@ -98,10 +98,15 @@ impl RunSetup {
         };
         // Only a master compares its test with its workers'.
         let identity = (mode == RunMode::Master).then(|| crate::cluster::test_identity(&types));
+        // A master places users of the looping types only: arrival-rate types run at their rates, split by share.
         let specs: Vec<(u32, Option<u64>)> = types
             .iter()
-            .map(|t| (t.weight(), t.fixed_count()))
+            .map(|t| match t.arrival() {
+                Some(_) => (0, Some(0)),
+                None => (t.weight(), t.fixed_count()),
+            })
             .collect();
+        let has_arrival_types = types.iter().any(|t| t.arrival().is_some());
         let host = options
             .host
             .clone()
@@ -171,6 +176,7 @@ impl RunSetup {
                 env.clone(),
                 master.clone(),
                 specs,
+                has_arrival_types,
                 options.stop_timeout,
                 health.clone(),
             );

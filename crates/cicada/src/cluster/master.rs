@@ -65,6 +65,8 @@ struct WorkerView {
     moving_off: Option<(u64, Instant)>,
     /// Where it struggled, and until when it gets no more than that.
     ceiling: Option<(u64, Instant)>,
+    /// Its arrival-rate types' counts so far (its latest heartbeat's).
+    arrival: Vec<crate::user::ArrivalReport>,
 }
 
 impl WorkerView {
@@ -80,6 +82,7 @@ impl WorkerView {
             over: false,
             moving_off: None,
             ceiling: None,
+            arrival: Vec::new(),
         }
     }
 
@@ -93,6 +96,34 @@ impl WorkerView {
                 Some((ceiling, until)) if now < until => Room::Ceiling(ceiling),
                 _ => Room::Free,
             }
+        }
+    }
+}
+
+/// Adds one worker's arrival-rate counts into the cluster's, type by type: counts and rates add up (each worker runs
+/// its part of the rate), the busiest moment and the scheduler's time are the largest of any worker's.
+fn add_arrival(
+    totals: &mut Vec<crate::user::ArrivalReport>,
+    worker: &[crate::user::ArrivalReport],
+) {
+    for report in worker {
+        match totals.iter_mut().find(|t| t.user_type == report.user_type) {
+            Some(total) => {
+                total.rate_per_s += report.rate_per_s;
+                total.max_concurrent += report.max_concurrent;
+                total.due += report.due;
+                total.started += report.started;
+                total.completed += report.completed;
+                total.dropped += report.dropped;
+                total.dropped_max_concurrent += report.dropped_max_concurrent;
+                total.dropped_guard += report.dropped_guard;
+                total.dropped_late += report.dropped_late;
+                total.peak_concurrent += report.peak_concurrent;
+                total.instances_created += report.instances_created;
+                total.instances_retired += report.instances_retired;
+                total.active_s = total.active_s.max(report.active_s);
+            }
+            None => totals.push(report.clone()),
         }
     }
 }
@@ -150,6 +181,15 @@ pub(crate) struct Dispatcher {
     adoptable: bool,
     /// Until when placing waits for adopted workers' peers to reconnect.
     adopting_until: Option<Instant>,
+    /// The test has arrival-rate types: their rates are split over the workers present when a test starts.
+    has_arrival_types: bool,
+    /// Each worker's part of the arrival-rate types' rates in the current test (by cores); a worker that joins
+    /// later runs none (its part would come on top of the others').
+    arrival_shares: BTreeMap<WorkerId, f64>,
+    /// A test started: split the arrival rates at the next placing.
+    split_arrivals: bool,
+    /// The arrival-rate counts of workers that left, per type: they stay in the cluster's totals.
+    departed_arrival: Vec<crate::user::ArrivalReport>,
 }
 
 impl Dispatcher {
@@ -157,6 +197,7 @@ impl Dispatcher {
         env: Arc<Environment>,
         master: MasterHandle,
         specs: Vec<(u32, Option<u64>)>,
+        has_arrival_types: bool,
         stop_timeout: Duration,
         health: Arc<ClusterHealth>,
     ) -> Dispatcher {
@@ -176,6 +217,10 @@ impl Dispatcher {
             place_again: false,
             adoptable: true,
             adopting_until: None,
+            has_arrival_types,
+            arrival_shares: BTreeMap::new(),
+            split_arrivals: false,
+            departed_arrival: Vec::new(),
         }
     }
 
@@ -201,7 +246,8 @@ impl Dispatcher {
                         Command::Guard(_)
                         | Command::StartShare(..)
                         | Command::StopTimeout(_)
-                        | Command::ArrivalRate(..),
+                        | Command::ArrivalRate(..)
+                        | Command::ArrivalSplit(_),
                     ) => {}
                 },
                 event = events.recv() => match event {
@@ -232,6 +278,8 @@ impl Dispatcher {
             self.env
                 .events
                 .fire_env("test_start", &self.env.events.test_start, &self.env);
+            self.arrival_shares.clear();
+            self.split_arrivals = self.has_arrival_types;
         }
         if !target.spawn_rate.is_finite() || target.spawn_rate <= 0.0 {
             target.spawn_rate = 1.0;
@@ -300,6 +348,17 @@ impl Dispatcher {
             })
             .collect();
         let total_weight: u64 = slots.iter().map(|s| s.weight).sum();
+        if self.split_arrivals {
+            self.split_arrivals = false;
+            for (id, slot) in ids.iter().zip(&slots) {
+                self.arrival_shares
+                    .insert(id.clone(), slot.weight as f64 / total_weight as f64);
+            }
+            tracing::info!(
+                "cluster: the arrival-rate types' rates are split over {} workers by their cores",
+                ids.len()
+            );
+        }
         let placement = place(&type_counts(&specs, self.target.users), &slots);
         self.hold(placement.unplaced);
         let epoch = self.env.stats.epoch();
@@ -322,6 +381,9 @@ impl Dispatcher {
                         .unwrap_or(u64::MAX),
                     cluster_users: self.target.users,
                     cluster_spawn_rate: self.target.spawn_rate,
+                    arrival_share: self.arrival_shares.get(id).copied().unwrap_or(0.0),
+                    arrival_rate: self.env.options.arrival_rate,
+                    max_concurrent: self.env.options.max_concurrent,
                 }
                 .encode(),
             };
@@ -384,6 +446,9 @@ impl Dispatcher {
             return;
         };
         view.connected = true;
+        if let Some(run) = &run {
+            view.arrival.clone_from(&run.arrival);
+        }
         let now_capped = guard.as_ref().is_some_and(holds_users);
         let now_over = guard.as_ref().is_some_and(|g| !g.over.is_empty())
             || run.as_ref().is_some_and(|r| r.saturated);
@@ -589,7 +654,9 @@ impl Dispatcher {
                 self.fire(ClusterEvent::WorkerGone {
                     worker: worker.as_str(),
                 });
-                self.workers.remove(&worker);
+                if let Some(view) = self.workers.remove(&worker) {
+                    add_arrival(&mut self.departed_arrival, &view.arrival);
+                }
                 self.dispatch();
             }
             MasterEvent::WorkerRefused {
@@ -656,6 +723,13 @@ impl Dispatcher {
 
     /// Publish the cluster's counts and move between phases; true when the run is over (quit done).
     fn on_tick(&mut self) -> bool {
+        if self.has_arrival_types {
+            let mut totals = self.departed_arrival.clone();
+            for view in self.workers.values() {
+                add_arrival(&mut totals, &view.arrival);
+            }
+            self.env.set_cluster_arrival(totals);
+        }
         // The master's statistics were reset (`--reset-stats`, the web UI): the workers follow to its new epoch, or
         // every delta they send from now on would be refused as another test's.
         let epoch = self.env.stats.epoch();

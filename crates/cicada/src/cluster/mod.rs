@@ -37,6 +37,12 @@ pub(crate) struct SpawnSettings {
     pub(crate) cluster_users: u64,
     /// The whole cluster's spawn rate, users per second.
     pub(crate) cluster_spawn_rate: f64,
+    /// This worker's part of every arrival-rate type's rate and bound, 0 to 1 (0: it runs none of them).
+    pub(crate) arrival_share: f64,
+    /// The master's `--arrival-rate`, which replaces the worker's own.
+    pub(crate) arrival_rate: Option<f64>,
+    /// The master's `--max-concurrent`, which replaces the worker's own.
+    pub(crate) max_concurrent: Option<u32>,
 }
 
 /// What a worker runs, in every heartbeat and attach (`WorkerStatus::run_state`): a master that restarted adopts
@@ -53,6 +59,8 @@ pub(crate) struct WorkerRunState {
     pub(crate) settings: SpawnSettings,
     /// Its guard marked the time since the last heartbeat as saturated (CPU, memory or lag over a limit).
     pub(crate) saturated: bool,
+    /// Its arrival-rate types' counts so far (the master sums them over its workers).
+    pub(crate) arrival: Vec<crate::user::ArrivalReport>,
     /// Ticks the mark still stays (the worker's own bookkeeping; not sent).
     #[serde(skip)]
     pub(crate) saturated_ticks: u8,
@@ -144,6 +152,9 @@ mod tests {
             stop_timeout_ms: 5_000,
             cluster_users: 300,
             cluster_spawn_rate: 12.5,
+            arrival_share: 0.5,
+            arrival_rate: Some(40.0),
+            max_concurrent: None,
         };
         assert_eq!(SpawnSettings::decode(&settings.encode()), settings);
         assert_eq!(SpawnSettings::decode(b"garbage"), SpawnSettings::default());
@@ -153,6 +164,7 @@ mod tests {
             settings,
             saturated: true,
             saturated_ticks: 0,
+            arrival: Vec::new(),
         };
         assert_eq!(WorkerRunState::decode(&run.encode()), Some(run));
         assert_eq!(WorkerRunState::decode(b""), None);

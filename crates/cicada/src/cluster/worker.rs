@@ -113,6 +113,11 @@ impl WorkerRun<'_> {
                                 .collect();
                             run_state.share = counts.clone();
                             run_state.settings = settings;
+                            runner.set_arrival_split(crate::user::arrival::ClusterSplit {
+                                share: settings.arrival_share,
+                                rate: settings.arrival_rate,
+                                max_concurrent: settings.max_concurrent,
+                            });
                             runner.start_share(counts, spawn.spawn_rate);
                             // The master hears at once what this worker now runs (it may restart and adopt it).
                             self.send_status(&mut run_state, false);
@@ -243,6 +248,7 @@ impl WorkerRun<'_> {
             run_state.saturated = run_state.saturated_ticks > 0;
         }
         run_state.epoch = self.env.stats.epoch();
+        run_state.arrival = self.env.arrival_reports();
         let guard_state = self
             .guard
             .map(|g| serde_json::to_vec(&g.report_with_actions(0).status).unwrap_or_default())

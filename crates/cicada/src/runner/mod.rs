@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::environment::Environment;
+use crate::user::arrival::ClusterSplit;
 use crate::user::run::{SpawnUser, StopLevel, UserControl};
 use plan::{SpawnPlan, Step};
 
@@ -105,6 +106,8 @@ pub(crate) enum Command {
     StopTimeout(Duration),
     /// A constant rate for the named arrival-rate type from now on (a load shape's).
     ArrivalRate(String, f64),
+    /// A cluster worker's part of the arrival-rate types, for the shares that follow.
+    ArrivalSplit(ClusterSplit),
 }
 
 /// What the resource guard asks of the runner. The guard caps the user count below the target; the cap is lifted
@@ -191,6 +194,12 @@ impl RunnerHandle {
             .shared
             .commands
             .send(Command::ArrivalRate(user_type.to_string(), per_second));
+    }
+
+    /// A cluster worker's part of the arrival-rate types (its master's spawn command), for the shares that follow:
+    /// with a share above 0, a share starts them, at that part of their rates.
+    pub(crate) fn set_arrival_split(&self, split: ClusterSplit) {
+        let _ = self.shared.commands.send(Command::ArrivalSplit(split));
     }
 
     /// The guard holds the generator (paused, shedding or stopped spawning): arrival-rate types start nothing.
@@ -427,6 +436,8 @@ pub(crate) struct Runner {
     share: Option<Vec<u64>>,
     /// The running schedulers of arrival-rate types, by type index (`None` for looping types and stopped ones).
     arrivals: Vec<Option<ArrivalRun>>,
+    /// A cluster worker's part of the arrival-rate types; `None` in a single process.
+    arrival_split: Option<ClusterSplit>,
 }
 
 /// One arrival-rate type's scheduler while it runs: stopped like a user (it stops its instances in turn).
@@ -473,6 +484,7 @@ impl Runner {
             start_after_stop: None,
             share: None,
             arrivals: (0..type_count).map(|_| None).collect(),
+            arrival_split: None,
         }
     }
 
@@ -524,6 +536,7 @@ impl Runner {
                     Some(Command::Guard(cap)) => self.apply_guard(cap),
                     Some(Command::StopTimeout(timeout)) => self.stop_timeout = timeout,
                     Some(Command::ArrivalRate(name, rate)) => self.set_arrival_rate(&name, rate),
+                    Some(Command::ArrivalSplit(split)) => self.arrival_split = Some(split),
                     Some(Command::Quit) | None => self.begin_stop_all(Winding::Quit),
                 },
                 _ = sleep_until_opt(next_step), if !winding => self.step().await,
@@ -613,6 +626,9 @@ impl Runner {
             user_types: None,
         };
         self.share = Some(counts);
+        // A worker runs the arrival-rate types when its master gave it a part of their rates.
+        let runs_arrivals = self.arrival_split.is_some_and(|split| split.share > 0.0);
+        self.run_arrivals(&vec![runs_arrivals; self.types.len()]);
         self.replan();
         self.publish_target_and_announce();
     }
@@ -635,10 +651,12 @@ impl Runner {
             );
             let control = UserControl::new();
             let (rates, receiver) = watch::channel(None);
-            let handle = runnable
-                .spawner
-                .clone()
-                .start_arrival(index, control.clone(), receiver);
+            let handle = runnable.spawner.clone().start_arrival(
+                index,
+                control.clone(),
+                receiver,
+                self.arrival_split,
+            );
             self.arrivals[index] = Some(ArrivalRun {
                 control,
                 handle,

@@ -200,6 +200,30 @@ impl ArrivalRate {
         None
     }
 
+    /// One worker's part of this rate in a cluster: every rate times `share` (0 to 1), and the bound and the
+    /// instances made in advance likewise (rounded up, a bound of at least 1).
+    pub(crate) fn scaled(mut self, share: f64) -> Self {
+        let share = if share.is_finite() {
+            share.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self.profile = match self.profile {
+            RateProfile::Constant(rate) => RateProfile::Constant(rate * share),
+            RateProfile::Ramping { start, stages } => RateProfile::Ramping {
+                start: start * share,
+                stages: stages
+                    .into_iter()
+                    .map(|stage| Stage::new(stage.duration, stage.target * share))
+                    .collect(),
+            },
+        };
+        let part = |count: u32| (f64::from(count) * share).ceil() as u32;
+        self.max_concurrent = part(self.max_concurrent).max(1);
+        self.pre_allocated = part(self.pre_allocated).min(self.max_concurrent);
+        self
+    }
+
     /// This rate with the command line's overrides: `--arrival-rate` replaces a constant rate (a ramping one keeps
     /// its stages), `--max-concurrent` the bound.
     pub(crate) fn overridden(mut self, rate: Option<f64>, max_concurrent: Option<u32>) -> Self {
@@ -224,34 +248,38 @@ impl<S: Send + 'static> UserType<S> {
     }
 }
 
+/// A cluster worker's part of the arrival-rate types, from its master's spawn command: its share of every rate and
+/// bound, and the master's command-line overrides (which replace the worker's own).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct ClusterSplit {
+    pub(crate) share: f64,
+    pub(crate) rate: Option<f64>,
+    pub(crate) max_concurrent: Option<u32>,
+}
+
+impl ClusterSplit {
+    /// `rate` as this worker runs it.
+    pub(crate) fn apply(&self, rate: ArrivalRate) -> ArrivalRate {
+        rate.overridden(self.rate, self.max_concurrent)
+            .scaled(self.share)
+    }
+}
+
 /// Check a test's arrival-rate types before the run: every rate (with the command line's overrides) must make
-/// sense, and a cluster cannot run them yet (the master does not split rates over workers). The error is the
-/// usage error's message.
+/// sense. The error is the usage error's message.
 pub(crate) fn check_types(
     types: &[Box<dyn super::run::UserKind>],
     options: &crate::options::Options,
 ) -> Result<(), String> {
-    let mut arrival_types = Vec::new();
     for kind in types {
-        if let Some(rate) = kind.arrival() {
-            if let Some(problem) = rate
+        if let Some(rate) = kind.arrival()
+            && let Some(problem) = rate
                 .clone()
                 .overridden(options.arrival_rate, options.max_concurrent)
                 .problem()
-            {
-                return Err(format!("user type {}: {problem}", kind.name()));
-            }
-            arrival_types.push(kind.name());
+        {
+            return Err(format!("user type {}: {problem}", kind.name()));
         }
-    }
-    if !arrival_types.is_empty()
-        && (options.master || options.worker || options.processes.is_some())
-    {
-        return Err(format!(
-            "arrival-rate user types ({}) run in a single process only: run without --master, --worker and \
-             --processes, or leave them out with the user type names of the others",
-            arrival_types.join(", ")
-        ));
     }
     Ok(())
 }
@@ -1215,6 +1243,35 @@ mod tests {
         assert_eq!(schedule.due_count(), 111);
         schedule.set_constant(2.0, 0.0);
         assert_eq!(schedule.next_due_s(), None);
+    }
+
+    #[test]
+    fn a_workers_part_scales_rates_bounds_and_instances() {
+        let ramp = ArrivalRate::ramping(10.0, [Stage::new(Duration::from_secs(60), 100.0)])
+            .max_concurrent(5)
+            .pre_allocated(3);
+        let part = ramp.scaled(0.5);
+        assert_eq!(
+            part.profile,
+            RateProfile::Ramping {
+                start: 5.0,
+                stages: vec![Stage::new(Duration::from_secs(60), 50.0)],
+            }
+        );
+        // Rounded up, and never a bound of 0.
+        assert_eq!((part.max_concurrent, part.pre_allocated), (3, 2));
+        let sliver = ArrivalRate::constant(40.0).max_concurrent(1).scaled(0.1);
+        assert_eq!(sliver.profile, RateProfile::Constant(4.0));
+        assert_eq!(sliver.max_concurrent, 1);
+        // The master's overrides come first, then the part.
+        let split = ClusterSplit {
+            share: 0.25,
+            rate: Some(80.0),
+            max_concurrent: Some(40),
+        };
+        let applied = split.apply(ArrivalRate::constant(1.0));
+        assert_eq!(applied.profile, RateProfile::Constant(20.0));
+        assert_eq!(applied.max_concurrent, 10);
     }
 
     #[test]

@@ -108,12 +108,14 @@ pub(crate) trait SpawnUser: Send + Sync {
     /// An arrival-rate type's rate, with the command line's overrides; `None` for a looping type.
     fn arrival(&self) -> Option<&ArrivalRate>;
     /// Start an arrival-rate type's scheduler and pool (a looping type's returns at once). It runs until `control`
-    /// stops it; `rates` carries constant rates that replace its schedule from when they arrive.
+    /// stops it; `rates` carries constant rates that replace its schedule from when they arrive; `split` is a
+    /// cluster worker's part of the rate.
     fn start_arrival(
         self: Arc<Self>,
         type_index: usize,
         control: Arc<UserControl>,
         rates: tokio::sync::watch::Receiver<Option<f64>>,
+        split: Option<super::arrival::ClusterSplit>,
     ) -> JoinHandle<()>;
 }
 
@@ -235,9 +237,14 @@ impl<S: Send + 'static> SpawnUser for ActiveUserType<S> {
         type_index: usize,
         control: Arc<UserControl>,
         rates: tokio::sync::watch::Receiver<Option<f64>>,
+        split: Option<super::arrival::ClusterSplit>,
     ) -> JoinHandle<()> {
         let Some((rate, counters)) = self.arrival.clone() else {
             return tokio::spawn(async {});
+        };
+        let rate = match split {
+            Some(split) => split.apply(rate),
+            None => rate,
         };
         let parts = ArrivalParts {
             active: self,

@@ -1,7 +1,7 @@
 //! Arrival-rate user types (the open model) against the demo target: the rate is held by the schedule's own count,
 //! iterations the bound prevented are dropped and reported (JSON report, history, history CSV), the server saw every
 //! started iteration, a ramp follows its stages, a load shape sets a rate, the command line overrides the code, and
-//! a cluster run with such types is a usage error.
+//! a cluster splits the rate over its workers and sums their counts.
 
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use cicada::prelude::*;
 use cicada_demo::Route;
 use serde_json::Value;
 
-use crate::common::{DemoTarget, read_csv, run_example, run_test};
+use crate::common::{DemoTarget, Process, free_port, read_csv, run_example, run_test};
 
 async fn slow_200(user: &mut User) -> TaskResult {
     user.get("/slow?ms=200").send().await?;
@@ -314,7 +314,7 @@ fn the_example_mixes_looping_users_and_an_overridden_rate_from_the_command_line(
 }
 
 #[test]
-fn a_cluster_with_arrival_rate_types_is_a_usage_error() {
+fn bad_rates_and_bounds_are_usage_errors() {
     let test = || {
         Cicada::new().user(
             UserType::<()>::new("Open")
@@ -322,9 +322,6 @@ fn a_cluster_with_arrival_rate_types_is_a_usage_error() {
                 .task(fast),
         )
     };
-    assert_eq!(test().run_with_args(["test", "--master", "--headless"]), 2);
-    assert_eq!(test().run_with_args(["test", "--worker"]), 2);
-    // And a bad bound or rate is one too.
     assert_eq!(
         test().run_with_args(["test", "--headless", "--max-concurrent", "0"]),
         2
@@ -338,6 +335,81 @@ fn a_cluster_with_arrival_rate_types_is_a_usage_error() {
         negative.run_with_args(["test", "--headless", "-t", "1s"]),
         2
     );
+}
+
+#[test]
+fn a_cluster_splits_the_rate_over_its_workers_and_sums_their_counts() {
+    let target = DemoTarget::start();
+    let url = target.url();
+    let port = free_port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json").display().to_string();
+    // The master's --arrival-rate and --max-concurrent travel to its workers, each running its part (by cores).
+    let master = Process::start(
+        "arrival_rate",
+        &[
+            "--master",
+            "--headless",
+            "--only-summary",
+            "--master-bind-port",
+            &port,
+            "--expect-workers",
+            "2",
+            "-H",
+            &url,
+            "-u",
+            "2",
+            "-t",
+            "5s",
+            "-s",
+            "3s",
+            "--arrival-rate",
+            "40",
+            "--max-concurrent",
+            "40",
+            "--report-json",
+            &json,
+        ],
+        &[],
+    );
+    let worker_args = [
+        "--worker",
+        "--master-port",
+        &port,
+        "-L",
+        "WARNING",
+        "--guard",
+        "warn",
+    ];
+    let workers: Vec<Process> = (0..2)
+        .map(|_| Process::start("arrival_rate", &worker_args, &[]))
+        .collect();
+    let output = master.wait(Duration::from_secs(60));
+    for worker in workers {
+        let _ = worker.wait(Duration::from_secs(30));
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let entry = arrival(&report);
+    // Two workers with the same cores: 20/s and a bound of 20 each, summed by the master.
+    assert_eq!(entry["rate_per_s"].as_f64(), Some(40.0), "{entry}");
+    assert_eq!(count(entry, "max_concurrent"), 40, "{entry}");
+    let due = count(entry, "due");
+    assert_eq!(count(entry, "started") + count(entry, "dropped"), due);
+    let active_s = entry["active_s"].as_f64().unwrap();
+    let expected = 40.0 * active_s;
+    assert!(
+        (due as f64) <= expected + 2.0 && (due as f64) >= 0.8 * expected,
+        "due {due} for 40/s over {active_s} s: {entry}"
+    );
+    // The server saw every completed iteration's checkout, and the history holds every started iteration.
+    assert_eq!(
+        target.counters().route(Route::Slow),
+        count(entry, "completed")
+    );
+    let started_in_history: u64 = history_iterations(&report).iter().map(|(s, _)| s).sum();
+    assert_eq!(started_in_history, count(entry, "started"));
 }
 
 #[test]
