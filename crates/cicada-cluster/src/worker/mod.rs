@@ -260,6 +260,9 @@ pub(crate) struct WorkerShared {
     pub(crate) connected: AtomicBool,
     pub(crate) reconnects: AtomicU64,
     pub(crate) heartbeat_seq: AtomicU64,
+    /// A heartbeat goes out before the outbox's next messages (set with a `Stopped` marker, so that the master has
+    /// the status the worker stopped with when it hears that it stopped).
+    pub(crate) heartbeat_now: AtomicBool,
     pub(crate) max_message_bytes: usize,
     pub(crate) custom_queue: usize,
 }
@@ -360,6 +363,7 @@ impl WorkerClient {
             connected: AtomicBool::new(false),
             reconnects: AtomicU64::new(0),
             heartbeat_seq: AtomicU64::new(0),
+            heartbeat_now: AtomicBool::new(false),
             max_message_bytes: config.max_message_bytes,
             custom_queue: config.custom_queue,
         });
@@ -506,9 +510,11 @@ impl WorkerHandle {
     }
 
     /// Says the users are stopped: queues a `Stopped` marker after every delta queued so far (send the last
-    /// delta first). Answers the last delta's number.
+    /// delta first), preceded by a heartbeat with the latest [`set_status`](Self::set_status) (set it first).
+    /// Answers the last delta's number.
     pub fn stopped(&self) -> u64 {
         let final_seq = self.shared().outbox().push_stopped();
+        self.shared().heartbeat_now.store(true, Relaxed);
         self.shared().wake.notify_one();
         final_seq
     }

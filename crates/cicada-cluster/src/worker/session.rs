@@ -463,22 +463,29 @@ async fn write_loop(
     let mut stop = shared.stop.subscribe();
     let mut ticker = tokio::time::interval(settings.heartbeat_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let heartbeat = || {
+        let seq = shared.heartbeat_seq.fetch_add(1, Relaxed) + 1;
+        let dropped = shared.outbox().counters.deltas_dropped;
+        let mut heartbeat = shared.status().to_proto(seq);
+        heartbeat.deltas_dropped = dropped;
+        proto::WorkerMessage {
+            kind: Some(worker_message::Kind::Heartbeat(heartbeat)),
+        }
+    };
     loop {
         tokio::select! {
             biased;
             _ = ticker.tick() => {
-                let seq = shared.heartbeat_seq.fetch_add(1, Relaxed) + 1;
-                let dropped = shared.outbox().counters.deltas_dropped;
-                let mut heartbeat = shared.status().to_proto(seq);
-                heartbeat.deltas_dropped = dropped;
-                let message = proto::WorkerMessage {
-                    kind: Some(worker_message::Kind::Heartbeat(heartbeat)),
-                };
-                if outbound.send(message).await.is_err() {
+                shared.heartbeat_now.store(false, Relaxed);
+                if outbound.send(heartbeat()).await.is_err() {
                     return gone();
                 }
             }
-            () = shared.wake.notified() => {}
+            () = shared.wake.notified() => {
+                if shared.heartbeat_now.swap(false, Relaxed) && outbound.send(heartbeat()).await.is_err() {
+                    return gone();
+                }
+            }
             _ = stop.changed() => {}
         }
         loop {
