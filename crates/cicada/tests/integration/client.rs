@@ -1072,3 +1072,248 @@ fn each_user_resumes_only_its_own_tls_sessions_unless_shared() {
         }
     }
 }
+
+/// What an [`h2_target`] does with a connection once it has accepted its first request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum AfterFirstRequest {
+    /// Keeps serving it.
+    KeepOpen,
+    /// Keeps serving it, and sends a PING 100 ms later, while the client is idle.
+    PingWhileIdle,
+    /// Sends GOAWAY (h2's graceful shutdown): the connection closes once that request is answered.
+    GoAway,
+    /// Answers that request, then drops the TCP connection 100 ms later without a GOAWAY.
+    Drop,
+}
+
+/// An HTTP/2 server (h2c, prior knowledge) on 127.0.0.1 on the `h2` crate, with h2's default windows (64 KiB):
+/// answers every request with the length of the body it read, and counts connections, requests, body bytes and
+/// PING acknowledgements.
+struct H2Target {
+    url: String,
+    connections: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+    body_bytes: Arc<AtomicU64>,
+    pongs: Arc<AtomicU64>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn h2_target(after: AfterFirstRequest) -> H2Target {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (connections, requests, body_bytes, pongs) = (counter(), counter(), counter(), counter());
+    let counters = (
+        connections.clone(),
+        requests.clone(),
+        body_bytes.clone(),
+        pongs.clone(),
+    );
+    runtime.spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (connections, requests, body_bytes, pongs) = counters.clone();
+            tokio::spawn(async move {
+                let Ok(mut connection) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                connections.fetch_add(1, Ordering::Relaxed);
+                let mut first = true;
+                while let Some(Ok((request, respond))) = connection.accept().await {
+                    requests.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(answer_with_body_length(
+                        request,
+                        respond,
+                        body_bytes.clone(),
+                    ));
+                    if !std::mem::take(&mut first) {
+                        continue;
+                    }
+                    match after {
+                        AfterFirstRequest::KeepOpen => {}
+                        AfterFirstRequest::PingWhileIdle => {
+                            let mut ping_pong = connection.ping_pong().expect("ping_pong once");
+                            let pongs = pongs.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                                if ping_pong.ping(h2::Ping::opaque()).await.is_ok() {
+                                    pongs.fetch_add(1, Ordering::Relaxed);
+                                }
+                            });
+                        }
+                        AfterFirstRequest::GoAway => connection.graceful_shutdown(),
+                        AfterFirstRequest::Drop => {
+                            // Drive the connection long enough to send the answer, then close the socket.
+                            let _ = tokio::time::timeout(
+                                std::time::Duration::from_millis(100),
+                                connection.accept(),
+                            )
+                            .await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    H2Target {
+        url: format!("http://127.0.0.1:{port}"),
+        connections,
+        requests,
+        body_bytes,
+        pongs,
+        _runtime: runtime,
+    }
+}
+
+async fn answer_with_body_length(
+    request: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+    body_bytes: Arc<AtomicU64>,
+) {
+    let mut body = request.into_body();
+    let mut received = 0u64;
+    while let Some(Ok(chunk)) = body.data().await {
+        received += chunk.len() as u64;
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    body_bytes.fetch_add(received, Ordering::Relaxed);
+    if let Ok(mut send) = respond.send_response(http::Response::new(()), false) {
+        let _ = send.send_data(Bytes::from(received.to_string()), true);
+    }
+}
+
+/// Body of the large-request test: 1 MiB, sixteen times h2's default initial window.
+const LARGE_BODY: usize = 1024 * 1024;
+/// Requests each user of the tests below sends before it stops itself.
+const H2_REQUESTS: u32 = 3;
+
+async fn post_then_pause(user: &mut User<u32>, body: Bytes) -> TaskResult {
+    let expected = body.len().to_string();
+    let response = user.post("/").body(body).send().await?;
+    if response.status() != 200 || response.text() != expected {
+        return Err(TaskError::msg(format!(
+            "answered {} `{}`, expected `{expected}`",
+            response.status(),
+            response.text()
+        )));
+    }
+    user.state += 1;
+    if user.state == H2_REQUESTS {
+        return stop_user();
+    }
+    Ok(())
+}
+
+async fn small_post(user: &mut User<u32>) -> TaskResult {
+    post_then_pause(user, Bytes::from_static(b"small")).await
+}
+
+async fn large_post(user: &mut User<u32>) -> TaskResult {
+    post_then_pause(user, Bytes::from(vec![b'x'; LARGE_BODY])).await
+}
+
+fn run_h2_user(target: &H2Target, large: bool, pause_s: f64) -> crate::common::Run {
+    let options = ClientOptions {
+        http: HttpVersion::Http2,
+        ..ClientOptions::default()
+    };
+    let user_type = UserType::<u32>::new("H2")
+        .client_options(options)
+        .wait_time(constant(pause_s));
+    let user_type = if large {
+        user_type.task(large_post)
+    } else {
+        user_type.task(small_post)
+    };
+    run_test(
+        Cicada::new().user(user_type),
+        &["-H", &target.url, "-u", "1", "-r", "10", "-t", "8s"],
+    )
+}
+
+fn assert_clean(run: &crate::common::Run, what: &str) {
+    assert_eq!(
+        run.exit_code,
+        0,
+        "{what}: {:?} {:?}",
+        run.failure_groups(),
+        run.user_errors()
+    );
+    assert_eq!(
+        run.total_failures(),
+        0,
+        "{what}: {:?}",
+        run.failure_groups()
+    );
+    assert!(
+        run.user_errors().is_empty(),
+        "{what}: {:?}",
+        run.user_errors()
+    );
+    assert_eq!(run.total_requests(), u64::from(H2_REQUESTS), "{what}");
+}
+
+#[test]
+fn http2_requests_after_idle_pauses_answer_the_server_s_pings_on_one_connection() {
+    // Nobody polls an idle connection: the server's PING waits in the socket and is answered when the next request
+    // drives the connection, which must still carry that request.
+    let target = h2_target(AfterFirstRequest::PingWhileIdle);
+    let run = run_h2_user(&target, false, 1.0);
+    assert_clean(&run, "PING while idle");
+    assert_eq!(
+        target.requests.load(Ordering::Relaxed),
+        u64::from(H2_REQUESTS)
+    );
+    assert_eq!(
+        target.connections.load(Ordering::Relaxed),
+        1,
+        "one connection, kept across the pauses"
+    );
+    // The acknowledgement went out with the second request; the server counts it on its own task.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while target.pongs.load(Ordering::Relaxed) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(
+        target.pongs.load(Ordering::Relaxed),
+        1,
+        "the PING was answered"
+    );
+}
+
+#[test]
+fn http2_connections_the_server_closed_while_idle_are_replaced_without_failures() {
+    for after in [AfterFirstRequest::GoAway, AfterFirstRequest::Drop] {
+        let target = h2_target(after);
+        let run = run_h2_user(&target, false, 0.5);
+        assert_clean(&run, &format!("{after:?}"));
+        assert_eq!(
+            target.requests.load(Ordering::Relaxed),
+            u64::from(H2_REQUESTS),
+            "{after:?}: each request reached the server once"
+        );
+        assert_eq!(
+            target.connections.load(Ordering::Relaxed),
+            u64::from(H2_REQUESTS),
+            "{after:?}: a fresh connection for each request"
+        );
+    }
+}
+
+#[test]
+fn http2_request_bodies_larger_than_the_send_window_go_through() {
+    let target = h2_target(AfterFirstRequest::KeepOpen);
+    let run = run_h2_user(&target, true, 0.0);
+    assert_clean(&run, "large bodies");
+    assert_eq!(
+        target.body_bytes.load(Ordering::Relaxed),
+        u64::from(H2_REQUESTS) * LARGE_BODY as u64
+    );
+    assert_eq!(target.connections.load(Ordering::Relaxed), 1);
+}
