@@ -580,12 +580,7 @@ pub(crate) fn request(view: &MetricsView, resource: &Resource) -> ExportMetricsS
             .arrival
             .iter()
             .flat_map(|a| {
-                [
-                    ("max_concurrent", a.dropped_max_concurrent),
-                    ("guard", a.dropped_guard),
-                    ("late", a.dropped_late),
-                ]
-                .map(|(reason, dropped)| {
+                a.dropped_by_reason().map(|(reason, dropped)| {
                     point(
                         vec![
                             string_attribute("user_type", &a.user_type),

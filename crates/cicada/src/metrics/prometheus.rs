@@ -228,12 +228,7 @@ fn push_arrival(
         arrival
             .iter()
             .flat_map(|a| {
-                [
-                    ("max_concurrent", a.dropped_max_concurrent),
-                    ("guard", a.dropped_guard),
-                    ("late", a.dropped_late),
-                ]
-                .map(|(reason, dropped)| {
+                a.dropped_by_reason().map(|(reason, dropped)| {
                     counter(
                         &[("user_type", &a.user_type), ("reason", reason)],
                         dropped as f64,

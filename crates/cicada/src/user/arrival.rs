@@ -569,6 +569,17 @@ pub struct ArrivalReport {
     pub active_s: f64,
 }
 
+impl ArrivalReport {
+    /// The dropped iterations by reason, as metrics label them: `max_concurrent`, `guard`, `late`.
+    pub fn dropped_by_reason(&self) -> [(&'static str, u64); 3] {
+        [
+            ("max_concurrent", self.dropped_max_concurrent),
+            ("guard", self.dropped_guard),
+            ("late", self.dropped_late),
+        ]
+    }
+}
+
 /// Iterations of every arrival-rate type in one collector interval.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct ArrivalInterval {

@@ -164,39 +164,37 @@ fn a_bad_check_is_a_usage_error_before_any_load() {
     assert_eq!(target.counters().total(), 0, "nothing was sent");
 }
 
-#[test]
-fn check_abort_ends_the_run_once_a_max_check_is_broken() {
+/// A 60 s run with these check flags that a check's abort rule must stop long before its end, with exit code 6 and
+/// its report written; the run, for more assertions.
+fn run_stopped_early_by(check_flags: &[&str]) -> crate::common::Run {
     let target = DemoTarget::start();
     let url = target.url();
+    let mut args = vec!["-H", &url, "-u", "2", "-r", "100", "-t", "60s"];
+    args.extend_from_slice(check_flags);
     let started = Instant::now();
-    let run = run_test(
-        test(),
-        &[
-            "-H",
-            &url,
-            "-u",
-            "2",
-            "-r",
-            "100",
-            "-t",
-            "60s",
-            "--check",
-            "/slow:max<10ms",
-            "--check",
-            "p99<1ms",
-            "--check-abort",
-        ],
-    );
+    let run = run_test(test(), &args);
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "stopped long before its 60 s run time"
     );
     assert_eq!(run.exit_code, cicada::EXIT_CHECK_FAILED);
-    assert!(!checks(&run.report)[0].1);
     assert!(
         run.total_requests() > 0,
         "the report was written with the run's stats"
     );
+    run
+}
+
+#[test]
+fn check_abort_ends_the_run_once_a_max_check_is_broken() {
+    let run = run_stopped_early_by(&[
+        "--check",
+        "/slow:max<10ms",
+        "--check",
+        "p99<1ms",
+        "--check-abort",
+    ]);
+    assert!(!checks(&run.report)[0].1);
 }
 
 /// One request in four fails (`/status/500`), the others succeed.
@@ -319,34 +317,14 @@ fn checks_leave_out_the_seconds_the_guard_marked_saturated() {
 
 #[test]
 fn abort_after_stops_a_run_whose_check_keeps_failing() {
-    let target = DemoTarget::start();
-    let url = target.url();
-    let started = Instant::now();
     // `/slow` answers in 30 ms: a p50 under 1 ms can never hold, and it is not a check that can be judged early by
     // itself; `abort-after` stops the run once it has failed for 2 s.
-    let run = run_test(
-        test(),
-        &[
-            "-H",
-            &url,
-            "-u",
-            "2",
-            "-r",
-            "100",
-            "-t",
-            "60s",
-            "--check",
-            "/slow:p50<1ms abort-after 2s",
-            "--check",
-            "p99<10s",
-        ],
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "stopped long before its 60 s run time"
-    );
-    assert_eq!(run.exit_code, cicada::EXIT_CHECK_FAILED);
+    let run = run_stopped_early_by(&[
+        "--check",
+        "/slow:p50<1ms abort-after 2s",
+        "--check",
+        "p99<10s",
+    ]);
     let results = checks(&run.report);
     assert!(!results[0].1 && results[1].1, "{results:?}");
-    assert!(run.total_requests() > 0);
 }
