@@ -165,7 +165,7 @@ impl UnmarkedSums {
         }
     }
 
-    /// Adds `other` (an entry's sums plus its unsettled unmarked seconds, for a snapshot).
+    /// These sums with `extra` seconds added (the unmarked seconds still in the window, for a snapshot).
     pub(crate) fn merged_with(&self, extra: &[(SecondSums, &Histogram<u64>)]) -> UnmarkedSums {
         let mut merged = UnmarkedSums {
             histogram: self.histogram.clone(),

@@ -136,12 +136,13 @@ pub struct Options {
     pub json_file: Option<PathBuf>,
 
     /// Write cicada's own JSON report to this file: the stats, their history, the resource guard's view of the
-    /// generator and the paced users' schedule.
+    /// generator, the paced users' schedule, the arrival-rate types' iterations and the checks.
     #[arg(long, env = "CICADA_REPORT_JSON", value_name = "FILE")]
     pub report_json: Option<PathBuf>,
 
-    /// A check that decides the exit code, e.g. `p95<300ms`, `/items/[id]:p99<1s`, `fail_ratio<0.01`, `rps>200`
-    /// (see docs/ci.md); repeat it, or separate several with `;` (as `CICADA_CHECK` does).
+    /// A check that decides the exit code, e.g. `p95<300ms`, `/items/[id]:p99<1s`, `fail_ratio<0.01`, `rps>200`,
+    /// judged on the seconds the generator was not saturated; `max<2s abort` or `p95<300ms abort-after 1m` also
+    /// stop the run early (see docs/ci.md); repeat it, or separate several with `;` (as `CICADA_CHECK` does).
     #[arg(
         long = "check",
         env = "CICADA_CHECK",

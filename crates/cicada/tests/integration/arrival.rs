@@ -44,6 +44,17 @@ fn count(entry: &Value, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} in {entry}"))
 }
 
+/// `(due, started, dropped)` of an arrival entry; every due iteration was either started or dropped.
+fn due_started_dropped(entry: &Value) -> (u64, u64, u64) {
+    let (due, started, dropped) = (
+        count(entry, "due"),
+        count(entry, "started"),
+        count(entry, "dropped"),
+    );
+    assert_eq!(started + dropped, due, "{entry}");
+    (due, started, dropped)
+}
+
 /// Per history point: (iterations started, iterations dropped).
 fn history_iterations(report: &Value) -> Vec<(u64, u64)> {
     report["history"]
@@ -81,14 +92,9 @@ fn a_bound_too_small_for_a_slow_server_drops_and_counts_the_rest() {
     );
     assert_eq!(run.exit_code, 0);
     let entry = arrival(&run.report);
-    let (due, started, completed, dropped) = (
-        count(entry, "due"),
-        count(entry, "started"),
-        count(entry, "completed"),
-        count(entry, "dropped"),
-    );
     // Every due iteration was started or dropped, and the schedule's count is the rate times its own clock.
-    assert_eq!(started + dropped, due, "{entry}");
+    let (due, started, dropped) = due_started_dropped(entry);
+    let completed = count(entry, "completed");
     let active_s = entry["active_s"].as_f64().unwrap();
     let expected = (100.0 * active_s).floor() + 1.0;
     assert!(
@@ -143,14 +149,9 @@ fn with_room_the_rate_is_held_and_nothing_is_dropped_for_want_of_instances() {
     );
     assert_eq!(run.exit_code, 0);
     let entry = arrival(&run.report);
-    let (due, started, dropped) = (
-        count(entry, "due"),
-        count(entry, "started"),
-        count(entry, "dropped"),
-    );
+    let (_, started, _) = due_started_dropped(entry);
     assert_eq!(count(entry, "dropped_max_concurrent"), 0, "{entry}");
     assert_eq!(count(entry, "dropped_guard"), 0, "{entry}");
-    assert_eq!(started + dropped, due);
     let active_s = entry["active_s"].as_f64().unwrap();
     let expected = 50.0 * active_s;
     assert!(
@@ -186,12 +187,7 @@ fn a_ramping_rate_follows_its_stages() {
     );
     assert_eq!(run.exit_code, 0);
     let entry = arrival(&run.report);
-    let (due, started, dropped) = (
-        count(entry, "due"),
-        count(entry, "started"),
-        count(entry, "dropped"),
-    );
-    assert_eq!(started + dropped, due);
+    let (due, started, _) = due_started_dropped(entry);
     assert_eq!(count(entry, "dropped_max_concurrent"), 0, "{entry}");
     let active_s = entry["active_s"].as_f64().unwrap();
     assert!(active_s > 4.0, "{entry}");
@@ -395,8 +391,7 @@ fn a_cluster_splits_the_rate_over_its_workers_and_sums_their_counts() {
     // Two workers with the same cores: 20/s and a bound of 20 each, summed by the master.
     assert_eq!(entry["rate_per_s"].as_f64(), Some(40.0), "{entry}");
     assert_eq!(count(entry, "max_concurrent"), 40, "{entry}");
-    let due = count(entry, "due");
-    assert_eq!(count(entry, "started") + count(entry, "dropped"), due);
+    let (due, _, _) = due_started_dropped(entry);
     let active_s = entry["active_s"].as_f64().unwrap();
     let expected = 40.0 * active_s;
     assert!(
@@ -426,10 +421,7 @@ fn while_the_guard_holds_iterations_are_dropped_as_its_own_and_the_intervals_mar
     assert_eq!(run.exit_code, cicada::EXIT_GUARD_STOPPED);
     let entry = arrival(&run.report);
     assert!(count(entry, "dropped_guard") > 0, "{entry}");
-    assert_eq!(
-        count(entry, "started") + count(entry, "dropped"),
-        count(entry, "due")
-    );
+    due_started_dropped(entry);
     let points = run.report["history"].as_array().unwrap();
     assert!(
         points.iter().any(|p| p["generator"]["saturated"] == true
