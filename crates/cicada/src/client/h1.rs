@@ -23,6 +23,8 @@ use super::{Exchange, Headers, RequestError, RequestErrorKind, SendFailure};
 
 /// Most response headers parsed; a response with more is refused.
 const MAX_HEADERS: usize = 96;
+/// Response headers parsed at the first try (see [`parse_head`]).
+const COMMON_HEADERS: usize = 24;
 /// Largest response head accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Read buffer size of a connection; grows for large heads and bodies, and shrinks back after them.
@@ -239,6 +241,10 @@ impl H1Conn {
         decode: bool,
     ) -> Result<Exchange, RequestError> {
         loop {
+            // Between keep-alive requests the buffer is empty: read before parsing nothing.
+            if self.read_buf.is_empty() && self.fill().await? == 0 {
+                return Err(closed_early());
+            }
             let parsed = parse_head(&self.read_buf)?;
             let Some(head) = parsed else {
                 if self.read_buf.len() >= MAX_HEAD_BYTES {
@@ -448,17 +454,45 @@ struct Head {
 }
 
 fn parse_head(buf: &[u8]) -> Result<Option<Head>, RequestError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
+    // Most responses have a few headers: parse with room for `COMMON_HEADERS` first, so that each response does
+    // not initialise room for `MAX_HEADERS` (3 KiB), and again with the full room only when that was too little.
+    let mut few = [httparse::EMPTY_HEADER; COMMON_HEADERS];
+    match parse_head_into(buf, &mut few) {
+        Err(HeadError::TooManyHeaders) => {
+            let mut many = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            parse_head_into(buf, &mut many).map_err(|error| match error {
+                HeadError::TooManyHeaders => {
+                    protocol(format!("response with more than {MAX_HEADERS} headers"))
+                }
+                HeadError::Invalid(error) => error,
+            })
+        }
+        Err(HeadError::Invalid(error)) => Err(error),
+        Ok(head) => Ok(head),
+    }
+}
+
+enum HeadError {
+    TooManyHeaders,
+    Invalid(RequestError),
+}
+
+impl From<RequestError> for HeadError {
+    fn from(error: RequestError) -> Self {
+        HeadError::Invalid(error)
+    }
+}
+
+fn parse_head_into<'b>(
+    buf: &'b [u8],
+    headers: &mut [httparse::Header<'b>],
+) -> Result<Option<Head>, HeadError> {
+    let mut response = httparse::Response::new(headers);
     let length = match response.parse(buf) {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(protocol(format!(
-                "response with more than {MAX_HEADERS} headers"
-            )));
-        }
-        Err(error) => return Err(protocol(format!("invalid HTTP response: {error}"))),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(error) => return Err(protocol(format!("invalid HTTP response: {error}")).into()),
     };
     let code = response.code.unwrap_or(0);
     let status =
@@ -486,7 +520,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, RequestError> {
                 .parse()
                 .map_err(|_| protocol(format!("invalid content-length `{text}`")))?;
             if content_length.is_some_and(|known| known != value) {
-                return Err(protocol("conflicting content-length headers"));
+                return Err(protocol("conflicting content-length headers").into());
             }
             content_length = Some(value);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -595,6 +629,37 @@ mod tests {
         );
         assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
         assert!(parse_head(b"NOPE\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn heads_with_more_headers_than_the_first_try_holds() {
+        let head_with = |count: usize| {
+            let mut raw = String::from("HTTP/1.1 200 OK\r\n");
+            for i in 0..count {
+                raw.push_str(&format!("X-Header-{i}: {i}\r\n"));
+            }
+            raw.push_str("Content-Length: 0\r\n\r\n");
+            raw
+        };
+        // Past the first try's room: parsed again with the full room, every header kept.
+        let raw = head_with(COMMON_HEADERS + 5);
+        let head = parse_head(raw.as_bytes()).unwrap().unwrap();
+        assert_eq!(head.spans.len(), COMMON_HEADERS + 6);
+        assert_eq!(head.content_length, Some(0));
+        // A partial head with many headers waits for more bytes.
+        assert!(
+            parse_head(&raw.as_bytes()[..raw.len() - 3])
+                .unwrap()
+                .is_none()
+        );
+        // Past the full room: refused, saying why.
+        let raw = head_with(MAX_HEADERS);
+        let error = parse_head(raw.as_bytes()).err().unwrap();
+        assert!(
+            error.message.contains("more than 96 headers"),
+            "{}",
+            error.message
+        );
     }
 
     #[test]

@@ -19,10 +19,12 @@ mod h1;
 
 use std::borrow::Cow;
 use std::fmt;
+use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, StatusCode, Uri};
@@ -1187,10 +1189,11 @@ impl<'a> RequestBuilder<'a> {
     /// no response arrived. Either way the request is already counted. A request still waiting for its response
     /// when the future is dropped (its user stopped, or the task gave up on it) is counted then as cut off (see
     /// [`cicada_stats::StatsSnapshot::requests_cut_off`]), not as a failure.
-    pub async fn send(self) -> Result<Response, RequestError> {
+    pub fn send(self) -> impl Future<Output = Result<Response, RequestError>> + Send + 'a {
+        // A combinator, not an `async fn`: an async wrapper would hold the builder and the inner future side by
+        // side, and each request would copy both (3.3 KiB) where this copies the inner one (3.0 KiB) once.
         self.send_recording(Recording::Now)
-            .await
-            .map(|(response, _)| response)
+            .map(|outcome| outcome.map(|(response, _)| response))
     }
 
     /// Send, and record the outcome now, or hand back what recording it later needs.
@@ -1232,8 +1235,12 @@ impl<'a> RequestBuilder<'a> {
                     recorder: &shared.recorder,
                     armed: true,
                 };
-                let outcome = match tokio::time::timeout(
-                    limit,
+                // The deadline counts from `started`, which saves the clock read `timeout` would make.
+                let deadline = started
+                    .checked_add(limit)
+                    .unwrap_or_else(|| started + FAR_FUTURE);
+                let outcome = match tokio::time::timeout_at(
+                    deadline.into(),
                     session.execute(shared, method.clone(), uri, &headers, body, default_auth),
                 )
                 .await
@@ -1297,6 +1304,9 @@ impl<'a> RequestBuilder<'a> {
         }
     }
 }
+
+/// A deadline for a request whose limit is too long to add to the clock: about 30 years, as tokio's own.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 
 /// Whether [`RequestBuilder::send_recording`] records the outcome or leaves it to a [`CaughtResponse`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

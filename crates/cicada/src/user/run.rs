@@ -342,6 +342,8 @@ fn run_set<'a, S: Send + 'static>(
         let total_weight: u64 = set.entries.iter().map(|e| u64::from(e.weight())).sum();
         let mut sequence = SequenceCursor::default();
         let pacing = wait.pacing_period();
+        // Only pacing and custom wait times need to know when a task started and how long it took.
+        let timed = wait.uses_task_time();
         // When the next task should start, for paced wait times.
         let mut due: Option<Instant> = None;
         let exit = loop {
@@ -356,8 +358,10 @@ fn run_set<'a, S: Send + 'static>(
                 control.reached(StopLevel::Stopping).await;
                 break Exit::Stopped;
             };
-            let started = Instant::now();
-            if let (Some(due), Some(period), Some(lag)) = (due, pacing, &user.context.schedule) {
+            let started = timed.then(Instant::now);
+            if let (Some(started), Some(due), Some(period), Some(lag)) =
+                (started, due, pacing, &user.context.schedule)
+            {
                 lag.record(started.saturating_duration_since(due), period);
             }
             let step = match entry {
@@ -373,8 +377,11 @@ fn run_set<'a, S: Send + 'static>(
                 Step::Reschedule => continue,
                 Step::Exit(exit) => break exit,
             }
-            let pause = wait.next_wait(started.elapsed(), user.rng());
-            due = pacing.map(|period| started + period);
+            let task_elapsed = started.map_or(Duration::ZERO, |started| started.elapsed());
+            let pause = wait.next_wait(task_elapsed, user.rng());
+            due = started
+                .zip(pacing)
+                .map(|(started, period)| started + period);
             if pause >= RELEASE_BUFFERS_PAUSE {
                 user.client().release_idle_buffers();
             }
