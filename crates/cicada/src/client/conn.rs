@@ -21,9 +21,9 @@ use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 
 use super::h1::H1Conn;
+use super::tls::TlsStream;
 use super::{HttpVersion, RequestError, RequestErrorKind};
 
 /// Bounds of an HTTP/2 connection (see docs/resource-guard.md). What the server may send ahead of the reader: a
@@ -119,7 +119,7 @@ impl Origin {
 /// A TCP stream, with or without TLS.
 pub(crate) enum Stream {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream>),
 }
 
 impl AsyncRead for Stream {
@@ -245,7 +245,7 @@ impl Pool {
 /// Everything needed to open connections for one user type.
 pub(crate) struct Connector {
     /// The type's TLS configuration, shared by its users when they share TLS sessions.
-    pub(crate) tls: tokio_rustls::TlsConnector,
+    pub(crate) tls: Arc<rustls::ClientConfig>,
     /// Each user keeps its own TLS sessions (see [`Connector::user_tls`]).
     pub(crate) tls_per_user: bool,
     pub(crate) http: HttpVersion,
@@ -262,17 +262,17 @@ impl Connector {
     /// cache starts empty; a user makes one on its first TLS connection. Measured: about 1.5 KiB per user for the
     /// connector and its empty cache, about 4 KiB once it holds one origin's sessions (two TLS 1.3 tickets and the
     /// server's certificate chain, here a one-certificate self-signed chain; a real chain adds its size).
-    pub(crate) fn user_tls(&self) -> tokio_rustls::TlsConnector {
-        let mut config = rustls::ClientConfig::clone(self.tls.config());
+    pub(crate) fn user_tls(&self) -> Arc<rustls::ClientConfig> {
+        let mut config = rustls::ClientConfig::clone(&self.tls);
         config.resumption =
             rustls::client::Resumption::store(Arc::new(UserSessionStore::default()));
-        tokio_rustls::TlsConnector::from(Arc::new(config))
+        Arc::new(config)
     }
 
     pub(crate) async fn connect(
         &self,
         origin: &Origin,
-        tls: &tokio_rustls::TlsConnector,
+        tls: &Arc<rustls::ClientConfig>,
     ) -> Result<Conn, RequestError> {
         let tcp = self.open_tcp(origin).await?;
         let (stream, h2) = if origin.tls {
@@ -283,8 +283,10 @@ impl Connector {
                         format!("invalid TLS server name `{}`: {e}", origin.host()),
                     )
                 })?;
-            let handshake =
-                tokio::time::timeout(self.connect_timeout, tls.connect(server_name, tcp));
+            let handshake = tokio::time::timeout(
+                self.connect_timeout,
+                super::tls::connect(tls.clone(), server_name, tcp),
+            );
             let stream = match handshake.await {
                 Err(_) => {
                     return Err(RequestError::new(
@@ -300,7 +302,7 @@ impl Connector {
                 }
                 Ok(Ok(stream)) => stream,
             };
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let h2 = stream.alpn_protocol() == Some(b"h2");
             (Stream::Tls(Box::new(stream)), h2)
         } else {
             (Stream::Plain(tcp), self.http == HttpVersion::Http2)
