@@ -518,7 +518,7 @@ impl Session {
         }
     }
 
-    /// The TLS connector for this user's next connection: its own session cache, or the type's.
+    /// The TLS configuration for this user's next connection: its own session cache, or the type's.
     fn tls(&mut self, shared: &ClientShared) -> Arc<rustls::ClientConfig> {
         if !shared.connector.tls_per_user {
             return shared.connector.tls.clone();

@@ -22,24 +22,27 @@ use rustls::pki_types::ServerName;
 use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, UnbufferedStatus, WriteTraffic,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Largest TLS record on the wire: a 5-byte header and 16 KiB of payload plus 2 KiB for the cipher's overhead
 /// (rustls refuses a record announcing more).
 const MAX_RECORD: usize = 5 + 16_384 + 2_048;
-/// Per-thread buffer incoming records are read into and decrypted in: one largest record and room for the start of
-/// the next, so one read can bring several small records.
-const READ_SCRATCH_LEN: usize = 24 * 1024;
+/// Most bytes one read from the socket brings: a largest record and room for the start of the next, so one read can
+/// bring several small records, and what the reader has no room for stays small.
+const READ_PER_POLL: usize = 24 * 1024;
+const _: () = assert!(
+    READ_PER_POLL > MAX_RECORD,
+    "one read must be able to bring a whole record"
+);
+/// Per-thread buffer incoming records are read into and decrypted in: what rustls keeps of a handshake message still
+/// arriving (at most 64 KiB, its limit) and one read more.
+const READ_SCRATCH_LEN: usize = 0xffff + READ_PER_POLL;
 /// Plaintext encrypted per write: one full record, so that a request of up to 16 KiB, however many slices it is
 /// written in, goes out as one record in one syscall.
 const PLAINTEXT_PER_WRITE: usize = 16_384;
 /// Room for one sealed record (header, content type, tag) and a KeyUpdate or alert rustls queued ahead of it.
 const SEALED_PER_WRITE: usize = PLAINTEXT_PER_WRITE + 1024;
-/// Most bytes kept while connecting: rustls' 64 KiB limit on one handshake message, plus a record.
-const MAX_HANDSHAKE_BUFFER: usize = 0xffff + MAX_RECORD;
-/// First size of the handshake's read buffer; a server's flight with a short certificate chain fits.
-const HANDSHAKE_READ: usize = 8 * 1024;
 
 thread_local! {
     /// Where this thread's TLS streams read and decrypt records (see [`READ_SCRATCH_LEN`]).
@@ -114,8 +117,9 @@ impl TlsError {
 }
 
 /// A client TLS connection over TCP. Its heap buffers are empty (unallocated) between requests; while in use each
-/// is bounded: `incoming` by [`READ_SCRATCH_LEN`], `plaintext` by [`READ_SCRATCH_LEN`] and `outgoing` by
-/// [`SEALED_PER_WRITE`] (a handshake's own buffers, up to [`MAX_HANDSHAKE_BUFFER`], are dropped once connected).
+/// is bounded: `incoming` by [`READ_SCRATCH_LEN`] (a handshake message rustls is still joining; otherwise less than
+/// a record), `plaintext` by [`READ_PER_POLL`] and a record, `outgoing` by [`SEALED_PER_WRITE`] (or a handshake
+/// flight).
 pub(crate) struct TlsStream {
     tcp: TcpStream,
     conn: UnbufferedClientConnection,
@@ -141,10 +145,12 @@ pub(crate) async fn connect(
     config: Arc<ClientConfig>,
     server_name: ServerName<'static>,
     tcp: TcpStream,
-) -> io::Result<TlsStream> {
+) -> io::Result<Box<TlsStream>> {
     let conn = UnbufferedClientConnection::new(config, server_name)
         .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
-    let mut stream = TlsStream {
+    // Boxed from the start: the connection's one long-lived allocation is made before the handshake's short-lived
+    // ones (fewer holes in the heap once they are freed), and the future of `connect` stays small.
+    let mut stream = Box::new(TlsStream {
         tcp,
         conn,
         incoming: Vec::new(),
@@ -155,45 +161,21 @@ pub(crate) async fn connect(
         peer_closed: false,
         close_notify_queued: false,
         failure: None,
-    };
-    let mut received = vec![0u8; HANDSHAKE_READ];
-    let mut used = 0;
-    loop {
-        let driven = stream.drive(&mut received[..used], None, |_, _| ());
-        let consumed = match driven {
-            Ok((consumed, _)) => consumed,
-            Err(error) => {
+    });
+    // The handshake runs through the same per-thread buffer as reads later on: a connection being set up keeps on
+    // the heap only what rustls has not finished with (the records of a handshake message still arriving).
+    let handshake = std::future::poll_fn(|cx| stream.poll_handshake(cx)).await;
+    if let Err(error) = handshake {
+        return Err(match stream.failure.take() {
+            Some(failure) => {
                 // Tell the server why, if the socket takes the alert now; the connection is over either way.
-                let _ = stream.tcp.try_write(&stream.outgoing);
-                return Err(error.into_handshake_io());
+                let _ = stream
+                    .tcp
+                    .try_write(&stream.outgoing[stream.outgoing_sent..]);
+                failure.into_handshake_io()
             }
-        };
-        received.copy_within(consumed..used, 0);
-        used -= consumed;
-        if !stream.outgoing.is_empty() {
-            stream.tcp.write_all(&stream.outgoing).await?;
-            stream.outgoing = Vec::new();
-        }
-        if !stream.conn.is_handshaking() {
-            break;
-        }
-        if stream.peer_closed {
-            return Err(TlsError::HandshakeEof.to_io());
-        }
-        if used == received.len() {
-            if used >= MAX_HANDSHAKE_BUFFER {
-                return Err(TlsError::Oversized(MAX_HANDSHAKE_BUFFER).into_handshake_io());
-            }
-            received.resize((used * 2).min(MAX_HANDSHAKE_BUFFER), 0);
-        }
-        let read = stream.tcp.read(&mut received[used..]).await?;
-        if read == 0 {
-            return Err(TlsError::HandshakeEof.to_io());
-        }
-        used += read;
-    }
-    if used > 0 {
-        stream.incoming = received[..used].to_vec();
+            None => error,
+        });
     }
     Ok(stream)
 }
@@ -337,6 +319,23 @@ impl TlsStream {
         error
     }
 
+    /// Sends what rustls queued and reads what the server sent until the handshake is done.
+    fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.poll_send_queued(cx))?;
+            if !self.conn.is_handshaking() {
+                return Poll::Ready(Ok(()));
+            }
+            if self.peer_closed {
+                return Poll::Ready(Err(self.fail(TlsError::HandshakeEof).to_io()));
+            }
+            let mut no_reader = ReadBuf::new(&mut []);
+            ready!(with_scratch(&READ_SCRATCH, READ_SCRATCH_LEN, |scratch| {
+                self.read_records(cx, &mut no_reader, scratch)
+            }))?;
+        }
+    }
+
     /// Copies plaintext kept from an earlier poll to `buf`. Returns whether there was any.
     fn take_leftover(&mut self, buf: &mut ReadBuf<'_>) -> bool {
         let left = &self.plaintext[self.plaintext_read..];
@@ -379,17 +378,21 @@ impl TlsStream {
     }
 
     /// Reads records from the socket into `scratch` until some plaintext reached `buf`, the server closed, or the
-    /// socket has nothing more; keeps what is left of `scratch` (the start of a record) in `self.incoming`.
+    /// socket has nothing more (while connecting: until rustls has something to send or is done); keeps what rustls
+    /// has not finished with (the start of a record, the records of a handshake message still arriving) in
+    /// `self.incoming`.
     fn read_records(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
         scratch: &mut [u8],
     ) -> Poll<io::Result<()>> {
+        // `incoming` was kept from a buffer of this size, so it fits.
         let mut end = self.incoming.len();
         scratch[..end].copy_from_slice(&self.incoming);
         self.incoming = Vec::new();
         let filled_before = buf.filled().len();
+        let connecting = self.conn.is_handshaking();
         let mut start = 0;
         let polled = loop {
             match self.drive(&mut scratch[start..end], Some(&mut *buf), |_, _| ()) {
@@ -400,6 +403,10 @@ impl TlsStream {
                 Err(error) => break Poll::Ready(Err(error.to_io())),
             }
             if buf.filled().len() > filled_before || self.peer_closed {
+                break Poll::Ready(Ok(()));
+            }
+            // While connecting: back to the handshake once rustls has something to send or is done.
+            if connecting && (!self.outgoing.is_empty() || !self.conn.is_handshaking()) {
                 break Poll::Ready(Ok(()));
             }
             if start > 0 {
@@ -413,14 +420,17 @@ impl TlsStream {
                 let error = self.fail(TlsError::Oversized(scratch.len()));
                 break Poll::Ready(Err(error.to_io()));
             }
-            let mut read_buf = ReadBuf::new(&mut scratch[end..]);
+            let read_end = scratch.len().min(end + READ_PER_POLL);
+            let mut read_buf = ReadBuf::new(&mut scratch[end..read_end]);
             match Pin::new(&mut self.tcp).poll_read(cx, &mut read_buf) {
                 Poll::Pending => break Poll::Pending,
                 Poll::Ready(Err(error)) => break Poll::Ready(Err(error)),
                 Poll::Ready(Ok(())) => {
                     let read = read_buf.filled().len();
                     if read == 0 {
-                        let error = if end > start {
+                        let error = if self.conn.is_handshaking() {
+                            TlsError::HandshakeEof
+                        } else if end > start {
                             TlsError::TruncatedRecord
                         } else {
                             TlsError::NoCloseNotify
@@ -699,6 +709,7 @@ mod tests {
     use std::time::Duration;
 
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpSocket};
     use tokio::sync::oneshot;
     use tokio_rustls::server::TlsStream as ServerStream;
@@ -779,7 +790,7 @@ mod tests {
         (address, seen)
     }
 
-    async fn open(address: SocketAddr, config: Arc<ClientConfig>) -> io::Result<TlsStream> {
+    async fn open(address: SocketAddr, config: Arc<ClientConfig>) -> io::Result<Box<TlsStream>> {
         let tcp = TcpStream::connect(address).await?;
         connect(config, ServerName::try_from("localhost").unwrap(), tcp).await
     }
@@ -795,7 +806,7 @@ mod tests {
     }
 
     /// Writes `sent` and reads back as many bytes through one stream, both at once (the echo would stall otherwise).
-    async fn round_trip(stream: TlsStream, sent: &[u8]) -> (TlsStream, Vec<u8>) {
+    async fn round_trip(stream: Box<TlsStream>, sent: &[u8]) -> (Box<TlsStream>, Vec<u8>) {
         let (mut reader, mut writer) = tokio::io::split(stream);
         let write = async {
             writer.write_all(sent).await.unwrap();
@@ -1045,6 +1056,41 @@ mod tests {
             ));
         };
         tokio::time::timeout(LIMIT, work).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_large_certificate_in_many_small_records_joins_across_reads() {
+        // A ~40 KiB certificate (many names) sent in records of 1,000 bytes: the Certificate message spans many
+        // records and several reads, which rustls joins in the bytes the stream keeps between polls.
+        let names: Vec<String> = std::iter::once("localhost".to_string())
+            .chain((0..2000).map(|i| format!("host-{i}.cicada.test")))
+            .collect();
+        let cert = rcgen::generate_simple_self_signed(names).unwrap();
+        assert!(
+            cert.cert.der().len() > 32 * 1024,
+            "{}",
+            cert.cert.der().len()
+        );
+        let key = PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ServerConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert.cert.der().clone()], key.clone_key())
+                .unwrap();
+            config.max_fragment_size = Some(1000);
+            let (address, _) = serve(Arc::new(config), echo).await;
+            let work = async {
+                let stream = open(address, client_config()).await.unwrap();
+                let sent = payload(50_000);
+                let (stream, got) = round_trip(stream, &sent).await;
+                assert!(got == sent, "{version:?}");
+                assert_eq!(stream.buffered_capacity(), 0, "{version:?}");
+            };
+            tokio::time::timeout(LIMIT, work).await.unwrap();
+        }
     }
 
     #[tokio::test]
