@@ -299,6 +299,23 @@ impl TlsStream {
         }
     }
 
+    /// [`Self::drive`] over the bytes kept from earlier reads (rustls must see again what it has not discarded),
+    /// removing what it is done with.
+    fn drive_kept<R>(
+        &mut self,
+        on_writable: impl FnMut(&mut WriteTraffic<'_, ClientConnectionData>, &mut Vec<u8>) -> R,
+    ) -> Result<Option<R>, TlsError> {
+        let mut incoming = std::mem::take(&mut self.incoming);
+        let driven = self.drive(&mut incoming, None, on_writable);
+        if let Ok((consumed, _)) = &driven {
+            incoming.drain(..*consumed);
+        }
+        if !incoming.is_empty() {
+            self.incoming = incoming;
+        }
+        driven.map(|(_, written)| written)
+    }
+
     /// After rustls failed on what the server sent, queues the alert it prepared for the server, if any.
     fn queue_alert(&mut self, incoming: &mut [u8]) {
         let UnbufferedStatus { state, .. } = self.conn.process_tls_records(incoming);
@@ -517,30 +534,18 @@ impl TlsStream {
                 &gather[..take]
             }
         };
-        let mut incoming = std::mem::take(&mut self.incoming);
-        let driven = self.drive(&mut incoming, None, |writable, outgoing| {
-            encrypt(writable, plaintext, sealed, outgoing)
-        });
-        let kept = match &driven {
-            Ok((consumed, _)) => *consumed,
-            Err(_) => 0,
-        };
-        incoming.drain(..kept);
-        self.incoming = if incoming.is_empty() {
-            Vec::new()
-        } else {
-            incoming
-        };
+        let driven =
+            self.drive_kept(|writable, outgoing| encrypt(writable, plaintext, sealed, outgoing));
         let sealed_len = match driven {
-            Ok((_, Some(Ok(sealed_len)))) => sealed_len,
-            Ok((_, Some(Err(error)))) => {
+            Ok(Some(Ok(sealed_len))) => sealed_len,
+            Ok(Some(Err(error))) => {
                 let error = self.fail(TlsError::Protocol(rustls::Error::General(
                     error.to_string(),
                 )));
                 return Poll::Ready(Err(error.to_io()));
             }
             // rustls will not take our data: the connection is closed.
-            Ok((_, None)) => return Poll::Ready(Err(TlsError::Closed.to_io())),
+            Ok(None) => return Poll::Ready(Err(TlsError::Closed.to_io())),
             Err(error) => return Poll::Ready(Err(error.to_io())),
         };
         if !self.outgoing.is_empty() {
@@ -567,16 +572,14 @@ impl TlsStream {
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !self.close_notify_queued && self.failure.is_none() {
             self.close_notify_queued = true;
-            let mut incoming = std::mem::take(&mut self.incoming);
-            let queued = self.drive(&mut incoming, None, |writable, outgoing| {
+            let queued = self.drive_kept(|writable, outgoing| {
                 append_encoded(
                     outgoing,
                     |out| writable.queue_close_notify(out),
                     insufficient,
                 )
             });
-            self.incoming = incoming;
-            if let Ok((_, Some(Err(error)))) = queued {
+            if let Ok(Some(Err(error))) = queued {
                 return Poll::Ready(Err(io::Error::other(error)));
             }
         }
