@@ -856,6 +856,101 @@ mod tests {
         tokio::time::timeout(LIMIT, work).await.unwrap();
     }
 
+    /// A TCP relay in front of `server` that counts the TLS records the client sends through it.
+    async fn record_counting_relay(
+        server: SocketAddr,
+    ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let records = Arc::new(AtomicUsize::new(0));
+        let counted = records.clone();
+        tokio::spawn(async move {
+            let (client, _) = listener.accept().await.unwrap();
+            let upstream = TcpStream::connect(server).await.unwrap();
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut upstream_read, mut upstream_write) = upstream.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut upstream_read, &mut client_write).await;
+            });
+            // Record boundaries: 5-byte headers, the last two bytes the payload's length.
+            let mut header = Vec::with_capacity(5);
+            let mut payload_left = 0usize;
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                let read = client_read.read(&mut chunk).await.unwrap_or(0);
+                if read == 0 {
+                    break;
+                }
+                for &byte in &chunk[..read] {
+                    if payload_left > 0 {
+                        payload_left -= 1;
+                        continue;
+                    }
+                    header.push(byte);
+                    if header.len() == 5 {
+                        payload_left = usize::from(u16::from_be_bytes([header[3], header[4]]));
+                        header.clear();
+                        counted.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                upstream_write.write_all(&chunk[..read]).await.unwrap();
+            }
+            let _ = upstream_write.shutdown().await;
+        });
+        (address, records)
+    }
+
+    #[tokio::test]
+    async fn a_vectored_write_is_gathered_into_one_record() {
+        use std::sync::atomic::Ordering;
+        let (server, _) = serve(server_config(rustls::ALL_VERSIONS), echo).await;
+        let (relay, records) = record_counting_relay(server).await;
+        let work = async {
+            let mut stream = open(relay, client_config()).await.unwrap();
+            // The handshake's records have all gone by once a first exchange came back.
+            let (returned, got) = round_trip(stream, b"warm-up").await;
+            assert_eq!(got, b"warm-up");
+            stream = returned;
+            let before = records.load(Ordering::SeqCst);
+            let head = b"GET / HTTP/1.1\r\nhost: localhost\r\n".to_vec();
+            let cookie = b"cookie: a=1\r\n".to_vec();
+            let end = b"\r\n".to_vec();
+            let slices = [
+                io::IoSlice::new(&head),
+                io::IoSlice::new(&cookie),
+                io::IoSlice::new(&end),
+            ];
+            assert!(stream.is_write_vectored());
+            let written = stream.write_vectored(&slices).await.unwrap();
+            assert_eq!(written, head.len() + cookie.len() + end.len());
+            stream.flush().await.unwrap();
+            let mut echoed = vec![0u8; written];
+            stream.read_exact(&mut echoed).await.unwrap();
+            assert_eq!(echoed, [head.as_slice(), &cookie, &end].concat());
+            assert_eq!(
+                records.load(Ordering::SeqCst) - before,
+                1,
+                "three slices, one record"
+            );
+            // More than a record's worth: one full record per write.
+            let large = payload(40_000);
+            let halves = [
+                io::IoSlice::new(&large[..20_000]),
+                io::IoSlice::new(&large[20_000..]),
+            ];
+            let before = records.load(Ordering::SeqCst);
+            let written = stream.write_vectored(&halves).await.unwrap();
+            assert_eq!(written, PLAINTEXT_PER_WRITE);
+            stream.flush().await.unwrap();
+            let mut echoed = vec![0u8; written];
+            stream.read_exact(&mut echoed).await.unwrap();
+            assert!(echoed == large[..written]);
+            assert_eq!(records.load(Ordering::SeqCst) - before, 1);
+        };
+        tokio::time::timeout(LIMIT, work).await.unwrap();
+    }
+
     #[tokio::test]
     async fn reads_into_a_one_byte_buffer_get_every_byte_in_order() {
         let sent = payload(40_000);
