@@ -6,7 +6,8 @@
 //! noticed when it is next checked out. HTTP/2 connections (the `h2` crate, used directly: no dispatch channel and no
 //! request/response hop through a second task as with hyper's client) run their connection state in a task of
 //! their own, as the protocol needs (pings, flow control, window updates); the user's task opens its stream and
-//! reads its response itself.
+//! reads its response itself. TLS is cicada's own stream ([`super::tls`], on rustls' unbuffered API), which holds no
+//! buffer between requests.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -21,9 +22,9 @@ use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 
 use super::h1::H1Conn;
+use super::tls::TlsStream;
 use super::{HttpVersion, RequestError, RequestErrorKind};
 
 /// Bounds of an HTTP/2 connection (see docs/resource-guard.md). What the server may send ahead of the reader: a
@@ -119,7 +120,7 @@ impl Origin {
 /// A TCP stream, with or without TLS.
 pub(crate) enum Stream {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream>),
 }
 
 impl AsyncRead for Stream {
@@ -225,6 +226,11 @@ impl Pool {
         if self.idle.len() >= self.max_idle {
             self.idle.remove(0);
         }
+        if self.idle.capacity() == 0 {
+            // Room for one: most users talk to one origin, and a plain push reserves four slots (about 400 bytes
+            // more per user, measured with heaptrack on idle TLS users).
+            self.idle.reserve_exact(1);
+        }
         self.idle.push((origin, conn));
     }
 
@@ -245,7 +251,7 @@ impl Pool {
 /// Everything needed to open connections for one user type.
 pub(crate) struct Connector {
     /// The type's TLS configuration, shared by its users when they share TLS sessions.
-    pub(crate) tls: tokio_rustls::TlsConnector,
+    pub(crate) tls: Arc<rustls::ClientConfig>,
     /// Each user keeps its own TLS sessions (see [`Connector::user_tls`]).
     pub(crate) tls_per_user: bool,
     pub(crate) http: HttpVersion,
@@ -256,23 +262,23 @@ pub(crate) struct Connector {
 const USER_TLS_SESSION_ORIGINS: usize = 4;
 
 impl Connector {
-    /// A TLS connector whose session cache belongs to one user: it resumes only sessions it made itself, like a
+    /// A TLS configuration whose session cache belongs to one user: it resumes only sessions it made itself, like a
     /// browser, so a new user pays a full handshake. It shares everything else (certificate roots, verifier,
     /// crypto provider) with the type's configuration: the clone copies a few small vectors and `Arc`s, and the
     /// cache starts empty; a user makes one on its first TLS connection. Measured: about 1.5 KiB per user for the
-    /// connector and its empty cache, about 4 KiB once it holds one origin's sessions (two TLS 1.3 tickets and the
+    /// configuration and its empty cache, about 4 KiB once it holds one origin's sessions (two TLS 1.3 tickets and the
     /// server's certificate chain, here a one-certificate self-signed chain; a real chain adds its size).
-    pub(crate) fn user_tls(&self) -> tokio_rustls::TlsConnector {
-        let mut config = rustls::ClientConfig::clone(self.tls.config());
+    pub(crate) fn user_tls(&self) -> Arc<rustls::ClientConfig> {
+        let mut config = rustls::ClientConfig::clone(&self.tls);
         config.resumption =
             rustls::client::Resumption::store(Arc::new(UserSessionStore::default()));
-        tokio_rustls::TlsConnector::from(Arc::new(config))
+        Arc::new(config)
     }
 
     pub(crate) async fn connect(
         &self,
         origin: &Origin,
-        tls: &tokio_rustls::TlsConnector,
+        tls: &Arc<rustls::ClientConfig>,
     ) -> Result<Conn, RequestError> {
         let tcp = self.open_tcp(origin).await?;
         let (stream, h2) = if origin.tls {
@@ -283,8 +289,10 @@ impl Connector {
                         format!("invalid TLS server name `{}`: {e}", origin.host()),
                     )
                 })?;
-            let handshake =
-                tokio::time::timeout(self.connect_timeout, tls.connect(server_name, tcp));
+            let handshake = tokio::time::timeout(
+                self.connect_timeout,
+                super::tls::connect(tls.clone(), server_name, tcp),
+            );
             let stream = match handshake.await {
                 Err(_) => {
                     return Err(RequestError::new(
@@ -300,8 +308,8 @@ impl Connector {
                 }
                 Ok(Ok(stream)) => stream,
             };
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            (Stream::Tls(Box::new(stream)), h2)
+            let h2 = stream.alpn_protocol() == Some(b"h2");
+            (Stream::Tls(stream), h2)
         } else {
             (Stream::Plain(tcp), self.http == HttpVersion::Http2)
         };
@@ -378,9 +386,12 @@ impl Connector {
     }
 }
 
-/// TLS 1.3 tickets a user keeps per origin. A ticket is used once; servers send one or two per connection, and a
-/// user reconnects rarely, so two are enough (rustls' own cache reserves room for eight per origin).
-const USER_TLS13_TICKETS: usize = 2;
+/// TLS 1.3 tickets a user keeps per origin. A ticket is used once, and each connection brings new ones (servers send
+/// one or two after the handshake); a user holds one connection per origin, so the newest ticket is the only one it
+/// will use. Each ticket carries its own copy of the server's certificate chain (measured with heaptrack: about 700
+/// bytes per ticket with a one-certificate chain, a real chain adds its size), so a second one is memory for
+/// nothing (rustls' own cache reserves room for eight per origin).
+const USER_TLS13_TICKETS: usize = 1;
 
 /// One user's TLS sessions: at most [`USER_TLS_SESSION_ORIGINS`] origins (the oldest is forgotten), each with its
 /// key-exchange hint, one TLS 1.2 session and at most [`USER_TLS13_TICKETS`] TLS 1.3 tickets. A user is one task,

@@ -16,6 +16,7 @@ mod catch;
 mod conn;
 mod decode;
 mod h1;
+mod tls;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -267,11 +268,11 @@ impl ClientShared {
     ) -> Result<Arc<Self>, ClientError> {
         let base = BaseUrl::parse(host)?;
         // Built even for plain-HTTP hosts: a redirect may lead to https.
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(conn::tls_config(
+        let tls = Arc::new(conn::tls_config(
             options.http,
             options.insecure_tls,
             options.tls_session_resumption,
-        )?));
+        )?);
         let user_agent = HeaderValue::from_str(&options.user_agent)
             .unwrap_or_else(|_| HeaderValue::from_static("cicada"));
         Ok(Arc::new(ClientShared {
@@ -361,7 +362,7 @@ struct ClientState {
     pool: Pool,
     cookies: Option<cookie_store::CookieStore>,
     /// This user's own TLS session cache, made on its first TLS connection (see [`Connector::user_tls`]).
-    tls: Option<tokio_rustls::TlsConnector>,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// A user's HTTP client: its own connections (or a share of its type's pool) and its own cookie jar.
@@ -519,8 +520,8 @@ impl Session {
         }
     }
 
-    /// The TLS connector for this user's next connection: its own session cache, or the type's.
-    fn tls(&mut self, shared: &ClientShared) -> tokio_rustls::TlsConnector {
+    /// The TLS configuration for this user's next connection: its own session cache, or the type's.
+    fn tls(&mut self, shared: &ClientShared) -> Arc<rustls::ClientConfig> {
         if !shared.connector.tls_per_user {
             return shared.connector.tls.clone();
         }
