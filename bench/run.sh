@@ -503,7 +503,7 @@ run_users() {
 }
 
 # TLS and HTTP/2 (issue #14): get_root flat out over TLS 1.3 with HTTP/1.1 and with HTTP/2 (nginx's TLS listener,
-# a self-signed certificate), Locust FastHttpUser over TLS; then the memory of an idle user holding a TLS
+# a self-signed certificate), Goose and Locust FastHttpUser over TLS; then the memory of an idle user holding a TLS
 # connection, HTTP/1.1 and HTTP/2 (idle_users, 1,000 and 10,000 users, as in the memory suite).
 tls_command() {
     local gen="$1" prefix="$2"
@@ -514,6 +514,9 @@ tls_command() {
             --only-summary -H "$TLS_URL" -u 50 -r 1000 -t "${DURATION}s" --guard warn --report-json "$prefix.json") ;;
         locust-fast-tls) CMD=(taskset -c 0 "$LOCUST" -f "$TMP/locust_fast.py" --headless -H "$TLS_URL" -u 50 -r 50
             -t "${DURATION}s" --only-summary --json) ;;
+        # Goose's client (reqwest, rustls) offers HTTP/1.1 only; --accept-invalid-certs takes the self-signed certificate.
+        goose-tls) CMD=(taskset -c 0 "$GOOSE" -H "$TLS_URL" -u 50 -r 50 -t "${DURATION}s" --no-reset-metrics
+            --no-telnet --accept-invalid-certs --report-file "$prefix.goose.json" -q) ;;
     esac
 }
 
@@ -521,6 +524,8 @@ run_tls() {
     local gens=(cicada-tls-h1 cicada-tls-h2) mode users base
     ensure_locust
     write_locustfiles
+    [[ -n "${GOOSE:-}" ]] || ensure_goose
+    [[ -n "${GOOSE:-}" ]] && gens+=(goose-tls)
     [[ -n "${LOCUST:-}" ]] && gens+=(locust-fast-tls)
     run_rows tls "${gens[@]}"
     rm -rf "$RESULTS/raw/memory-tls" "$RESULTS/memory-tls.csv"
