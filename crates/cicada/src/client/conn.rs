@@ -265,9 +265,9 @@ impl Connector {
     /// A TLS configuration whose session cache belongs to one user: it resumes only sessions it made itself, like a
     /// browser, so a new user pays a full handshake. It shares everything else (certificate roots, verifier,
     /// crypto provider) with the type's configuration: the clone copies a few small vectors and `Arc`s, and the
-    /// cache starts empty; a user makes one on its first TLS connection. Measured: about 1.5 KiB per user for the
-    /// configuration and its empty cache, about 4 KiB once it holds one origin's sessions (two TLS 1.3 tickets and the
-    /// server's certificate chain, here a one-certificate self-signed chain; a real chain adds its size).
+    /// cache starts empty; a user makes one on its first TLS connection. The configuration and the sessions of one
+    /// origin (one TLS 1.3 ticket with its copy of the server's certificate chain) come to about 900 bytes per user
+    /// with a one-certificate chain (bench/README.md); a real chain adds its size.
     pub(crate) fn user_tls(&self) -> Arc<rustls::ClientConfig> {
         let mut config = rustls::ClientConfig::clone(&self.tls);
         config.resumption =

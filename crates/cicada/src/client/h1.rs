@@ -461,43 +461,24 @@ struct Head {
 fn parse_head(buf: &[u8]) -> Result<Option<Head>, RequestError> {
     // Most responses have a few headers: parse with room for `COMMON_HEADERS` first, so that each response does
     // not initialise room for `MAX_HEADERS` (3 KiB), and again with the full room only when that was too little.
+    let mut many;
     let mut few = [httparse::EMPTY_HEADER; COMMON_HEADERS];
-    match parse_head_into(buf, &mut few) {
-        Err(HeadError::TooManyHeaders) => {
-            let mut many = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            parse_head_into(buf, &mut many).map_err(|error| match error {
-                HeadError::TooManyHeaders => {
-                    protocol(format!("response with more than {MAX_HEADERS} headers"))
-                }
-                HeadError::Invalid(error) => error,
-            })
-        }
-        Err(HeadError::Invalid(error)) => Err(error),
-        Ok(head) => Ok(head),
+    let mut response = httparse::Response::new(&mut few);
+    let mut parsed = response.parse(buf);
+    if let Err(httparse::Error::TooManyHeaders) = parsed {
+        many = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        response = httparse::Response::new(&mut many);
+        parsed = response.parse(buf);
     }
-}
-
-enum HeadError {
-    TooManyHeaders,
-    Invalid(RequestError),
-}
-
-impl From<RequestError> for HeadError {
-    fn from(error: RequestError) -> Self {
-        HeadError::Invalid(error)
-    }
-}
-
-fn parse_head_into<'b>(
-    buf: &'b [u8],
-    headers: &mut [httparse::Header<'b>],
-) -> Result<Option<Head>, HeadError> {
-    let mut response = httparse::Response::new(headers);
-    let length = match response.parse(buf) {
+    let length = match parsed {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
-        Err(error) => return Err(protocol(format!("invalid HTTP response: {error}")).into()),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(protocol(format!(
+                "response with more than {MAX_HEADERS} headers"
+            )));
+        }
+        Err(error) => return Err(protocol(format!("invalid HTTP response: {error}"))),
     };
     let code = response.code.unwrap_or(0);
     let status =
@@ -525,7 +506,7 @@ fn parse_head_into<'b>(
                 .parse()
                 .map_err(|_| protocol(format!("invalid content-length `{text}`")))?;
             if content_length.is_some_and(|known| known != value) {
-                return Err(protocol("conflicting content-length headers").into());
+                return Err(protocol("conflicting content-length headers"));
             }
             content_length = Some(value);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {

@@ -734,14 +734,21 @@ mod tests {
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> Arc<rustls::ServerConfig> {
         let (cert, key) = certificate();
+        Arc::new(server_config_with(cert, key, versions))
+    }
+
+    fn server_config_with(
+        cert: CertificateDer<'static>,
+        key: PrivateKeyDer<'static>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> rustls::ServerConfig {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
+        rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)
             .unwrap()
             .with_no_client_auth()
             .with_single_cert(vec![cert], key)
-            .unwrap();
-        Arc::new(config)
+            .unwrap()
     }
 
     /// cicada's own configuration, without certificate checks (the server's certificate is self-signed).
@@ -1171,13 +1178,8 @@ mod tests {
         );
         let key = PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
         for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut config = rustls::ServerConfig::builder_with_provider(provider)
-                .with_protocol_versions(&[version])
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(vec![cert.cert.der().clone()], key.clone_key())
-                .unwrap();
+            let mut config =
+                server_config_with(cert.cert.der().clone(), key.clone_key(), &[version]);
             config.max_fragment_size = Some(1000);
             let (address, _) = serve(Arc::new(config), echo).await;
             let work = async {

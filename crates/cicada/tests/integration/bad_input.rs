@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use cicada::prelude::*;
 
-use crate::common::{DemoTarget, run_test};
+use crate::common::{DemoTarget, run_test, server_runtime};
 
 /// A port on 127.0.0.1 nobody listens on.
 fn closed_port() -> u16 {
@@ -442,14 +442,7 @@ fn user_errors_are_logged_at_most_once_a_second_each() {
     use std::convert::Infallible;
     use std::sync::atomic::{AtomicU64, Ordering};
     // A server whose item pages are not JSON: every task of the example raises the same user error.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
+    let (runtime, listener) = server_runtime();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let served = std::sync::Arc::new(AtomicU64::new(0));
     let counted = served.clone();

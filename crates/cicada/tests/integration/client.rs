@@ -9,7 +9,7 @@ use cicada::prelude::*;
 use http_body_util::Full;
 use hyper::service::service_fn;
 
-use crate::common::{DemoTarget, run_test};
+use crate::common::{DemoTarget, run_test, server_runtime};
 
 fn counter() -> Arc<AtomicU64> {
     Arc::new(AtomicU64::new(0))
@@ -632,14 +632,7 @@ fn brotli_stored(data: &[u8]) -> Vec<u8> {
 
 fn encoding_target() -> EncodingTarget {
     use std::io::Write;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
+    let (runtime, listener) = server_runtime();
     let port = listener.local_addr().unwrap().port();
     let plain = document();
     let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -972,14 +965,7 @@ struct HandshakeTarget {
 }
 
 fn handshake_target() -> HandshakeTarget {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
+    let (runtime, listener) = server_runtime();
     let port = listener.local_addr().unwrap().port();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
@@ -1099,14 +1085,7 @@ struct H2Target {
 }
 
 fn h2_target(after: AfterFirstRequest) -> H2Target {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
+    let (runtime, listener) = server_runtime();
     let port = listener.local_addr().unwrap().port();
     let (connections, requests, body_bytes, pongs) = (counter(), counter(), counter(), counter());
     let counters = (

@@ -225,6 +225,19 @@ fn parse_csv_line(line: &str) -> Vec<String> {
     fields
 }
 
+/// A one-thread runtime for a test's own server, and a listener on 127.0.0.1 and an ephemeral port, bound in it.
+pub(crate) fn server_runtime() -> (tokio::runtime::Runtime, tokio::net::TcpListener) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("server runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("a listener on 127.0.0.1");
+    (runtime, listener)
+}
+
 /// A free port on 127.0.0.1 (bound and released: another process could take it, which these tests accept).
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use cicada::prelude::*;
 
-use crate::common::{free_port, run_test};
+use crate::common::{free_port, run_test, server_runtime};
 use crate::messages::Cluster;
 
 /// Distinct paths a [`PathCounter`] keeps apart; more are counted under `(other)`.
@@ -27,14 +27,7 @@ pub(crate) struct PathCounter {
 
 impl PathCounter {
     pub(crate) fn start() -> PathCounter {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
+        let (runtime, listener) = server_runtime();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let counts: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
         let counted = counts.clone();

@@ -19,7 +19,7 @@ use prost::Message;
 use serde_json::Value;
 
 use crate::cluster::ClusterRun;
-use crate::common::{DemoTarget, Process, run_example, run_test};
+use crate::common::{DemoTarget, Process, run_example, run_test, server_runtime};
 use crate::web::UiProcess;
 
 /// The overflow entry's name (cicada_stats::OVERFLOW_NAME).
@@ -295,15 +295,8 @@ struct Collector {
 impl Collector {
     fn start() -> Collector {
         use http_body_util::BodyExt;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let (runtime, listener) = server_runtime();
         let received: Received = Arc::default();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
         let address = listener.local_addr().unwrap();
         let kept = received.clone();
         runtime.spawn(async move {
