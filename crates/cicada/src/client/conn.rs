@@ -3,11 +3,10 @@
 //! A user runs one request at a time, so its pool is tiny: at most one connection per origin, a handful of origins.
 //! An HTTP/1.1 connection ([`super::h1`]) is used directly by the user's own task (no connection task, no cross-task
 //! wake-up per request); between requests nobody polls it, and a connection the server closed in the meantime is
-//! noticed when it is next checked out. HTTP/2 connections (the `h2` crate, used directly: no dispatch channel and no
-//! request/response hop through a second task as with hyper's client) run their connection state in a task of
-//! their own, as the protocol needs (pings, flow control, window updates); the user's task opens its stream and
-//! reads its response itself. TLS is cicada's own stream ([`super::tls`], on rustls' unbuffered API), which holds no
-//! buffer between requests.
+//! noticed when it is next checked out. An HTTP/2 connection ([`super::h2`]) is driven the same way, one stream at a
+//! time, by the user's task: what the server sent while it was idle (PING, SETTINGS, GOAWAY) is handled when it is
+//! next checked out. TLS is cicada's own stream ([`super::tls`], on rustls' unbuffered API), which holds no buffer
+//! between requests.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -16,38 +15,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::h1::H1Conn;
+use super::h2::H2Conn;
 use super::tls::TlsStream;
 use super::{HttpVersion, RequestError, RequestErrorKind};
-
-/// Bounds of an HTTP/2 connection (see docs/resource-guard.md). What the server may send ahead of the reader: a
-/// user reads its one response as it comes, so a 1 MiB connection window and 256 KiB per stream keep bodies flowing
-/// at full speed on a local network while bounding what a connection can buffer.
-const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
-const H2_STREAM_WINDOW: u32 = 256 * 1024;
-/// Request body bytes queued per stream before the sender waits for the server's window.
-const H2_MAX_SEND_BUFFER: usize = 256 * 1024;
-/// Largest response head accepted (as for HTTP/1.1).
-const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
-
-/// The user's side of an HTTP/2 connection: the stream opener, and whether the connection task has ended.
-pub(crate) struct H2Conn {
-    pub(crate) sender: h2::client::SendRequest<Bytes>,
-    closed: Arc<AtomicBool>,
-}
-
-impl H2Conn {
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-}
 
 /// Where a connection goes: scheme and authority.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,7 +166,7 @@ impl Conn {
     fn usable(&mut self) -> bool {
         match self {
             Conn::H1(h1) => h1.still_open(),
-            Conn::H2(h2) => !h2.is_closed(),
+            Conn::H2(h2) => h2.still_open(),
         }
     }
 }
@@ -238,11 +213,12 @@ impl Pool {
         self.idle.len()
     }
 
-    /// Frees the buffers of the idle HTTP/1.1 connections (see [`H1Conn::release_buffers`]).
+    /// Frees the buffers of the idle connections (see [`H1Conn::release_buffers`]).
     pub(crate) fn release_buffers(&mut self) {
         for (_, conn) in &mut self.idle {
-            if let Conn::H1(h1) = conn {
-                h1.release_buffers();
+            match conn {
+                Conn::H1(h1) => h1.release_buffers(),
+                Conn::H2(h2) => h2.release_buffers(),
             }
         }
     }
@@ -314,29 +290,7 @@ impl Connector {
             (Stream::Plain(tcp), self.http == HttpVersion::Http2)
         };
         if h2 {
-            let (sender, connection) = h2::client::Builder::new()
-                .initial_window_size(H2_STREAM_WINDOW)
-                .initial_connection_window_size(H2_CONNECTION_WINDOW)
-                .max_send_buffer_size(H2_MAX_SEND_BUFFER)
-                .max_header_list_size(H2_MAX_HEADER_LIST)
-                .enable_push(false)
-                .handshake::<_, Bytes>(stream)
-                .await
-                .map_err(|error| {
-                    RequestError::new(
-                        RequestErrorKind::Protocol,
-                        format!("HTTP/2 handshake with {} failed: {error}", origin.authority),
-                    )
-                })?;
-            let closed = Arc::new(AtomicBool::new(false));
-            let closed_by_task = closed.clone();
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::trace!("HTTP/2 connection ended: {error}");
-                }
-                closed_by_task.store(true, Ordering::Release);
-            });
-            Ok(Conn::H2(H2Conn { sender, closed }))
+            Ok(Conn::H2(H2Conn::new(stream)))
         } else {
             Ok(Conn::H1(H1Conn::new(stream)))
         }

@@ -555,7 +555,7 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, RequestError> {
 }
 
 /// Decimal text of a number without allocating.
-fn itoa(mut value: u64) -> ItoaBuf {
+pub(super) fn itoa(mut value: u64) -> ItoaBuf {
     let mut buf = ItoaBuf {
         bytes: [0; 20],
         start: 20,
@@ -570,13 +570,13 @@ fn itoa(mut value: u64) -> ItoaBuf {
     }
 }
 
-struct ItoaBuf {
+pub(super) struct ItoaBuf {
     bytes: [u8; 20],
     start: usize,
 }
 
 impl ItoaBuf {
-    fn as_bytes(&self) -> &[u8] {
+    pub(super) fn as_bytes(&self) -> &[u8] {
         &self.bytes[self.start..]
     }
 }

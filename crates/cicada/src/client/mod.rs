@@ -16,6 +16,8 @@ mod catch;
 mod conn;
 mod decode;
 mod h1;
+mod h2;
+mod hpack;
 mod tls;
 
 use std::borrow::Cow;
@@ -24,16 +26,15 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Method, Request, StatusCode, Uri};
+use http::{Method, StatusCode, Uri};
 
 use crate::recording::Recorder;
 pub use catch::{CatchResponse, CaughtResponse};
 use conn::{Conn, Connector, Origin, Pool};
-use decode::{BodyOut, Decoder, Encoding};
 use h1::H1Request;
 
 /// Which HTTP version to speak.
@@ -679,16 +680,19 @@ impl Session {
                     h1.send(&request, max_body, decode).await
                 }
                 Conn::H2(h2) => {
-                    let request = h2_request(
+                    let request = H1Request {
                         method,
-                        uri,
+                        target: uri.path_and_query().map_or("/", PathAndQuery::as_str),
+                        host: origin.authority.as_str(),
+                        user_agent: &shared.user_agent,
+                        accept_encoding: shared.accept_encoding.as_ref(),
+                        auth: credentials.default,
+                        keep_own_auth: credentials.keep_own,
                         headers,
-                        cookie.as_deref(),
-                        shared,
-                        credentials,
-                        &body,
-                    )?;
-                    send_h2(&mut h2.sender, request, &body, max_body, decode).await
+                        cookie: cookie.as_deref(),
+                        body: &body,
+                    };
+                    h2.send(&request, origin.tls, max_body, decode).await
                 }
             };
             match outcome {
@@ -704,7 +708,7 @@ impl Session {
         };
         let keep = match &conn {
             Conn::H1(h1) => h1.is_reusable(),
-            Conn::H2(h2) => !h2.is_closed(),
+            Conn::H2(h2) => h2.is_reusable(),
         };
         if keep {
             self.checkin(shared, origin, conn);
@@ -788,210 +792,6 @@ pub(crate) enum SendFailure {
     /// The request could not be written: it may be retried on another connection.
     Unsent(RequestError),
     Failed(RequestError),
-}
-
-fn protocol_error(error: &dyn fmt::Display) -> RequestError {
-    RequestError::new(RequestErrorKind::Protocol, error.to_string())
-}
-
-/// The request as h2 takes it: absolute URI (its `:authority` replaces Host), no connection-specific headers.
-fn h2_request(
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    cookie: Option<&str>,
-    shared: &ClientShared,
-    credentials: Credentials<'_>,
-    body: &Bytes,
-) -> Result<Request<()>, RequestError> {
-    let mut request = Request::new(());
-    *request.method_mut() = method.clone();
-    *request.uri_mut() = uri.clone();
-    let request_headers = request.headers_mut();
-    request_headers.reserve(headers.len() + 4);
-    request_headers.insert(header::USER_AGENT, shared.user_agent.clone());
-    if let Some(accept) = &shared.accept_encoding {
-        request_headers.insert(header::ACCEPT_ENCODING, accept.clone());
-    }
-    for (name, value) in headers {
-        if name == header::HOST
-            || (name == header::AUTHORIZATION && !credentials.keep_own)
-            || is_connection_specific(name, value)
-        {
-            continue;
-        }
-        if name == header::USER_AGENT || name == header::ACCEPT_ENCODING {
-            // The request's own value replaces the default.
-            request_headers.remove(name);
-        }
-        request_headers.append(name, value.clone());
-    }
-    if let Some(auth) = credentials.default
-        && !request_headers.contains_key(header::AUTHORIZATION)
-    {
-        request_headers.insert(header::AUTHORIZATION, auth.clone());
-    }
-    if let Some(cookie) = cookie {
-        let value = HeaderValue::from_str(cookie).map_err(|e| {
-            RequestError::new(
-                RequestErrorKind::InvalidUrl,
-                format!("invalid cookie header: {e}"),
-            )
-        })?;
-        request_headers.insert(header::COOKIE, value);
-    }
-    // As hyper's client did: a body's length, and an explicit 0 for methods whose body means something.
-    if (!body.is_empty() || matches!(*method, Method::POST | Method::PUT | Method::PATCH))
-        && !request_headers.contains_key(header::CONTENT_LENGTH)
-    {
-        request_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    }
-    Ok(request)
-}
-
-/// Headers HTTP/2 forbids (RFC 9113, 8.2.2): h2 refuses a request carrying them, so they are left out, as hyper
-/// and browsers do. `TE` may only say `trailers`.
-fn is_connection_specific(name: &header::HeaderName, value: &HeaderValue) -> bool {
-    matches!(
-        name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade"
-    ) || (name == header::TE && value != "trailers")
-}
-
-async fn send_h2(
-    sender: &mut h2::client::SendRequest<Bytes>,
-    request: Request<()>,
-    body: &Bytes,
-    max_body: usize,
-    decode: bool,
-) -> Result<Exchange, SendFailure> {
-    if let Err(error) = std::future::poll_fn(|cx| sender.poll_ready(cx)).await {
-        return Err(SendFailure::Unsent(protocol_error(&error)));
-    }
-    // An error here means the stream was never opened: the request did not leave.
-    let (response, mut outgoing) = sender
-        .send_request(request, body.is_empty())
-        .map_err(|error| SendFailure::Unsent(protocol_error(&error)))?;
-    if !body.is_empty() {
-        outgoing
-            .send_data(body.clone(), true)
-            .map_err(|error| SendFailure::Failed(protocol_error(&error)))?;
-    }
-    let response = response
-        .await
-        .map_err(|error| SendFailure::Failed(protocol_error(&error)))?;
-    let (parts, mut incoming) = response.into_parts();
-    let encoding = if decode {
-        parts
-            .headers
-            .get(header::CONTENT_ENCODING)
-            .and_then(|value| Encoding::from_header(value.as_bytes()))
-    } else {
-        None
-    };
-    let mut reader = match encoding {
-        Some(encoding) => H2Body::Decoded(Box::new(Decoder::new(encoding, max_body))),
-        None => H2Body::Plain(BodyReader::new(max_body)),
-    };
-    while let Some(data) = incoming.data().await {
-        let data = data.map_err(|error| SendFailure::Failed(protocol_error(&error)))?;
-        // Give the window back at once: the body is read to its end whatever is kept of it.
-        let _ = incoming.flow_control().release_capacity(data.len());
-        match &mut reader {
-            H2Body::Plain(reader) => reader.push(data),
-            H2Body::Decoded(decoder) => decoder.push(&data),
-        }
-    }
-    match reader {
-        H2Body::Plain(reader) => Ok(reader.finish(parts.status, parts.headers)),
-        H2Body::Decoded(decoder) => {
-            let (body, content_length, truncated) =
-                decoder.finish().map_err(SendFailure::Failed)?;
-            Ok(Exchange {
-                status: parts.status,
-                headers: Headers::Map(parts.headers),
-                body,
-                content_length,
-                truncated,
-            })
-        }
-    }
-}
-
-/// An HTTP/2 body on its way in: kept as it comes, or decoded.
-enum H2Body {
-    Plain(BodyReader),
-    Decoded(Box<Decoder>),
-}
-
-/// Collects a body up to a cap, counting every byte. A single-chunk body is kept without copying.
-struct BodyReader {
-    first: Option<Bytes>,
-    rest: Option<BytesMut>,
-    total: u64,
-    max: usize,
-    truncated: bool,
-}
-
-impl BodyReader {
-    fn new(max: usize) -> Self {
-        BodyReader {
-            first: None,
-            rest: None,
-            total: 0,
-            max,
-            truncated: false,
-        }
-    }
-
-    fn kept(&self) -> usize {
-        self.rest
-            .as_ref()
-            .map_or_else(|| self.first.as_ref().map_or(0, Bytes::len), BytesMut::len)
-    }
-
-    fn push(&mut self, chunk: Bytes) {
-        self.total += chunk.len() as u64;
-        let room = self.max.saturating_sub(self.kept());
-        if chunk.len() > room {
-            self.truncated = true;
-        }
-        let chunk = if chunk.len() > room {
-            chunk.slice(..room)
-        } else {
-            chunk
-        };
-        if chunk.is_empty() {
-            return;
-        }
-        match (&mut self.first, &mut self.rest) {
-            (None, None) => self.first = Some(chunk),
-            (Some(first), None) => {
-                let mut joined = BytesMut::with_capacity(first.len() + chunk.len());
-                joined.extend_from_slice(first);
-                joined.extend_from_slice(&chunk);
-                self.first = None;
-                self.rest = Some(joined);
-            }
-            (_, Some(rest)) => rest.extend_from_slice(&chunk),
-        }
-    }
-
-    fn finish(self, status: StatusCode, headers: HeaderMap) -> Exchange {
-        let headers = Headers::Map(headers);
-        let body = match (self.first, self.rest) {
-            (_, Some(rest)) => rest.freeze(),
-            (Some(first), None) => first,
-            (None, None) => Bytes::new(),
-        };
-        Exchange {
-            status,
-            headers,
-            body,
-            content_length: self.total,
-            truncated: self.truncated,
-        }
-    }
 }
 
 type Check<'a> = Box<dyn FnOnce(&Response) -> Result<(), String> + Send + 'a>;
@@ -1512,24 +1312,6 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn body_reader_keeps_single_chunks_and_caps() {
-        let mut reader = BodyReader::new(8);
-        reader.push(Bytes::from_static(b"abc"));
-        let exchange = reader.finish(StatusCode::OK, HeaderMap::new());
-        assert_eq!(&exchange.body[..], b"abc");
-        assert!(!exchange.truncated);
-
-        let mut reader = BodyReader::new(8);
-        reader.push(Bytes::from_static(b"abcdef"));
-        reader.push(Bytes::from_static(b"ghijkl"));
-        reader.push(Bytes::from_static(b"mn"));
-        let exchange = reader.finish(StatusCode::OK, HeaderMap::new());
-        assert_eq!(&exchange.body[..], b"abcdefgh");
-        assert_eq!(exchange.content_length, 14);
-        assert!(exchange.truncated);
-    }
 
     #[test]
     fn redirects_resolve_relative_locations() {
