@@ -56,6 +56,11 @@ const KEEP_BUFFER_BELOW: usize = 64 * 1024;
 const WRITE_BUF_START: usize = 512;
 /// Request body bytes queued before they are written: bounds the write buffer while a large body goes out.
 const WRITE_FLUSH_AT: usize = 64 * 1024;
+/// Answers (PING and SETTINGS acknowledgements) queued between two writes: a server that asks for more is flooding
+/// the connection, which is closed (ENHANCE_YOUR_CALM).
+const MAX_PENDING_ANSWERS: usize = 16 * 1024;
+/// What a checkout reads of what the server sent while the connection was idle; the rest is read with the response.
+const MAX_IDLE_READ: usize = 64 * 1024;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -63,8 +68,7 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 mod kind {
     pub(super) const DATA: u8 = 0;
     pub(super) const HEADERS: u8 = 1;
-    /// Ignored when it comes (RFC 9113, 5.3.2); named for the tests that send it.
-    #[cfg(test)]
+    /// Ignored when it comes (RFC 9113, 5.3.2), once its size is checked.
     pub(super) const PRIORITY: u8 = 2;
     pub(super) const RST_STREAM: u8 = 3;
     pub(super) const SETTINGS: u8 = 4;
@@ -97,6 +101,7 @@ const FRAME_SIZE_ERROR: u32 = 6;
 const REFUSED_STREAM: u32 = 7;
 const CANCEL: u32 = 8;
 const COMPRESSION_ERROR: u32 = 9;
+const ENHANCE_YOUR_CALM: u32 = 11;
 
 fn error_code_name(code: u32) -> Cow<'static, str> {
     Cow::Borrowed(match code {
@@ -192,6 +197,10 @@ pub(crate) struct H2Conn {
     send_window: i64,
     /// Bytes received on the connection and not yet given back with a WINDOW_UPDATE.
     recv_unacked: u32,
+    /// The next header block starts with a dynamic table size update (to 0: the encoder never indexes). Needed on
+    /// the first block and after each SETTINGS_HEADER_TABLE_SIZE from the server, which a decoder may insist on
+    /// (RFC 7541, 4.2; nghttp2 does).
+    table_size_update: bool,
     reusable: bool,
 }
 
@@ -208,6 +217,10 @@ struct Active {
     body: Option<Body>,
     /// The server ended its side of the stream: the response is complete.
     ended: bool,
+    /// The response's Content-Length, which its DATA must add up to (RFC 9113, 8.1.1).
+    expected_length: Option<u64>,
+    /// DATA bytes of the response, padding left out.
+    data_bytes: u64,
 }
 
 /// A response body on its way in: kept as it comes, or decoded.
@@ -276,6 +289,7 @@ impl H2Conn {
             peer_initial_window: DEFAULT_WINDOW,
             send_window: DEFAULT_WINDOW,
             recv_unacked: 0,
+            table_size_update: true,
             reusable: true,
         }
     }
@@ -293,7 +307,8 @@ impl H2Conn {
         }
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
-        while self.reusable {
+        let mut read_so_far = 0;
+        while self.reusable && read_so_far < MAX_IDLE_READ {
             if self.read_buf.capacity() - self.read_buf.len() < 512 {
                 self.read_buf.reserve(READ_CHUNK);
             }
@@ -304,7 +319,8 @@ impl H2Conn {
             ) {
                 Poll::Pending => break,
                 Poll::Ready(Ok(0)) => self.reusable = false,
-                Poll::Ready(Ok(_)) => {
+                Poll::Ready(Ok(read)) => {
+                    read_so_far += read;
                     if self.process_frames(None).is_err() {
                         self.reusable = false;
                     }
@@ -349,6 +365,7 @@ impl H2Conn {
             https,
             id,
             body.is_empty(),
+            std::mem::take(&mut self.table_size_update),
         );
         let mut active = Active {
             id,
@@ -360,29 +377,35 @@ impl H2Conn {
             head: None,
             body: None,
             ended: false,
+            expected_length: None,
+            data_bytes: 0,
         };
         let result = self.drive(&mut active, body).await;
-        if self.read_buf.capacity() > KEEP_BUFFER_BELOW {
+        // A large buffer is dropped once it holds nothing: bytes after the response are the start of the next frame.
+        if self.read_buf.capacity() > KEEP_BUFFER_BELOW && self.read_buf.is_empty() {
             self.read_buf = BytesMut::new();
         }
-        if self.write_buf.capacity() > KEEP_BUFFER_BELOW {
+        if self.write_buf.capacity() > KEEP_BUFFER_BELOW && self.write_buf.is_empty() {
             self.write_buf = Vec::new();
         }
-        match result {
-            Ok(()) => {}
-            Err((error, written)) => {
+        if let Err((error, written)) = result {
+            let refused = matches!(error, ConnError::Refused(_));
+            // A stream the server reset leaves the connection as it was; anything else ends it.
+            if !matches!(error, ConnError::Reset(_) | ConnError::Refused(_)) {
                 self.reusable = false;
-                let refused = matches!(error, ConnError::Refused(_));
-                let error = error.into_request_error();
-                return Err(if refused || !written {
-                    SendFailure::Unsent(error)
-                } else {
-                    SendFailure::Failed(error)
-                });
             }
+            let error = error.into_request_error();
+            return Err(if refused || !written {
+                SendFailure::Unsent(error)
+            } else {
+                SendFailure::Failed(error)
+            });
         }
         let Some((status, headers)) = active.head else {
-            unreachable!("a stream ends only after its response head");
+            return Err(SendFailure::Failed(
+                ConnError::protocol(PROTOCOL_ERROR, "the stream ended without a response")
+                    .into_request_error(),
+            ));
         };
         let (body, content_length, truncated) = match active.body {
             None => (bytes::Bytes::new(), 0, false),
@@ -416,7 +439,8 @@ impl H2Conn {
                 let room = self
                     .send_window
                     .min(active.send_window)
-                    .min(self.peer_max_frame as i64);
+                    .min(self.peer_max_frame as i64)
+                    .min(WRITE_FLUSH_AT as i64);
                 if room <= 0 {
                     break;
                 }
@@ -441,8 +465,9 @@ impl H2Conn {
                 body_done = true;
             }
             if !self.write_buf.is_empty() {
-                let outcome = self.write_out().await;
-                outcome.map_err(|error| (ConnError::Io(error), written))?;
+                if let Err((error, any_sent)) = self.write_out().await {
+                    return Err((ConnError::Io(error), written || any_sent));
+                }
                 written = true;
             }
             if active.ended {
@@ -461,9 +486,18 @@ impl H2Conn {
         }
     }
 
-    async fn write_out(&mut self) -> io::Result<()> {
-        self.stream.write_all(&self.write_buf).await?;
-        self.stream.flush().await?;
+    /// Writes the write buffer out. The error says whether any of it was taken: a request whose HEADERS may have
+    /// left cannot count as unsent.
+    async fn write_out(&mut self) -> Result<(), (io::Error, bool)> {
+        let mut sent = 0;
+        while sent < self.write_buf.len() {
+            match self.stream.write(&self.write_buf[sent..]).await {
+                Ok(0) => return Err((io::ErrorKind::WriteZero.into(), sent > 0)),
+                Ok(taken) => sent += taken,
+                Err(error) => return Err((error, sent > 0)),
+            }
+        }
+        self.stream.flush().await.map_err(|error| (error, true))?;
         self.write_buf.clear();
         Ok(())
     }
@@ -524,9 +558,20 @@ impl H2Conn {
                     "a header block was interrupted by another frame",
                 ));
             }
+            if matches!(frame_kind, kind::DATA | kind::HEADERS | kind::RST_STREAM)
+                && (stream_id.is_multiple_of(2) || stream_id >= self.next_stream_id)
+            {
+                // Stream 0, a stream the server would have opened (push is off), or one cicada never opened.
+                return Err(ConnError::protocol(
+                    PROTOCOL_ERROR,
+                    format!(
+                        "a frame of type {frame_kind} on stream {stream_id}, which cicada did not open"
+                    ),
+                ));
+            }
             let active_here = active.as_deref_mut().filter(|a| a.id == stream_id);
             match frame_kind {
-                kind::DATA => self.on_data(active_here, stream_id, flags, &payload)?,
+                kind::DATA => self.on_data(active_here, flags, &payload)?,
                 kind::HEADERS => {
                     let fragment = strip_padding(&payload, flags, true)?;
                     self.on_header_fragment(active_here, stream_id, flags, fragment)?;
@@ -569,13 +614,20 @@ impl H2Conn {
                         return Err(ConnError::protocol(PROTOCOL_ERROR, "a malformed PING"));
                     }
                     if flags & ACK == 0 {
+                        self.check_answers()?;
                         frame_head(&mut self.write_buf, 8, kind::PING, ACK, 0);
                         self.write_buf.extend_from_slice(&payload);
                     }
                 }
                 kind::GOAWAY => {
-                    if stream_id != 0 || payload.len() < 8 {
-                        return Err(ConnError::protocol(PROTOCOL_ERROR, "a malformed GOAWAY"));
+                    if stream_id != 0 {
+                        return Err(ConnError::protocol(PROTOCOL_ERROR, "GOAWAY on a stream"));
+                    }
+                    if payload.len() < 8 {
+                        return Err(ConnError::protocol(
+                            FRAME_SIZE_ERROR,
+                            "a GOAWAY shorter than 8 bytes",
+                        ));
                     }
                     let last_stream =
                         u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])
@@ -586,13 +638,13 @@ impl H2Conn {
                     if let Some(active) = active.as_deref_mut()
                         && !active.ended
                     {
-                        if active.id > last_stream {
+                        if active.id > last_stream && active.head.is_none() {
                             return Err(ConnError::Refused(format!(
                                 "the server closed the HTTP/2 connection before processing the request (GOAWAY, {})",
                                 error_code_name(code)
                             )));
                         }
-                        if code != NO_ERROR {
+                        if code != NO_ERROR || active.id > last_stream {
                             return Err(ConnError::GoAway(code));
                         }
                     }
@@ -638,7 +690,13 @@ impl H2Conn {
                         "the server pushed a stream, which cicada's settings forbid",
                     ));
                 }
-                // PRIORITY and frame types this code does not know are ignored (RFC 9113, 4.1 and 5.5).
+                kind::PRIORITY if payload.len() != 5 => {
+                    return Err(ConnError::protocol(
+                        FRAME_SIZE_ERROR,
+                        "PRIORITY of the wrong size",
+                    ));
+                }
+                // PRIORITY and frame types this code does not know are ignored (RFC 9113, 5.3.2 and 5.5).
                 _ => {}
             }
         }
@@ -647,13 +705,9 @@ impl H2Conn {
     fn on_data(
         &mut self,
         active: Option<&mut Active>,
-        stream_id: u32,
         flags: u8,
         payload: &[u8],
     ) -> Result<(), ConnError> {
-        if stream_id == 0 {
-            return Err(ConnError::protocol(PROTOCOL_ERROR, "DATA on stream 0"));
-        }
         // The whole payload counts against the windows, padding included.
         self.recv_unacked += payload.len() as u32;
         if self.recv_unacked > CONNECTION_WINDOW {
@@ -684,6 +738,7 @@ impl H2Conn {
         if let Some(body) = &mut active.body {
             body.push(data);
         }
+        active.data_bytes += data.len() as u64;
         active.recv_unacked += payload.len() as u32;
         if active.recv_unacked > STREAM_WINDOW {
             return Err(ConnError::protocol(
@@ -692,7 +747,7 @@ impl H2Conn {
             ));
         }
         if flags & END_STREAM != 0 {
-            active.ended = true;
+            return end_stream(active);
         } else if active.recv_unacked >= STREAM_WINDOW / 2 {
             frame_head(&mut self.write_buf, 4, kind::WINDOW_UPDATE, 0, active.id);
             self.write_buf
@@ -745,8 +800,7 @@ impl H2Conn {
                     "trailers that do not end the stream",
                 ));
             }
-            active.ended = true;
-            return Ok(());
+            return end_stream(active);
         }
         let (status, headers) = decoded?;
         if status.is_informational() {
@@ -773,10 +827,14 @@ impl H2Conn {
                 Some(encoding) => Body::Decoded(Box::new(Decoder::new(encoding, active.max_body))),
                 None => Body::Plain(Collector::new(active.max_body)),
             });
+            active.expected_length = headers
+                .first("content-length")
+                .and_then(|value| std::str::from_utf8(value).ok())
+                .and_then(|value| value.trim().parse().ok());
         }
         active.head = Some((status, headers));
         if ends_stream {
-            active.ended = true;
+            return end_stream(active);
         }
         Ok(())
     }
@@ -818,7 +876,7 @@ impl H2Conn {
                             "an initial window size over 2^31-1",
                         ));
                     }
-                    window_change = i64::from(value) - self.peer_initial_window;
+                    window_change += i64::from(value) - self.peer_initial_window;
                     self.peer_initial_window = i64::from(value);
                 }
                 SETTINGS_MAX_FRAME_SIZE => {
@@ -830,8 +888,15 @@ impl H2Conn {
                     }
                     self.peer_max_frame = value as usize;
                 }
-                // The encoder never uses the dynamic table, the header list limit is advisory, cicada opens one
-                // stream at a time and never pushes: the other settings change nothing here.
+                SETTINGS_HEADER_TABLE_SIZE => self.table_size_update = true,
+                SETTINGS_ENABLE_PUSH if value != 0 => {
+                    return Err(ConnError::protocol(
+                        PROTOCOL_ERROR,
+                        format!("the server set SETTINGS_ENABLE_PUSH to {value}"),
+                    ));
+                }
+                // The header list limit is advisory and cicada opens one stream at a time: the other settings
+                // change nothing here.
                 _ => {}
             }
         }
@@ -844,7 +909,19 @@ impl H2Conn {
                 ));
             }
         }
+        self.check_answers()?;
         frame_head(&mut self.write_buf, 0, kind::SETTINGS, ACK, 0);
+        Ok(())
+    }
+
+    /// Refuses to queue another answer when the server asked for more than a flood's worth since the last write.
+    fn check_answers(&self) -> Result<(), ConnError> {
+        if self.write_buf.len() > MAX_PENDING_ANSWERS {
+            return Err(ConnError::protocol(
+                ENHANCE_YOUR_CALM,
+                "the server sent PING or SETTINGS frames faster than they are answered",
+            ));
+        }
         Ok(())
     }
 
@@ -860,7 +937,8 @@ impl H2Conn {
     }
 }
 
-/// Appends a request's HEADERS frame to `out` (and CONTINUATION frames for a block larger than `max_frame`).
+/// Appends a request's HEADERS frame to `out` (and CONTINUATION frames for a block larger than `max_frame`),
+/// starting with a dynamic table size update to 0 if `table_size_update`.
 fn encode_headers(
     out: &mut Vec<u8>,
     max_frame: usize,
@@ -868,11 +946,15 @@ fn encode_headers(
     https: bool,
     stream_id: u32,
     ends_stream: bool,
+    table_size_update: bool,
 ) {
     // After `release_buffers` the buffer starts empty: one allocation for a typical block.
     out.reserve(WRITE_BUF_START);
     let frame_at = out.len();
     out.extend_from_slice(&[0; 9]);
+    if table_size_update {
+        hpack::encode_int(out, 5, 0x20, 0);
+    }
     match *request.method {
         Method::GET => encode_indexed(out, index::METHOD_GET),
         Method::POST => encode_indexed(out, index::METHOD_POST),
@@ -979,6 +1061,24 @@ fn encode_headers(
     }
 }
 
+/// Marks the response complete, once its DATA add up to its Content-Length (RFC 9113, 8.1.1): a shorter body that
+/// ends the stream is a truncated response, not a complete one.
+fn end_stream(active: &mut Active) -> Result<(), ConnError> {
+    if let Some(expected) = active.expected_length
+        && expected != active.data_bytes
+    {
+        return Err(ConnError::protocol(
+            PROTOCOL_ERROR,
+            format!(
+                "the response's body was {} bytes where its Content-Length says {expected}",
+                active.data_bytes
+            ),
+        ));
+    }
+    active.ended = true;
+    Ok(())
+}
+
 /// The payload of a DATA or HEADERS frame without its padding (and, for HEADERS, its priority fields).
 fn strip_padding(payload: &[u8], flags: u8, headers: bool) -> Result<&[u8], ConnError> {
     let mut data = payload;
@@ -1023,6 +1123,13 @@ fn decode_block(decoder: &mut hpack::Decoder, block: &[u8]) -> Result<DecodedHea
             &mut head,
             MAX_HEADER_LIST as usize,
             |head, name, value| {
+                if name.is_empty() {
+                    // A field name is a token: never empty.
+                    malformed
+                        .get_or_insert_with(|| "a response header with an empty name".to_string());
+                    head.truncate(name.start);
+                    return;
+                }
                 if head[name.start] != b':' {
                     spans.push((
                         name.start as u32,
@@ -1164,7 +1271,7 @@ mod tests {
         request.auth = Some(&auth);
         request.cookie = Some("a=1; b=2");
         let mut out = Vec::new();
-        encode_headers(&mut out, DEFAULT_MAX_FRAME, &request, true, 3, false);
+        encode_headers(&mut out, DEFAULT_MAX_FRAME, &request, true, 3, false, true);
         let sent = frames(&out);
         assert_eq!(sent.len(), 1);
         let (frame_kind, flags, stream, block) = &sent[0];
@@ -1172,6 +1279,7 @@ mod tests {
             (*frame_kind, *flags, *stream),
             (kind::HEADERS, END_HEADERS, 3)
         );
+        assert_eq!(block[0], 0x20, "a table size update to 0 comes first");
         assert_eq!(
             decoded(block),
             pairs(&[
@@ -1201,6 +1309,7 @@ mod tests {
             false,
             1,
             true,
+            false,
         );
         let sent = frames(&out);
         assert_eq!(sent[0].1, END_HEADERS | END_STREAM);
@@ -1221,7 +1330,7 @@ mod tests {
         let mut request = get("/x", &own, &agent, &empty);
         request.method = &delete;
         let mut out = Vec::new();
-        encode_headers(&mut out, DEFAULT_MAX_FRAME, &request, false, 1, true);
+        encode_headers(&mut out, DEFAULT_MAX_FRAME, &request, false, 1, true, false);
         let block = &frames(&out)[0].3;
         assert_eq!(
             decoded(block),
@@ -1249,6 +1358,7 @@ mod tests {
             false,
             5,
             true,
+            false,
         );
         let sent = frames(&out);
         assert_eq!(sent.len(), 3);
@@ -1428,7 +1538,8 @@ mod tests {
             });
             let (unsent, text) = message(send_get(&mut conn).await.err().unwrap());
             assert!(unsent, "{text}");
-            assert!(!conn.is_reusable());
+            // A refused stream leaves the connection usable; a GOAWAY does not.
+            assert_eq!(conn.is_reusable(), refuse == kind::RST_STREAM);
             drop(server.await.unwrap());
         }
         // A reset after the head is a failure of the request.
@@ -1606,5 +1717,104 @@ mod tests {
             assert!(exchange.body.iter().all(|&b| b == b'q'));
         }
         assert!(conn.is_reusable());
+    }
+
+    #[tokio::test]
+    async fn malformed_responses_fail_the_request_without_a_panic() {
+        // An empty header name, a body shorter than its Content-Length, a GOAWAY that disowns a stream it answered.
+        for case in 0..3 {
+            let (mut conn, peer) = scripted().await;
+            let server = tokio::spawn(async move {
+                let mut peer = peer.await;
+                peer.next(kind::HEADERS).await;
+                match case {
+                    0 => peer.send(kind::HEADERS, END_HEADERS, 1, &[0, 0, 0]).await,
+                    1 => {
+                        let mut block = Vec::new();
+                        encode_indexed(&mut block, index::STATUS_200);
+                        encode_literal(&mut block, index::CONTENT_LENGTH, b"10", false);
+                        peer.send(kind::HEADERS, END_HEADERS, 1, &block).await;
+                        peer.send(kind::DATA, END_STREAM, 1, b"short").await;
+                    }
+                    _ => {
+                        peer.head(1, "200", 0).await;
+                        peer.send(kind::GOAWAY, 0, 0, &[0, 0, 0, 0, 0, 0, 0, 0])
+                            .await;
+                    }
+                }
+                peer
+            });
+            let (unsent, text) = message(send_get(&mut conn).await.err().unwrap());
+            assert!(
+                !unsent,
+                "case {case}: a request the server answered is not unsent: {text}"
+            );
+            let expected = ["empty name", "Content-Length says 10", "GOAWAY"][case];
+            assert!(text.contains(expected), "case {case}: {text}");
+            drop(server.await.unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_lowers_its_table_size_gets_a_size_update_on_the_next_block() {
+        let (mut conn, peer) = scripted().await;
+        let server = tokio::spawn(async move {
+            let mut peer = peer.await;
+            let (_, _, first) = peer.next(kind::HEADERS).await;
+            assert_eq!(first[0], 0x20, "the connection's first block");
+            peer.send(kind::SETTINGS, 0, 0, &[0, 1, 0, 0, 0, 0]).await;
+            peer.head(1, "200", END_STREAM).await;
+            let (_, _, second) = peer.next(kind::HEADERS).await;
+            assert_eq!(second[0], 0x20, "the first block after the new size");
+            peer.head(3, "200", END_STREAM).await;
+            let (_, _, third) = peer.next(kind::HEADERS).await;
+            assert_eq!(third[0], 0x82, "no update when nothing changed");
+            peer.head(5, "200", END_STREAM).await;
+            peer
+        });
+        for _ in 0..3 {
+            send_get(&mut conn).await.map_err(message).unwrap();
+        }
+        drop(server.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_pings_while_idle_ends_the_connection_s_use() {
+        let (mut conn, peer) = scripted().await;
+        let server = tokio::spawn(async move {
+            let mut peer = peer.await;
+            peer.next(kind::HEADERS).await;
+            peer.head(1, "200", END_STREAM).await;
+            peer
+        });
+        send_get(&mut conn).await.map_err(message).unwrap();
+        let mut peer = server.await.unwrap();
+        let mut flood = Vec::new();
+        for _ in 0..2_000 {
+            frame_head(&mut flood, 8, kind::PING, 0, 0);
+            flood.extend_from_slice(b"pingpong");
+        }
+        peer.tcp.write_all(&flood).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!conn.still_open());
+        assert!(conn.write_buf.len() <= MAX_PENDING_ANSWERS + 17);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_header_blocks_never_panic_the_head_decoder(
+            block in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let mut decoder = hpack::Decoder::new(HEADER_TABLE_SIZE);
+            let _ = decode_block(&mut decoder, &block);
+            // Blocks that are valid HPACK but odd responses: empty names and values, pseudo-headers anywhere.
+            let mut fields = Vec::new();
+            for chunk in block.chunks(3) {
+                fields.push(0x40);
+                hpack::encode_string(&mut fields, &chunk[..chunk.len().min(1)]);
+                hpack::encode_string(&mut fields, &chunk[chunk.len().min(1)..]);
+            }
+            let _ = decode_block(&mut decoder, &fields);
+        }
     }
 }
