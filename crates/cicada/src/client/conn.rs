@@ -159,7 +159,9 @@ impl AsyncWrite for Stream {
 /// One open connection.
 pub(crate) enum Conn {
     H1(H1Conn),
-    H2(H2Conn),
+    /// Boxed: its state is twice an HTTP/1.1 connection's, and a connection is moved in and out of the pool on
+    /// every request.
+    H2(Box<H2Conn>),
 }
 
 impl Conn {
@@ -290,7 +292,7 @@ impl Connector {
             (Stream::Plain(tcp), self.http == HttpVersion::Http2)
         };
         if h2 {
-            Ok(Conn::H2(H2Conn::new(stream)))
+            Ok(Conn::H2(Box::new(H2Conn::new(stream))))
         } else {
             Ok(Conn::H1(H1Conn::new(stream)))
         }

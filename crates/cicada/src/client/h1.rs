@@ -9,7 +9,6 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -270,11 +269,7 @@ impl H1Conn {
                 continue;
             }
             let head_bytes = self.read_buf.split_to(head.length).freeze();
-            let headers = Headers::Raw {
-                head: head_bytes,
-                spans: head.spans,
-                map: OnceLock::new(),
-            };
+            let headers = Headers::new(head_bytes, head.spans);
             let framing = if head_request
                 || head.status == StatusCode::NO_CONTENT
                 || head.status == StatusCode::NOT_MODIFIED
@@ -592,11 +587,7 @@ mod tests {
         assert_eq!(head.status, StatusCode::OK);
         assert_eq!(head.content_length, Some(3));
         assert!(head.keep_alive && !head.chunked);
-        let headers = Headers::Raw {
-            head: Bytes::copy_from_slice(&raw[..head.length]),
-            spans: head.spans,
-            map: OnceLock::new(),
-        };
+        let headers = Headers::new(Bytes::copy_from_slice(&raw[..head.length]), head.spans);
         assert_eq!(headers.map()["x-a"], "b");
         assert_eq!(headers.first("content-length"), Some(&b"3"[..]));
 

@@ -15,7 +15,6 @@
 use std::borrow::Cow;
 use std::io;
 use std::pin::Pin;
-use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
@@ -1173,14 +1172,7 @@ fn decode_block(decoder: &mut hpack::Decoder, block: &[u8]) -> Result<DecodedHea
             "a response without a :status",
         )));
     };
-    Ok(Ok((
-        status,
-        Headers::Raw {
-            head: bytes::Bytes::from(head),
-            spans,
-            map: OnceLock::new(),
-        },
-    )))
+    Ok(Ok((status, Headers::new(bytes::Bytes::from(head), spans))))
 }
 
 #[cfg(test)]

@@ -1156,71 +1156,63 @@ fn status_reason(status: StatusCode) -> String {
     }
 }
 
-/// Response headers. HTTP/1.1 responses keep the raw head and build a `HeaderMap` only if a task asks for it: most
-/// tasks never look at headers, and building the map is a good part of a request's CPU time.
-#[derive(Debug, Clone)]
-pub(crate) enum Headers {
-    Map(HeaderMap),
-    Raw {
-        head: Bytes,
-        /// (name start, name end, value start, value end) within `head`.
-        spans: Vec<(u32, u32, u32, u32)>,
-        map: OnceLock<HeaderMap>,
-    },
+/// Response headers: the bytes of the head as they came (HTTP/1.1) or were decoded (HTTP/2), with the positions of
+/// each name and value. A `HeaderMap` is built only if a task asks for it: most tasks never look at headers, and
+/// building the map is a good part of a request's CPU time. Kept small (the map behind a box) because a response is
+/// moved up through several futures on every request.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Headers {
+    head: Bytes,
+    /// (name start, name end, value start, value end) within `head`.
+    spans: Vec<(u32, u32, u32, u32)>,
+    map: OnceLock<Box<HeaderMap>>,
 }
 
 impl Headers {
-    fn map(&self) -> &HeaderMap {
-        match self {
-            Headers::Map(map) => map,
-            Headers::Raw { head, spans, map } => map.get_or_init(|| {
-                let mut built = HeaderMap::with_capacity(spans.len());
-                for &(name_start, name_end, value_start, value_end) in spans {
-                    let Ok(name) =
-                        HeaderName::from_bytes(&head[name_start as usize..name_end as usize])
-                    else {
-                        continue;
-                    };
-                    // The value shares the response's buffer: no copy.
-                    let value = head.slice(value_start as usize..value_end as usize);
-                    if let Ok(value) = HeaderValue::from_maybe_shared(value) {
-                        built.append(name, value);
-                    }
-                }
-                built
-            }),
+    pub(crate) fn new(head: Bytes, spans: Vec<(u32, u32, u32, u32)>) -> Self {
+        Headers {
+            head,
+            spans,
+            map: OnceLock::new(),
         }
+    }
+
+    fn map(&self) -> &HeaderMap {
+        self.map.get_or_init(|| {
+            let mut built = HeaderMap::with_capacity(self.spans.len());
+            for &(name_start, name_end, value_start, value_end) in &self.spans {
+                let Ok(name) =
+                    HeaderName::from_bytes(&self.head[name_start as usize..name_end as usize])
+                else {
+                    continue;
+                };
+                // The value shares the response's buffer: no copy.
+                let value = self.head.slice(value_start as usize..value_end as usize);
+                if let Ok(value) = HeaderValue::from_maybe_shared(value) {
+                    built.append(name, value);
+                }
+            }
+            Box::new(built)
+        })
+    }
+
+    fn named<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        self.spans
+            .iter()
+            .filter(move |span| {
+                self.head[span.0 as usize..span.1 as usize].eq_ignore_ascii_case(name.as_bytes())
+            })
+            .map(|span| &self.head[span.2 as usize..span.3 as usize])
     }
 
     /// Values of a header, by lower-case name, in order.
     fn values(&self, name: &str) -> Vec<&[u8]> {
-        match self {
-            Headers::Map(map) => map
-                .get_all(name)
-                .iter()
-                .map(HeaderValue::as_bytes)
-                .collect(),
-            Headers::Raw { head, spans, .. } => spans
-                .iter()
-                .filter(|span| {
-                    head[span.0 as usize..span.1 as usize].eq_ignore_ascii_case(name.as_bytes())
-                })
-                .map(|span| &head[span.2 as usize..span.3 as usize])
-                .collect(),
-        }
+        self.named(name).collect()
     }
 
     /// The first value of a header, by lower-case name.
     fn first(&self, name: &str) -> Option<&[u8]> {
-        match self {
-            Headers::Map(map) => map.get(name).map(HeaderValue::as_bytes),
-            Headers::Raw { head, spans, .. } => spans
-                .iter()
-                .find(|span| {
-                    head[span.0 as usize..span.1 as usize].eq_ignore_ascii_case(name.as_bytes())
-                })
-                .map(|span| &head[span.2 as usize..span.3 as usize]),
-        }
+        self.named(name).next()
     }
 }
 
@@ -1242,7 +1234,7 @@ impl Response {
     fn empty() -> Response {
         Response {
             status: StatusCode::OK,
-            headers: Headers::Map(HeaderMap::new()),
+            headers: Headers::default(),
             body: Bytes::new(),
             content_length: 0,
             truncated: false,
