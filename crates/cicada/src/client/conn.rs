@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 
 use super::h1::H1Conn;
 use super::h2::H2Conn;
+use super::sessions::UserSessionStore;
 use super::tls::TlsStream;
 use super::{HttpVersion, RequestError, RequestErrorKind};
 
@@ -230,33 +231,20 @@ impl Pool {
 pub(crate) struct Connector {
     /// The type's TLS configuration, shared by its users when they share TLS sessions.
     pub(crate) tls: Arc<rustls::ClientConfig>,
-    /// Each user keeps its own TLS sessions (see [`Connector::user_tls`]).
-    pub(crate) tls_per_user: bool,
+    /// The same configuration routing sessions to each user's own store, when users keep their own (see
+    /// [`super::sessions`]).
+    pub(crate) tls_per_user: Option<Arc<rustls::ClientConfig>>,
     pub(crate) http: HttpVersion,
     pub(crate) connect_timeout: Duration,
 }
 
-/// Origins whose TLS sessions one user keeps (as many as the origins it keeps connections to).
-const USER_TLS_SESSION_ORIGINS: usize = 4;
-
 impl Connector {
-    /// A TLS configuration whose session cache belongs to one user: it resumes only sessions it made itself, like a
-    /// browser, so a new user pays a full handshake. It shares everything else (certificate roots, verifier,
-    /// crypto provider) with the type's configuration: the clone copies a few small vectors and `Arc`s, and the
-    /// cache starts empty; a user makes one on its first TLS connection. The configuration and the sessions of one
-    /// origin (one TLS 1.3 ticket with its copy of the server's certificate chain) come to about 900 bytes per user
-    /// with a one-certificate chain (bench/README.md); a real chain adds its size.
-    pub(crate) fn user_tls(&self) -> Arc<rustls::ClientConfig> {
-        let mut config = rustls::ClientConfig::clone(&self.tls);
-        config.resumption =
-            rustls::client::Resumption::store(Arc::new(UserSessionStore::default()));
-        Arc::new(config)
-    }
-
+    /// Opens a connection to `origin`; over TLS, `sessions` (the user's own, when users keep their own) are the
+    /// ones the handshake resumes from and stores into.
     pub(crate) async fn connect(
         &self,
         origin: &Origin,
-        tls: &Arc<rustls::ClientConfig>,
+        sessions: Option<Arc<UserSessionStore>>,
     ) -> Result<Conn, RequestError> {
         let tcp = self.open_tcp(origin).await?;
         let (stream, h2) = if origin.tls {
@@ -269,7 +257,12 @@ impl Connector {
                 })?;
             let handshake = tokio::time::timeout(
                 self.connect_timeout,
-                super::tls::connect(tls.clone(), server_name, tcp),
+                super::tls::connect_with_sessions(
+                    self.tls_for(&sessions),
+                    server_name,
+                    tcp,
+                    sessions,
+                ),
             );
             let stream = match handshake.await {
                 Err(_) => {
@@ -295,6 +288,13 @@ impl Connector {
             Ok(Conn::H2(Box::new(H2Conn::new(stream))))
         } else {
             Ok(Conn::H1(H1Conn::new(stream)))
+        }
+    }
+
+    fn tls_for(&self, sessions: &Option<Arc<UserSessionStore>>) -> Arc<rustls::ClientConfig> {
+        match (&self.tls_per_user, sessions) {
+            (Some(routed), Some(_)) => routed.clone(),
+            _ => self.tls.clone(),
         }
     }
 
@@ -339,129 +339,6 @@ impl Connector {
                 format!("host `{host}` resolved to no address"),
             )
         }))
-    }
-}
-
-/// TLS 1.3 tickets a user keeps per origin. A ticket is used once, and each connection brings new ones (servers send
-/// one or two after the handshake); a user holds one connection per origin, so the newest ticket is the only one it
-/// will use. Each ticket carries its own copy of the server's certificate chain (measured with heaptrack: about 700
-/// bytes per ticket with a one-certificate chain, a real chain adds its size), so a second one is memory for
-/// nothing (rustls' own cache reserves room for eight per origin).
-const USER_TLS13_TICKETS: usize = 1;
-
-/// One user's TLS sessions: at most [`USER_TLS_SESSION_ORIGINS`] origins (the oldest is forgotten), each with its
-/// key-exchange hint, one TLS 1.2 session and at most [`USER_TLS13_TICKETS`] TLS 1.3 tickets. A user is one task,
-/// so the mutex is never contended; a slice of small entries is cheaper per user than rustls' hash-map cache.
-#[derive(Debug, Default)]
-struct UserSessionStore {
-    origins: std::sync::Mutex<Vec<OriginSessions>>,
-}
-
-#[derive(Debug)]
-struct OriginSessions {
-    server: rustls::pki_types::ServerName<'static>,
-    kx_hint: Option<rustls::NamedGroup>,
-    tls12: Option<rustls::client::Tls12ClientSessionValue>,
-    tls13: std::collections::VecDeque<rustls::client::Tls13ClientSessionValue>,
-}
-
-impl UserSessionStore {
-    fn with_origin<R>(
-        &self,
-        server: &rustls::pki_types::ServerName<'_>,
-        action: impl FnOnce(&mut OriginSessions) -> R,
-    ) -> Option<R> {
-        let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
-        origins
-            .iter_mut()
-            .find(|origin| origin.server == *server)
-            .map(action)
-    }
-
-    fn with_origin_or_new<R>(
-        &self,
-        server: rustls::pki_types::ServerName<'static>,
-        action: impl FnOnce(&mut OriginSessions) -> R,
-    ) -> R {
-        let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
-        let index = match origins.iter().position(|origin| origin.server == server) {
-            Some(index) => index,
-            None => {
-                if origins.len() >= USER_TLS_SESSION_ORIGINS {
-                    origins.remove(0);
-                }
-                // Room for this origin only: most users talk to one, and a plain push would reserve four entries
-                // (about 500 bytes more per user, measured with heaptrack on idle TLS users).
-                origins.reserve_exact(1);
-                origins.push(OriginSessions {
-                    server,
-                    kx_hint: None,
-                    tls12: None,
-                    tls13: std::collections::VecDeque::with_capacity(USER_TLS13_TICKETS),
-                });
-                origins.len() - 1
-            }
-        };
-        action(&mut origins[index])
-    }
-}
-
-impl rustls::client::ClientSessionStore for UserSessionStore {
-    fn set_kx_hint(
-        &self,
-        server_name: rustls::pki_types::ServerName<'static>,
-        group: rustls::NamedGroup,
-    ) {
-        self.with_origin_or_new(server_name, |origin| origin.kx_hint = Some(group));
-    }
-
-    fn kx_hint(
-        &self,
-        server_name: &rustls::pki_types::ServerName<'_>,
-    ) -> Option<rustls::NamedGroup> {
-        self.with_origin(server_name, |origin| origin.kx_hint)
-            .flatten()
-    }
-
-    fn set_tls12_session(
-        &self,
-        server_name: rustls::pki_types::ServerName<'static>,
-        value: rustls::client::Tls12ClientSessionValue,
-    ) {
-        self.with_origin_or_new(server_name, |origin| origin.tls12 = Some(value));
-    }
-
-    fn tls12_session(
-        &self,
-        server_name: &rustls::pki_types::ServerName<'_>,
-    ) -> Option<rustls::client::Tls12ClientSessionValue> {
-        self.with_origin(server_name, |origin| origin.tls12.clone())
-            .flatten()
-    }
-
-    fn remove_tls12_session(&self, server_name: &rustls::pki_types::ServerName<'static>) {
-        self.with_origin(server_name, |origin| origin.tls12 = None);
-    }
-
-    fn insert_tls13_ticket(
-        &self,
-        server_name: rustls::pki_types::ServerName<'static>,
-        value: rustls::client::Tls13ClientSessionValue,
-    ) {
-        self.with_origin_or_new(server_name, |origin| {
-            if origin.tls13.len() >= USER_TLS13_TICKETS {
-                origin.tls13.pop_front();
-            }
-            origin.tls13.push_back(value);
-        });
-    }
-
-    fn take_tls13_ticket(
-        &self,
-        server_name: &rustls::pki_types::ServerName<'static>,
-    ) -> Option<rustls::client::Tls13ClientSessionValue> {
-        self.with_origin(server_name, |origin| origin.tls13.pop_back())
-            .flatten()
     }
 }
 

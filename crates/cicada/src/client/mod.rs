@@ -18,6 +18,7 @@ mod decode;
 mod h1;
 mod h2;
 mod hpack;
+mod sessions;
 mod tls;
 
 use std::borrow::Cow;
@@ -280,10 +281,11 @@ impl ClientShared {
             base: Mutex::new(Arc::new(base)),
             own_host,
             connector: Connector {
-                tls,
-                tls_per_user: options.tls_session_resumption
+                tls_per_user: (options.tls_session_resumption
                     && !options.share_tls_sessions
-                    && !options.shared_pool,
+                    && !options.shared_pool)
+                    .then(|| Arc::new(sessions::routed_config(&tls))),
+                tls,
                 http: options.http,
                 connect_timeout: options.connect_timeout,
             },
@@ -362,8 +364,8 @@ fn percent_decode(text: &str) -> String {
 struct ClientState {
     pool: Pool,
     cookies: Option<cookie_store::CookieStore>,
-    /// This user's own TLS session cache, made on its first TLS connection (see [`Connector::user_tls`]).
-    tls: Option<Arc<rustls::ClientConfig>>,
+    /// This user's own TLS sessions, made on its first TLS connection (see [`sessions`]).
+    tls: Option<Arc<sessions::UserSessionStore>>,
 }
 
 /// A user's HTTP client: its own connections (or a share of its type's pool) and its own cookie jar.
@@ -521,15 +523,15 @@ impl Session {
         }
     }
 
-    /// The TLS configuration for this user's next connection: its own session cache, or the type's.
-    fn tls(&mut self, shared: &ClientShared) -> Arc<rustls::ClientConfig> {
-        if !shared.connector.tls_per_user {
-            return shared.connector.tls.clone();
-        }
-        self.state()
-            .tls
-            .get_or_insert_with(|| shared.connector.user_tls())
-            .clone()
+    /// This user's own TLS sessions, when users of its type keep their own.
+    fn tls_sessions(&mut self, shared: &ClientShared) -> Option<Arc<sessions::UserSessionStore>> {
+        shared.connector.tls_per_user.as_ref()?;
+        Some(
+            self.state()
+                .tls
+                .get_or_insert_with(Default::default)
+                .clone(),
+        )
     }
 
     async fn connect(
@@ -537,8 +539,8 @@ impl Session {
         shared: &ClientShared,
         origin: &Origin,
     ) -> Result<Conn, RequestError> {
-        let tls = self.tls(shared);
-        shared.connector.connect(origin, &tls).await
+        let sessions = self.tls_sessions(shared);
+        shared.connector.connect(origin, sessions).await
     }
 
     /// Send one request (following redirects) and read the whole response. `auth` is the default `Authorization`

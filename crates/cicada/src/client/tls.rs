@@ -25,6 +25,8 @@ use rustls::unbuffered::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::sessions::UserSessionStore;
+
 /// Largest TLS record on the wire: a 5-byte header and 16 KiB of payload plus 2 KiB for the cipher's overhead
 /// (rustls refuses a record announcing more).
 const MAX_RECORD: usize = 5 + 16_384 + 2_048;
@@ -137,17 +139,34 @@ pub(crate) struct TlsStream {
     /// close_notify is queued in `outgoing` (or sent): nothing more may be written.
     close_notify_queued: bool,
     failure: Option<TlsError>,
+    /// The user's own TLS sessions, current on the thread whenever rustls works on this connection (see
+    /// [`super::sessions`]); `None` when the configuration's store is its own.
+    sessions: Option<Arc<UserSessionStore>>,
 }
 
 /// Performs a TLS handshake over `tcp` with `config` (certificate checks, ALPN, session resumption) for
 /// `server_name`.
+#[cfg(test)]
 pub(crate) async fn connect(
     config: Arc<ClientConfig>,
     server_name: ServerName<'static>,
     tcp: TcpStream,
 ) -> io::Result<Box<TlsStream>> {
-    let conn = UnbufferedClientConnection::new(config, server_name)
-        .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+    connect_with_sessions(config, server_name, tcp, None).await
+}
+
+/// [`connect`], with `sessions` current on the thread whenever rustls works on the connection (a configuration made
+/// by [`super::sessions::routed_config`] finds them there).
+pub(crate) async fn connect_with_sessions(
+    config: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+    tcp: TcpStream,
+    sessions: Option<Arc<UserSessionStore>>,
+) -> io::Result<Box<TlsStream>> {
+    let previous = super::sessions::enter(sessions);
+    let conn = UnbufferedClientConnection::new(config, server_name);
+    let sessions = super::sessions::leave(previous);
+    let conn = conn.map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
     // Boxed from the start: the connection's one long-lived allocation is made before the handshake's short-lived
     // ones (fewer holes in the heap once they are freed), and the future of `connect` stays small.
     let mut stream = Box::new(TlsStream {
@@ -161,6 +180,7 @@ pub(crate) async fn connect(
         peer_closed: false,
         close_notify_queued: false,
         failure: None,
+        sessions,
     });
     // The handshake runs through the same per-thread buffer as reads later on: a connection being set up keeps on
     // the heap only what rustls has not finished with (the records of a handshake message still arriving).
@@ -210,6 +230,19 @@ impl TlsStream {
     /// `on_writable` runs with it. Returns how many bytes at the front of `incoming` are done with (the caller
     /// removes them before the next call, as rustls requires) and what `on_writable` returned.
     fn drive<R>(
+        &mut self,
+        incoming: &mut [u8],
+        reader: Option<&mut ReadBuf<'_>>,
+        on_writable: impl FnMut(&mut WriteTraffic<'_, ClientConnectionData>, &mut Vec<u8>) -> R,
+    ) -> Result<(usize, Option<R>), TlsError> {
+        // Moved, not cloned, in and out of the thread's slot: no reference counting per read.
+        let previous = super::sessions::enter(self.sessions.take());
+        let driven = self.drive_records(incoming, reader, on_writable);
+        self.sessions = super::sessions::leave(previous);
+        driven
+    }
+
+    fn drive_records<R>(
         &mut self,
         incoming: &mut [u8],
         mut reader: Option<&mut ReadBuf<'_>>,
