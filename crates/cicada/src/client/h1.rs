@@ -12,13 +12,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header;
 use http::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 use super::conn::Stream;
 use super::decode::{BodyOut, Collector, Decoder, Encoding};
-use super::{Exchange, Headers, RequestError, RequestErrorKind, SendFailure};
+use super::{Exchange, Headers, RequestError, RequestErrorKind, SendFailure, WireRequest};
 
 /// Most response headers parsed; a response with more is refused.
 const MAX_HEADERS: usize = 96;
@@ -34,24 +34,6 @@ const KEEP_BUFFER_BELOW: usize = 64 * 1024;
 const WRITE_BUF_START: usize = 512;
 /// Request bodies up to this size are copied next to the head and sent in the same write.
 const INLINE_BODY: usize = 16 * 1024;
-
-/// What one request looks like on the wire.
-pub(crate) struct H1Request<'a> {
-    pub(crate) method: &'a Method,
-    /// Origin-form target: path and query.
-    pub(crate) target: &'a str,
-    pub(crate) host: &'a str,
-    pub(crate) user_agent: &'a HeaderValue,
-    /// Sent unless the request has its own `Accept-Encoding`.
-    pub(crate) accept_encoding: Option<&'a HeaderValue>,
-    /// Sent unless the request has its own `Authorization` (and `keep_own_auth` keeps it).
-    pub(crate) auth: Option<&'a HeaderValue>,
-    /// False after a redirect to another host: the request's own `Authorization` is not sent there.
-    pub(crate) keep_own_auth: bool,
-    pub(crate) headers: &'a HeaderMap,
-    pub(crate) cookie: Option<&'a str>,
-    pub(crate) body: &'a Bytes,
-}
 
 /// One HTTP/1.1 connection.
 pub(crate) struct H1Conn {
@@ -131,7 +113,7 @@ impl H1Conn {
     /// Send a request and read its whole response, decoding its body if `decode` and it is encoded.
     pub(crate) async fn send(
         &mut self,
-        request: &H1Request<'_>,
+        request: &WireRequest<'_>,
         max_body: usize,
         decode: bool,
     ) -> Result<Exchange, SendFailure> {
@@ -165,7 +147,7 @@ impl H1Conn {
         result.map_err(SendFailure::Failed)
     }
 
-    fn encode(&mut self, request: &H1Request<'_>) {
+    fn encode(&mut self, request: &WireRequest<'_>) {
         let out = &mut self.write_buf;
         out.clear();
         // After `release_buffers` the buffer starts empty: one allocation for a typical head instead of a chain of
@@ -579,6 +561,7 @@ impl ItoaBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::{HeaderMap, HeaderValue};
 
     #[test]
     fn heads_parse_with_framing() {
@@ -669,21 +652,6 @@ mod tests {
         H1Conn::new(Stream::Plain(stream))
     }
 
-    fn get<'a>(headers: &'a HeaderMap, body: &'a Bytes, agent: &'a HeaderValue) -> H1Request<'a> {
-        H1Request {
-            method: &Method::GET,
-            target: "/",
-            host: "127.0.0.1",
-            user_agent: agent,
-            accept_encoding: None,
-            auth: None,
-            keep_own_auth: true,
-            headers,
-            cookie: None,
-            body,
-        }
-    }
-
     #[tokio::test]
     async fn length_chunked_and_close_delimited_bodies() {
         let mut conn = connected(vec![
@@ -695,7 +663,7 @@ mod tests {
         let headers = HeaderMap::new();
         let body = Bytes::new();
         let agent = HeaderValue::from_static("test");
-        let request = get(&headers, &body, &agent);
+        let request = WireRequest::get("/", &headers, &agent, &body);
         let Ok(first) = conn.send(&request, 4, true).await else {
             panic!("first")
         };

@@ -24,9 +24,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::conn::Stream;
 use super::decode::{BodyOut, Collector, Decoder, Encoding};
-use super::h1::H1Request;
 use super::hpack::{self, encode_indexed, encode_literal, encode_literal_named, index};
-use super::{Exchange, Headers, RequestError, RequestErrorKind, SendFailure};
+use super::{Exchange, Headers, RequestError, RequestErrorKind, SendFailure, WireRequest};
 
 /// What the server may send ahead of the reader: a user reads its one response as it comes, so a 1 MiB connection
 /// window and 256 KiB per stream keep bodies flowing at full speed on a local network while bounding what a
@@ -251,7 +250,7 @@ fn frame_head(out: &mut Vec<u8>, length: usize, frame_kind: u8, flags: u8, strea
 
 /// Headers HTTP/2 forbids (RFC 9113, 8.2.2): they are left out, as browsers and hyper do. `TE` may only say
 /// `trailers`.
-pub(crate) fn is_connection_specific(name: &header::HeaderName, value: &HeaderValue) -> bool {
+fn is_connection_specific(name: &header::HeaderName, value: &HeaderValue) -> bool {
     matches!(
         name.as_str(),
         "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade"
@@ -343,7 +342,7 @@ impl H2Conn {
     /// Send a request on a new stream and read its whole response, decoding its body if `decode` and it is encoded.
     pub(crate) async fn send(
         &mut self,
-        request: &H1Request<'_>,
+        request: &WireRequest<'_>,
         https: bool,
         max_body: usize,
         decode: bool,
@@ -763,12 +762,6 @@ impl H2Conn {
         flags: u8,
         fragment: &[u8],
     ) -> Result<(), ConnError> {
-        if stream_id == 0 {
-            return Err(ConnError::protocol(
-                PROTOCOL_ERROR,
-                "a header block on stream 0",
-            ));
-        }
         let (ends_stream, block) = match self.partial_block.take() {
             Some((_, ends_stream, mut block)) => {
                 block.extend_from_slice(fragment);
@@ -941,7 +934,7 @@ impl H2Conn {
 fn encode_headers(
     out: &mut Vec<u8>,
     max_frame: usize,
-    request: &H1Request<'_>,
+    request: &WireRequest<'_>,
     https: bool,
     stream_id: u32,
     ends_stream: bool,
@@ -1187,26 +1180,6 @@ mod tests {
         HeaderValue::from_static("cicada-test")
     }
 
-    fn get<'a>(
-        target: &'a str,
-        headers: &'a HeaderMap,
-        user_agent: &'a HeaderValue,
-        body: &'a Bytes,
-    ) -> H1Request<'a> {
-        H1Request {
-            method: &Method::GET,
-            target,
-            host: "127.0.0.1:8080",
-            user_agent,
-            accept_encoding: None,
-            auth: None,
-            keep_own_auth: true,
-            headers,
-            cookie: None,
-            body,
-        }
-    }
-
     /// Frames in `bytes`: (type, flags, stream, payload).
     fn frames(mut bytes: &[u8]) -> Vec<(u8, u8, u32, Vec<u8>)> {
         let mut out = Vec::new();
@@ -1219,6 +1192,27 @@ mod tests {
         }
         assert!(bytes.is_empty(), "a partial frame at the end");
         out
+    }
+
+    /// The frames `encode_headers` writes for `request` (default frame size).
+    fn encoded(
+        request: &WireRequest<'_>,
+        https: bool,
+        stream_id: u32,
+        ends_stream: bool,
+        table_size_update: bool,
+    ) -> Vec<(u8, u8, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        encode_headers(
+            &mut out,
+            DEFAULT_MAX_FRAME,
+            request,
+            https,
+            stream_id,
+            ends_stream,
+            table_size_update,
+        );
+        frames(&out)
     }
 
     /// Decoded by an independent implementation.
@@ -1256,15 +1250,13 @@ mod tests {
         let body = Bytes::from_static(b"{}");
         let accept_encoding = HeaderValue::from_static("gzip, br");
         let auth = HeaderValue::from_static("Basic dTpw");
-        let mut request = get("/search?q=1", &headers, &agent, &body);
+        let mut request = WireRequest::get("/search?q=1", &headers, &agent, &body);
         let method = Method::POST;
         request.method = &method;
         request.accept_encoding = Some(&accept_encoding);
         request.auth = Some(&auth);
         request.cookie = Some("a=1; b=2");
-        let mut out = Vec::new();
-        encode_headers(&mut out, DEFAULT_MAX_FRAME, &request, true, 3, false, true);
-        let sent = frames(&out);
+        let sent = encoded(&request, true, 3, false, true);
         assert_eq!(sent.len(), 1);
         let (frame_kind, flags, stream, block) = &sent[0];
         assert_eq!(
@@ -1293,17 +1285,13 @@ mod tests {
 
         let none = HeaderMap::new();
         let empty = Bytes::new();
-        let mut out = Vec::new();
-        encode_headers(
-            &mut out,
-            DEFAULT_MAX_FRAME,
-            &get("/", &none, &agent, &empty),
+        let sent = encoded(
+            &WireRequest::get("/", &none, &agent, &empty),
             false,
             1,
             true,
             false,
         );
-        let sent = frames(&out);
         assert_eq!(sent[0].1, END_HEADERS | END_STREAM);
         assert_eq!(
             decoded(&sent[0].3),
@@ -1319,11 +1307,9 @@ mod tests {
         let mut own = HeaderMap::new();
         own.insert("user-agent", HeaderValue::from_static("mine"));
         let delete = Method::DELETE;
-        let mut request = get("/x", &own, &agent, &empty);
+        let mut request = WireRequest::get("/x", &own, &agent, &empty);
         request.method = &delete;
-        let mut out = Vec::new();
-        encode_headers(&mut out, DEFAULT_MAX_FRAME, &request, false, 1, true, false);
-        let block = &frames(&out)[0].3;
+        let block = &encoded(&request, false, 1, true, false)[0].3;
         assert_eq!(
             decoded(block),
             pairs(&[
@@ -1342,17 +1328,13 @@ mod tests {
         headers.insert("x-big", HeaderValue::from_str(&"v".repeat(40_000)).unwrap());
         let agent = user_agent();
         let empty = Bytes::new();
-        let mut out = Vec::new();
-        encode_headers(
-            &mut out,
-            DEFAULT_MAX_FRAME,
-            &get("/", &headers, &agent, &empty),
+        let sent = encoded(
+            &WireRequest::get("/", &headers, &agent, &empty),
             false,
             5,
             true,
             false,
         );
-        let sent = frames(&out);
         assert_eq!(sent.len(), 3);
         assert_eq!((sent[0].0, sent[0].1), (kind::HEADERS, END_STREAM));
         assert_eq!((sent[1].0, sent[1].1), (kind::CONTINUATION, 0));
@@ -1451,8 +1433,13 @@ mod tests {
         let headers = HeaderMap::new();
         let agent = user_agent();
         let body = Bytes::new();
-        conn.send(&get("/", &headers, &agent, &body), false, 1 << 20, true)
-            .await
+        conn.send(
+            &WireRequest::get("/", &headers, &agent, &body),
+            false,
+            1 << 20,
+            true,
+        )
+        .await
     }
 
     fn message(failure: SendFailure) -> (bool, String) {
@@ -1602,7 +1589,7 @@ mod tests {
         let agent = user_agent();
         let body = Bytes::from(vec![b'z'; 95]);
         let method = Method::POST;
-        let mut request = get("/upload", &headers, &agent, &body);
+        let mut request = WireRequest::get("/upload", &headers, &agent, &body);
         request.method = &method;
         let exchange = conn
             .send(&request, false, 1024, true)

@@ -36,7 +36,6 @@ use http::{Method, StatusCode, Uri};
 use crate::recording::Recorder;
 pub use catch::{CatchResponse, CaughtResponse};
 use conn::{Conn, Connector, Origin, Pool};
-use h1::H1Request;
 
 /// Which HTTP version to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -664,38 +663,22 @@ impl Session {
             // Boxed: connecting is rare and its future is large; inlined it would be copied around per request.
             None => (Box::pin(self.connect(shared, &origin)).await?, false),
         };
+        let request = WireRequest {
+            method,
+            target: uri.path_and_query().map_or("/", PathAndQuery::as_str),
+            host: origin.authority.as_str(),
+            user_agent: &shared.user_agent,
+            accept_encoding: shared.accept_encoding.as_ref(),
+            auth: credentials.default,
+            keep_own_auth: credentials.keep_own,
+            headers,
+            cookie: cookie.as_deref(),
+            body: &body,
+        };
         let exchange = loop {
             let outcome = match &mut conn {
-                Conn::H1(h1) => {
-                    let request = H1Request {
-                        method,
-                        target: uri.path_and_query().map_or("/", PathAndQuery::as_str),
-                        host: origin.authority.as_str(),
-                        user_agent: &shared.user_agent,
-                        accept_encoding: shared.accept_encoding.as_ref(),
-                        auth: credentials.default,
-                        keep_own_auth: credentials.keep_own,
-                        headers,
-                        cookie: cookie.as_deref(),
-                        body: &body,
-                    };
-                    h1.send(&request, max_body, decode).await
-                }
-                Conn::H2(h2) => {
-                    let request = H1Request {
-                        method,
-                        target: uri.path_and_query().map_or("/", PathAndQuery::as_str),
-                        host: origin.authority.as_str(),
-                        user_agent: &shared.user_agent,
-                        accept_encoding: shared.accept_encoding.as_ref(),
-                        auth: credentials.default,
-                        keep_own_auth: credentials.keep_own,
-                        headers,
-                        cookie: cookie.as_deref(),
-                        body: &body,
-                    };
-                    h2.send(&request, origin.tls, max_body, decode).await
-                }
+                Conn::H1(h1) => h1.send(&request, max_body, decode).await,
+                Conn::H2(h2) => h2.send(&request, origin.tls, max_body, decode).await,
             };
             match outcome {
                 Ok(exchange) => break exchange,
@@ -778,6 +761,49 @@ fn redirect_target(from: &Uri, location: &str) -> Result<Uri, RequestError> {
             format!("invalid redirect location `{location}`: {e}"),
         )
     })
+}
+
+/// What one request looks like on the wire, for either protocol.
+pub(crate) struct WireRequest<'a> {
+    pub(crate) method: &'a Method,
+    /// Origin-form target: path and query.
+    pub(crate) target: &'a str,
+    /// The authority: `Host` over HTTP/1.1, `:authority` over HTTP/2.
+    pub(crate) host: &'a str,
+    pub(crate) user_agent: &'a HeaderValue,
+    /// Sent unless the request has its own `Accept-Encoding`.
+    pub(crate) accept_encoding: Option<&'a HeaderValue>,
+    /// Sent unless the request has its own `Authorization` (and `keep_own_auth` keeps it).
+    pub(crate) auth: Option<&'a HeaderValue>,
+    /// False after a redirect to another host: the request's own `Authorization` is not sent there.
+    pub(crate) keep_own_auth: bool,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) cookie: Option<&'a str>,
+    pub(crate) body: &'a Bytes,
+}
+
+#[cfg(test)]
+impl<'a> WireRequest<'a> {
+    /// A GET of `target` from 127.0.0.1:8080 with `headers`, no credentials, cookies or `Accept-Encoding`.
+    pub(crate) fn get(
+        target: &'a str,
+        headers: &'a HeaderMap,
+        user_agent: &'a HeaderValue,
+        body: &'a Bytes,
+    ) -> Self {
+        WireRequest {
+            method: &Method::GET,
+            target,
+            host: "127.0.0.1:8080",
+            user_agent,
+            accept_encoding: None,
+            auth: None,
+            keep_own_auth: true,
+            headers,
+            cookie: None,
+            body,
+        }
+    }
 }
 
 /// A response as read off the wire.
