@@ -19,7 +19,7 @@ use crate::keys::{
     CappedRegistry, FailureKey, FailureKeyRef, MAX_KEY_TEXT, PairKey, PairKeyRef, Registration,
     clip,
 };
-use crate::shard::{Batch, EntryCounters, OVERFLOW_ENTRY_ID};
+use crate::shard::{Batch, DeltaSamples, EntryCounters, OVERFLOW_ENTRY_ID};
 use crate::snapshot::{
     EntryDetail, EntryStats, FailureStats, OverflowStats, SecondCounts, StatsSnapshot,
     UnmarkedSnapshot,
@@ -654,7 +654,7 @@ impl Aggregate {
                 response_micros_sum: counters.response_micros_sum,
                 min_micros: counters.min_micros,
                 max_micros: counters.max_micros,
-                samples: Some(Samples::Dense(&delta.histogram)),
+                samples: Some(delta.samples.as_samples()),
             };
             let update = EntryUpdate {
                 counters,
@@ -663,9 +663,10 @@ impl Aggregate {
                 seconds: &[part],
             };
             self.apply_entry(delta.entry_id, names, &update);
-            let mut histogram = delta.histogram;
-            histogram.reset();
-            emptied.push(histogram);
+            if let DeltaSamples::Dense(mut histogram) = delta.samples {
+                histogram.reset();
+                emptied.push(histogram);
+            }
         }
         for delta in batch.failures.drain(..) {
             self.apply_failure(

@@ -40,7 +40,10 @@
 //!    [`Stats::collect`] bumped the *flush epoch* (one relaxed atomic load per record), in
 //!    [`Stats::flush_current_thread`] (the engine's `on_thread_park` hook) and when its thread
 //!    exits. The mutex is taken once per flush, never per sample. Histograms and batch buffers
-//!    are recycled through the mailbox, so a steady-state flush does not allocate either.
+//!    are recycled through the mailbox, so a steady-state flush does not allocate either. A
+//!    batch whose entry holds at most 8 samples carries the values instead of a histogram: a
+//!    thread that parks between requests flushes after almost every one, and adding and zeroing
+//!    a whole histogram for one sample cost more than the request itself in user space.
 //! 3. **Aggregate** (one per `Stats`, behind a `Mutex` that only `collect`, `snapshot`,
 //!    `reset` and the history take): all-time histograms and counters per entry, plus a ring
 //!    of per-second slots covering the current window, used for `current_rps`,

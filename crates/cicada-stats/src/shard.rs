@@ -2,8 +2,8 @@
 //! through which they hand batches to the aggregate.
 //!
 //! A [`LocalShard`] lives in a `thread_local!` vector, one per `(thread, Stats instance)`. It
-//! maps `(method, name)` to local entries (histogram + counters) and collects their changes
-//! into a batch covering one second of `finished_at`. [`LocalShard::flush`] moves the batch
+//! maps `(method, name)` to local entries (up to 8 values, then a histogram, + counters) and
+//! collects their changes into a batch covering one second of `finished_at`. [`LocalShard::flush`] moves the batch
 //! into the shard's [`Mailbox`] under the mailbox mutex (once per flush, never per sample);
 //! the aggregate takes batches out in `collect` and hands emptied histograms and buffers back
 //! for reuse.
@@ -18,7 +18,7 @@ use hashbrown::{DefaultHashBuilder, Equivalent, HashMap, HashTable};
 use hdrhistogram::Histogram;
 
 use crate::Sample;
-use crate::histogram::{self, new_histogram};
+use crate::histogram::{self, FewValues, Samples, new_histogram};
 use crate::keys::{
     FailureKey, FailureKeyRef, FrozenIds, MAX_KEY_TEXT, PairKey, PairKeyRef, Registration, clip,
     same_text,
@@ -102,8 +102,54 @@ impl EntryCounters {
 /// What one entry recorded during one batch.
 pub(crate) struct EntryDelta {
     pub(crate) entry_id: u32,
-    pub(crate) histogram: Histogram<u64>,
+    pub(crate) samples: DeltaSamples,
     pub(crate) counters: EntryCounters,
+}
+
+/// The response times of an [`EntryDelta`].
+pub(crate) enum DeltaSamples {
+    /// At most [`histogram::FEW_SAMPLES`]: the values themselves (see [`FewValues`]).
+    Few(FewValues),
+    /// More: a histogram, handed back to the shard's spares once added.
+    Dense(Histogram<u64>),
+}
+
+impl DeltaSamples {
+    pub(crate) fn as_samples(&self) -> Samples<'_> {
+        match self {
+            DeltaSamples::Few(few) => Samples::Values(few.as_slice()),
+            DeltaSamples::Dense(histogram) => Samples::Dense(histogram),
+        }
+    }
+
+    /// Adds `other` into `self`; a histogram left over (emptied) goes to `spare_histograms`, one needed is taken
+    /// from there when it has one.
+    fn absorb(&mut self, other: DeltaSamples, spare_histograms: &mut Vec<Histogram<u64>>) {
+        let mine = std::mem::replace(self, DeltaSamples::Few(FewValues::default()));
+        *self = match (mine, other) {
+            (DeltaSamples::Dense(mut mine), DeltaSamples::Dense(mut theirs)) => {
+                histogram::add(&mut mine, &theirs);
+                theirs.reset();
+                spare_histograms.push(theirs);
+                DeltaSamples::Dense(mine)
+            }
+            (DeltaSamples::Dense(mut mine), DeltaSamples::Few(theirs))
+            | (DeltaSamples::Few(theirs), DeltaSamples::Dense(mut mine)) => {
+                Samples::Values(theirs.as_slice()).add_to(&mut mine);
+                DeltaSamples::Dense(mine)
+            }
+            (DeltaSamples::Few(mut mine), DeltaSamples::Few(theirs)) => {
+                if mine.extend(&theirs) {
+                    DeltaSamples::Few(mine)
+                } else {
+                    let mut dense = spare_histograms.pop().unwrap_or_else(new_histogram);
+                    Samples::Values(mine.as_slice()).add_to(&mut dense);
+                    Samples::Values(theirs.as_slice()).add_to(&mut dense);
+                    DeltaSamples::Dense(dense)
+                }
+            }
+        };
+    }
 }
 
 /// What one failure group counted during one batch.
@@ -135,11 +181,8 @@ impl Batch {
                 .find(|mine| mine.entry_id == delta.entry_id)
             {
                 Some(mine) => {
-                    histogram::add(&mut mine.histogram, &delta.histogram);
+                    mine.samples.absorb(delta.samples, spare_histograms);
                     mine.counters.merge(&delta.counters);
-                    let mut emptied = delta.histogram;
-                    emptied.reset();
-                    spare_histograms.push(emptied);
                 }
                 None => self.entries.push(delta),
             }
@@ -183,10 +226,51 @@ struct LocalEntry {
     /// `(method, name)`; `None` for the overflow entry, which no key resolves to.
     key: Option<PairKey>,
     entry_id: u32,
+    /// The batch's first samples, until there are more than fit.
+    few: FewValues,
+    /// The batch's samples once `few` overflowed (`dense`); otherwise empty, kept for the next busy batch.
     histogram: Histogram<u64>,
+    dense: bool,
     counters: EntryCounters,
     /// Listed in `LocalShard::pending_entries`.
     pending: bool,
+}
+
+impl LocalEntry {
+    #[inline]
+    fn record_micros(&mut self, micros: u64) {
+        if self.dense {
+            histogram::record(&mut self.histogram, micros);
+        } else if !self.few.push(micros) {
+            self.spill(micros);
+        }
+    }
+
+    #[cold]
+    fn spill(&mut self, micros: u64) {
+        Samples::Values(self.few.as_slice()).add_to(&mut self.histogram);
+        self.few.clear();
+        self.dense = true;
+        histogram::record(&mut self.histogram, micros);
+    }
+
+    /// The batch's samples, leaving the entry empty; a histogram handed over is replaced by `fresh()`.
+    fn take_samples(&mut self, fresh: impl FnOnce() -> Histogram<u64>) -> DeltaSamples {
+        if self.dense {
+            self.dense = false;
+            DeltaSamples::Dense(std::mem::replace(&mut self.histogram, fresh()))
+        } else {
+            DeltaSamples::Few(std::mem::take(&mut self.few))
+        }
+    }
+
+    fn discard_samples(&mut self) {
+        if self.dense {
+            self.histogram.reset();
+            self.dense = false;
+        }
+        self.few.clear();
+    }
 }
 
 struct LocalFailure {
@@ -299,7 +383,7 @@ impl LocalShard {
         let index = self.entry_index(shared, method, name) as usize;
         let micros = histogram::to_micros(sample.response_time);
         let entry = &mut self.entries[index];
-        histogram::record(&mut entry.histogram, micros);
+        entry.record_micros(micros);
         entry
             .counters
             .record(micros, sample.content_length, sample.finished_at);
@@ -420,7 +504,9 @@ impl LocalShard {
         self.entries.push(LocalEntry {
             key,
             entry_id,
+            few: FewValues::default(),
             histogram: new_histogram(),
+            dense: false,
             counters: EntryCounters::default(),
             pending: false,
         });
@@ -495,10 +581,12 @@ impl LocalShard {
             batch.second = self.batch_second;
             for &index in &self.pending_entries {
                 let entry = &mut self.entries[index as usize];
-                let fresh = inbox.spare_histograms.pop().unwrap_or_else(new_histogram);
+                let spare_histograms = &mut inbox.spare_histograms;
+                let samples =
+                    entry.take_samples(|| spare_histograms.pop().unwrap_or_else(new_histogram));
                 batch.entries.push(EntryDelta {
                     entry_id: entry.entry_id,
-                    histogram: std::mem::replace(&mut entry.histogram, fresh),
+                    samples,
                     counters: std::mem::take(&mut entry.counters),
                 });
                 entry.pending = false;
@@ -569,7 +657,7 @@ impl LocalShard {
     fn discard_pending(&mut self) {
         for &index in &self.pending_entries {
             if let Some(entry) = self.entries.get_mut(index as usize) {
-                entry.histogram.reset();
+                entry.discard_samples();
                 entry.counters = EntryCounters::default();
                 entry.pending = false;
             }

@@ -490,6 +490,47 @@ fn frequent_flushes_of_one_second_fold_into_one_batch() {
 }
 
 #[test]
+fn flushes_of_few_samples_add_up_to_exact_statistics() {
+    // Groups recorded between two parks: a flush carries its values while they fit (`FEW_SAMPLES`), a histogram
+    // past that, and folding into a waiting batch of the same second meets every pair of the two forms.
+    let few = crate::histogram::FEW_SAMPLES;
+    let groups = [1, 1, few - 2, few + 1, 2, 3 * few, 1, few, few, 5, 1];
+    let stats = Stats::default();
+    let finished_at = Instant::now();
+    let mut values = Vec::new();
+    let mut next = 0u64;
+    for (round, &group) in groups.iter().enumerate() {
+        for _ in 0..group {
+            // Spread over four orders of magnitude so that the percentiles tell the samples apart.
+            next += 1;
+            let micros = 50 + (next * 7_919) % 40_000;
+            values.push(micros);
+            stats.record(&sample("GET", "/a", micros, None, finished_at));
+        }
+        Stats::flush_current_thread();
+        // A collect in the middle: later flushes start new batches that the aggregate merges one by one.
+        if round == groups.len() / 2 {
+            stats.collect();
+        }
+    }
+    stats.collect();
+    let snapshot = stats.snapshot();
+    let entry = snapshot.entry("GET", "/a").unwrap();
+    assert_eq!(entry.num_requests, values.len() as u64);
+    assert_percentiles(entry, &mut values.clone());
+    assert_percentiles(&snapshot.total, &mut values.clone());
+    // Bucket by bucket, the same distribution as the same values recorded in one go.
+    let reference = Stats::default();
+    for &micros in &values {
+        reference.record(&sample("GET", "/a", micros, None, finished_at));
+    }
+    Stats::flush_current_thread();
+    reference.collect();
+    let distribution = |stats: &Stats| stats.entry_details()[0].response_times.clone();
+    assert_eq!(distribution(&stats), distribution(&reference));
+}
+
+#[test]
 fn history_ring_keeps_the_newest_points() {
     let stats = Stats::new(StatsConfig {
         history_capacity: 5,
