@@ -41,7 +41,7 @@
 //!    [`Stats::flush_current_thread`] (the engine's `on_thread_park` hook) and when its thread
 //!    exits. The mutex is taken once per flush, never per sample. Histograms and batch buffers
 //!    are recycled through the mailbox, so a steady-state flush does not allocate either. A
-//!    batch whose entry holds at most 8 samples carries the values instead of a histogram: a
+//!    batch whose entry holds at most 32 samples carries the values instead of a histogram: a
 //!    thread that parks between requests flushes after almost every one, and adding and zeroing
 //!    a whole histogram for one sample cost more than the request itself in user space.
 //! 3. **Aggregate** (one per `Stats`, behind a `Mutex` that only `collect`, `snapshot`,
@@ -104,6 +104,7 @@
 //! | user-error groups `(message, location)` | [`StatsConfig::max_user_errors`] | counted in one [`OTHER_USER_ERRORS`] group; one warning; [`OverflowStats::user_errors_over_cap`] |
 //! | current-window slots | per entry (and the total) `window_secs + 2` per-second slots, `window_secs` = [`StatsConfig::current_window`] in whole seconds | a slot's histogram is allocated only for a second that had samples and freed once the second leaves the window; worst case `(max_names + 2) × (window_secs + 2)` histograms |
 //! | one histogram | auto-resizing, 2 significant digits: about 4 KiB for sub-millisecond latencies, about 20 KiB when latencies reach minutes | response times are clamped to [`MAX_RESPONSE_TIME`] |
+//! | a batch's samples of one entry | 32 values (256 bytes per shard entry and per waiting batch entry) | the values go into the entry's histogram and the batch carries that |
 //! | one key's text | method, name and error: 1 KiB; user-error message and location: 4 KiB | cut at a character boundary before lookup; texts sharing the kept prefix count as one |
 //! | history | [`StatsConfig::history_capacity`] points | the oldest point is dropped |
 //! | per-second request counts of an entry (Locust's `num_reqs_per_sec`, see [`Stats::entry_details`]) | [`StatsConfig::per_second_capacity`] seconds with requests per entry, 12 bytes each (the total keeps none): at the defaults at most about 43 MB with 1 000 names all busy every second for an hour, a few hundred KB for a typical test | the oldest second is dropped; the entry's counters stay exact |

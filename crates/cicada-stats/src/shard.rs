@@ -2,7 +2,7 @@
 //! through which they hand batches to the aggregate.
 //!
 //! A [`LocalShard`] lives in a `thread_local!` vector, one per `(thread, Stats instance)`. It
-//! maps `(method, name)` to local entries (up to 8 values, then a histogram, + counters) and
+//! maps `(method, name)` to local entries (up to 32 values, then a histogram, + counters) and
 //! collects their changes into a batch covering one second of `finished_at`. [`LocalShard::flush`] moves the batch
 //! into the shard's [`Mailbox`] under the mailbox mutex (once per flush, never per sample);
 //! the aggregate takes batches out in `collect` and hands emptied histograms and buffers back

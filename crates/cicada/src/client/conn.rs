@@ -26,13 +26,30 @@ use super::tls::TlsStream;
 use super::{HttpVersion, RequestError, RequestErrorKind};
 
 /// Where a connection goes: scheme and authority.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Eq)]
 pub(crate) struct Origin {
     pub(crate) tls: bool,
     pub(crate) authority: Authority,
 }
 
+impl PartialEq for Origin {
+    fn eq(&self, other: &Origin) -> bool {
+        // Origins cloned from one another share their authority's bytes: the pool's usual match, found without
+        // `Authority`'s case-insensitive comparison.
+        self.tls == other.tls
+            && (std::ptr::eq(self.authority.as_str(), other.authority.as_str())
+                || self.authority == other.authority)
+    }
+}
+
 impl Origin {
+    /// Whether a URL with this scheme and authority was built from this origin ([`BaseUrl`](super::BaseUrl)
+    /// resolves relative paths with a clone of its origin's authority, whose bytes it shares): then its origin is
+    /// this one, without parsing the authority again.
+    pub(crate) fn built_this(&self, scheme: &Scheme, authority: &Authority) -> bool {
+        std::ptr::eq(self.authority.as_str(), authority.as_str()) && *scheme == self.scheme()
+    }
+
     /// The origin of a URL's scheme and authority. Credentials (`user:pass@`) are left out of it (they travel as
     /// an `Authorization` header, never in `Host`), and the port is checked: `http` parses any digits but then
     /// reports an out-of-range port as no port at all, which would silently send the requests to port 80 or 443.

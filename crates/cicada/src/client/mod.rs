@@ -544,10 +544,16 @@ impl Session {
 
     /// Send one request (following redirects) and read the whole response. `auth` is the default `Authorization`
     /// for requests without their own; like browsers and Locust's client, no `Authorization` goes to another host
-    /// a redirect leads to.
+    /// a redirect leads to. `base` is the host's origin: a URL resolved from a relative path shares its bytes, and
+    /// its origin is taken without parsing the URL's authority again.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the request's parts, moved out of its builder"
+    )]
     async fn execute(
         &mut self,
         shared: &ClientShared,
+        base: &Origin,
         method: Method,
         mut uri: Uri,
         headers: &HeaderMap,
@@ -564,7 +570,15 @@ impl Session {
                 keep_own: same_host,
             };
             let exchange = self
-                .exchange(shared, &method, &uri, headers, body.clone(), credentials)
+                .exchange(
+                    shared,
+                    base,
+                    &method,
+                    &uri,
+                    headers,
+                    body.clone(),
+                    credentials,
+                )
                 .await?;
             let status = exchange.status;
             let location = exchange
@@ -606,9 +620,14 @@ impl Session {
     }
 
     /// One request and response on one connection.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts of one hop, borrowed from the caller's loop"
+    )]
     async fn exchange(
         &mut self,
         shared: &ClientShared,
+        base: &Origin,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
@@ -616,6 +635,10 @@ impl Session {
         credentials: Credentials<'_>,
     ) -> Result<Exchange, RequestError> {
         let (origin, url_auth) = match (uri.scheme(), uri.authority()) {
+            // A path relative to the host: no credentials in the URL (the base's travel as the default).
+            (Some(scheme), Some(authority)) if base.built_this(scheme, authority) => {
+                (base.clone(), None)
+            }
             (Some(scheme), Some(authority)) => (
                 Origin::new(scheme, authority)
                     .map_err(|reason| RequestError::new(RequestErrorKind::InvalidUrl, reason))?,
@@ -1070,7 +1093,15 @@ impl<'a> RequestBuilder<'a> {
                     .unwrap_or_else(|| started + FAR_FUTURE);
                 let outcome = match tokio::time::timeout_at(
                     deadline.into(),
-                    session.execute(shared, method.clone(), uri, &headers, body, default_auth),
+                    session.execute(
+                        shared,
+                        &base.origin,
+                        method.clone(),
+                        uri,
+                        &headers,
+                        body,
+                        default_auth,
+                    ),
                 )
                 .await
                 {
@@ -1377,6 +1408,28 @@ mod tests {
             basic_auth_value("Aladdin", "open sesame"),
             "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
         );
+    }
+
+    #[test]
+    fn paths_resolved_from_the_host_take_its_origin_as_is() {
+        let base = BaseUrl::parse("https://ann:pw@Example.com:8443/api").unwrap();
+        let resolved = base.resolve("/items/1").unwrap();
+        let (scheme, authority) = (resolved.scheme().unwrap(), resolved.authority().unwrap());
+        assert!(base.origin.built_this(scheme, authority));
+        // The same origin written out in full is parsed, and is still the same origin (so the pool matches it).
+        let absolute: Uri = "https://example.COM:8443/items/1".parse().unwrap();
+        let (scheme, authority) = (absolute.scheme().unwrap(), absolute.authority().unwrap());
+        assert!(!base.origin.built_this(scheme, authority));
+        assert_eq!(Origin::new(scheme, authority).unwrap(), base.origin);
+        assert_eq!(base.origin.clone(), base.origin);
+        // Same bytes under the other scheme: another origin.
+        let own_bytes = resolved.authority().unwrap();
+        assert!(!base.origin.built_this(&http::uri::Scheme::HTTP, own_bytes));
+        let plain = Origin {
+            tls: false,
+            ..base.origin.clone()
+        };
+        assert_ne!(plain, base.origin);
     }
 
     #[test]
