@@ -55,6 +55,8 @@ PACED_GENERATORS = {
     "cicada-paced-noguard": "cicada (`paced_mix`), 500 users, `--guard off`",
     "cicada-saturated": "cicada (`get_root`) flat out, 50 users (the saturated reference)",
     "locust-fast-paced": "Locust FastHttpUser, 500 users, same mix and pacing",
+    "floor-paced": "`paced_floor` (bench/paced_floor.c): one epoll loop in C, no statistics, same mix and pacing "
+    "(the kernel's floor)",
 }
 
 # Issue #14: TLS idle users and HTTP/2's CPU per request against HTTP/1.1 over TLS.
@@ -188,6 +190,14 @@ def parse_goose_report(path: Path) -> dict[str, object]:
     return {"requests": requests, "failures": failures, "window_s": window}
 
 
+def parse_floor(text: str) -> dict[str, object]:
+    """bench/paced_floor.c's last line: 'requests N failures M seconds S'."""
+    match = re.search(r"^requests (\d+) failures (\d+) seconds ([\d.]+)$", text, re.M)
+    if not match:
+        raise ValueError("no 'requests N failures M seconds S' line from paced_floor")
+    return {"requests": int(match.group(1)), "failures": int(match.group(2)), "window_s": float(match.group(3))}
+
+
 def parse_ts(text: str) -> dt.datetime:
     """An RFC 3339 timestamp with up to nanoseconds ('2026-11-26T18:51:26.459394638Z')."""
     match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z", text)
@@ -228,6 +238,8 @@ def cmd_tp_row(args: argparse.Namespace) -> int:
             parsed = parse_locust_json(read_text(prefix.with_suffix(".stdout")))
         elif args.gen.startswith("goose"):
             parsed = parse_goose_report(prefix.with_suffix(".goose.json"))
+        elif args.gen.startswith("floor"):
+            parsed = parse_floor(read_text(prefix.with_suffix(".stdout")))
         else:
             raise ValueError(f"unknown generator {args.gen}")
         row.update(parsed)
@@ -709,6 +721,15 @@ def report_paced(results: Path, meta: dict[str, object]) -> list[str]:
             out.append(
                 f"Locust FastHttpUser at the same pacing costs {factor:.1f}× cicada's CPU per request "
                 f"(bar: ≥ {BAR_PACED_LOCUST}×, cicada **{verdict}** it)."
+            )
+        floor = ratios.get("floor-paced", [])
+        if floor:
+            floor_median = statistics.median(floor)
+            out.append(
+                f"The floor client, which does nothing in user space but send, receive and wait, costs "
+                f"{floor_median:.2f}× the saturated figure: the kernel's share alone "
+                + ("is over" if floor_median > BAR_PACED_RATIO else "is within")
+                + f" the bar. cicada (guard on) costs {median / floor_median:.2f}× the floor."
             )
     out.append("")
     out.append(meta_line(meta))

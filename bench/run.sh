@@ -442,6 +442,7 @@ paced_command() {
             -u "$PACED_USERS" -r 1000 -t "${secs}s" --guard off --report-json "$prefix.json") ;;
         cicada-saturated) CMD=(taskset -c 0 "$TARGET_DIR/get_root" --headless --only-summary -H "$URL" -u 50 -r 1000
             -t "${DURATION}s" --guard warn --report-json "$prefix.json") ;;
+        floor-paced) CMD=(taskset -c 0 "$TMP/paced_floor" 127.0.0.1 "${URL##*:}" "$PACED_USERS" "$secs") ;;
         locust-fast-paced) CMD=(taskset -c 0 "$LOCUST" -f "$TMP/locust_paced.py" --headless -H "$URL"
             -u "$PACED_USERS" -r "$PACED_USERS" -t "${secs}s" --only-summary --json) ;;
     esac
@@ -485,6 +486,12 @@ run_rows() {
 
 run_paced() {
     local gens=(cicada-paced cicada-paced-noguard cicada-saturated)
+    # The kernel's floor at this pacing: a client with no user-space work to speak of (bench/paced_floor.c).
+    if gcc -O2 -o "$TMP/paced_floor" "$BENCH/paced_floor.c" 2>"$RESULTS/raw/build-paced-floor.log"; then
+        gens+=(floor-paced)
+    else
+        log "paced: gcc could not build bench/paced_floor.c (see results/raw/build-paced-floor.log); no floor row"
+    fi
     ensure_locust
     write_locust_paced
     [[ -n "${LOCUST:-}" ]] && gens+=(locust-fast-paced)
