@@ -91,6 +91,7 @@ impl Samples<'_> {
 /// parks (and flushes) every 15 to 20 requests; recording 32 values one by one costs less than adding and zeroing
 /// a histogram.
 pub(crate) const FEW_SAMPLES: usize = 32;
+const _: () = assert!(FEW_SAMPLES <= u8::MAX as usize, "FewValues counts in a u8");
 
 /// Up to [`FEW_SAMPLES`] recorded values (microseconds).
 ///

@@ -32,8 +32,8 @@
 //! # How samples travel
 //!
 //! 1. **Shard** (per OS thread and `Stats` instance, in a `thread_local!`): a hash map from
-//!    `(method, name)` to a local entry holding an HDR histogram (microseconds, 2 significant
-//!    digits) and plain counters. Samples are grouped into *batches*, one per second of
+//!    `(method, name)` to a local entry holding its batch's first 32 response times, an HDR
+//!    histogram (microseconds, 2 significant digits) for more, and plain counters. Samples are grouped into *batches*, one per second of
 //!    `finished_at`.
 //! 2. **Mailbox** (one per shard, a `Mutex` shared with the aggregator): a shard moves its batch
 //!    into the mailbox when the second of `finished_at` moves on, when it notices that
@@ -43,7 +43,9 @@
 //!    are recycled through the mailbox, so a steady-state flush does not allocate either. A
 //!    batch whose entry holds at most 32 samples carries the values instead of a histogram: a
 //!    thread that parks between requests flushes after almost every one, and adding and zeroing
-//!    a whole histogram for one sample cost more than the request itself in user space.
+//!    a whole histogram for one sample cost more than the request itself in user space. The
+//!    first batch of an entry that goes past 32 samples grows its histogram to the values it
+//!    records (once per thread and entry, as the entry's first sample did before).
 //! 3. **Aggregate** (one per `Stats`, behind a `Mutex` that only `collect`, `snapshot`,
 //!    `reset` and the history take): all-time histograms and counters per entry, plus a ring
 //!    of per-second slots covering the current window, used for `current_rps`,
@@ -104,7 +106,7 @@
 //! | user-error groups `(message, location)` | [`StatsConfig::max_user_errors`] | counted in one [`OTHER_USER_ERRORS`] group; one warning; [`OverflowStats::user_errors_over_cap`] |
 //! | current-window slots | per entry (and the total) `window_secs + 2` per-second slots, `window_secs` = [`StatsConfig::current_window`] in whole seconds | a slot's histogram is allocated only for a second that had samples and freed once the second leaves the window; worst case `(max_names + 2) × (window_secs + 2)` histograms |
 //! | one histogram | auto-resizing, 2 significant digits: about 4 KiB for sub-millisecond latencies, about 20 KiB when latencies reach minutes | response times are clamped to [`MAX_RESPONSE_TIME`] |
-//! | a batch's samples of one entry | 32 values (256 bytes per shard entry and per waiting batch entry) | the values go into the entry's histogram and the batch carries that |
+//! | a batch's samples of one entry | 32 values (264 bytes per shard entry and per waiting batch entry) | the values go into the entry's histogram and the batch carries that |
 //! | one key's text | method, name and error: 1 KiB; user-error message and location: 4 KiB | cut at a character boundary before lookup; texts sharing the kept prefix count as one |
 //! | history | [`StatsConfig::history_capacity`] points | the oldest point is dropped |
 //! | per-second request counts of an entry (Locust's `num_reqs_per_sec`, see [`Stats::entry_details`]) | [`StatsConfig::per_second_capacity`] seconds with requests per entry, 12 bytes each (the total keeps none): at the defaults at most about 43 MB with 1 000 names all busy every second for an hour, a few hundred KB for a typical test | the oldest second is dropped; the entry's counters stay exact |

@@ -18,6 +18,9 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 /// Measurements tried; the fewest allocations seen counts.
 const ATTEMPTS: usize = 5;
+/// Flush/collect cycles before measuring, each with a batch of this many samples per key.
+const WARM_UP_CYCLES: u64 = 3;
+const WARM_UP_BATCH: u64 = 100;
 
 #[test]
 fn recording_seen_names_does_not_allocate() {
@@ -37,9 +40,16 @@ fn recording_seen_names_does_not_allocate() {
         response_time: Duration::from_millis(30),
         ..ok
     };
-    // Warm up: first sight of each key, and a few flush/collect cycles so that the mailbox
-    // holds recycled histograms and batches.
-    for _ in 0..3 {
+    // Warm up: first sight of each key, and flush/collect cycles so that the mailbox holds
+    // recycled histograms and batches. A batch of a few samples carries their values; past 32
+    // it carries a histogram, which grows to the values it records the first time: 100 samples
+    // per key and cycle take both ways.
+    for _ in 0..WARM_UP_CYCLES {
+        for _ in 0..WARM_UP_BATCH {
+            stats.record(&ok);
+            stats.record(&failed);
+        }
+        stats.collect();
         stats.record(&ok);
         stats.record(&failed);
         stats.collect();
@@ -75,6 +85,7 @@ fn recording_seen_names_does_not_allocate() {
 
     Stats::flush_current_thread();
     stats.collect();
-    let expected = 3 * 2 + ATTEMPTS as u64 * 2_000 * 2 + ATTEMPTS as u64 + 1;
+    let warm_up = WARM_UP_CYCLES * (WARM_UP_BATCH + 1) * 2;
+    let expected = warm_up + ATTEMPTS as u64 * 2_000 * 2 + ATTEMPTS as u64 + 1;
     assert_eq!(stats.snapshot().total.num_requests, expected);
 }

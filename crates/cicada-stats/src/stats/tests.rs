@@ -494,22 +494,23 @@ fn flushes_of_few_samples_add_up_to_exact_statistics() {
     // Groups recorded between two parks: a flush carries its values while they fit (`FEW_SAMPLES`), a histogram
     // past that, and folding into a waiting batch of the same second meets every pair of the two forms.
     let few = crate::histogram::FEW_SAMPLES;
-    let groups = [1, 1, few - 2, few + 1, 2, 3 * few, 1, few, few, 5, 1];
+    let groups = [1, 1, few - 1, few + 1, 2, 3 * few, 1, few, few, 5, 1];
     let stats = Stats::default();
     let finished_at = Instant::now();
     let mut values = Vec::new();
     let mut next = 0u64;
     for (round, &group) in groups.iter().enumerate() {
         for _ in 0..group {
-            // Spread over four orders of magnitude so that the percentiles tell the samples apart.
+            // Spread over three orders of magnitude so that the percentiles tell the samples apart.
             next += 1;
             let micros = 50 + (next * 7_919) % 40_000;
             values.push(micros);
             stats.record(&sample("GET", "/a", micros, None, finished_at));
         }
         Stats::flush_current_thread();
-        // A collect in the middle: later flushes start new batches that the aggregate merges one by one.
-        if round == groups.len() / 2 {
+        // Collects after the first group (the aggregate merges a batch of values) and in the middle (later flushes
+        // start new batches).
+        if round == 0 || round == groups.len() / 2 {
             stats.collect();
         }
     }
