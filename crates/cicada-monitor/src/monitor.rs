@@ -1048,8 +1048,11 @@ mod tests {
         assert!((usage.cpu_percent_of_available - expected / 1.5).abs() < 1e-9);
         assert!((usage.cgroup_cpu_percent_of_core.unwrap() - expected).abs() < 1e-9);
 
-        // A sample right after repeats the CPU figures instead of dividing by a few microseconds.
+        // A sample right after repeats the CPU figures instead of dividing by a few microseconds. "Right after" is
+        // pinned by moving the baseline an hour ahead: on a loaded machine the test thread can be descheduled for
+        // longer than MIN_CPU_INTERVAL between two calls (seen in CI).
         tree.stat(500, 500);
+        monitor.baseline.at = Instant::now() + Duration::from_secs(3_600);
         let again = monitor.sample();
         assert_eq!(again.cpu_percent_of_core, usage.cpu_percent_of_core);
         assert_eq!(again.interval, usage.interval);
