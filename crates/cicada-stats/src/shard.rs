@@ -228,18 +228,24 @@ struct LocalEntry {
     entry_id: u32,
     /// The batch's first samples, until there are more than fit.
     few: FewValues,
-    /// The batch's samples once `few` overflowed (`dense`); otherwise empty, kept for the next busy batch.
+    /// The batch's samples once `few` overflowed; otherwise empty (spares handed in are reset), kept for the next
+    /// busy batch.
     histogram: Histogram<u64>,
-    dense: bool,
     counters: EntryCounters,
     /// Listed in `LocalShard::pending_entries`.
     pending: bool,
 }
 
 impl LocalEntry {
+    /// Whether this batch's samples are in the histogram (`few` overflowed).
+    #[inline]
+    fn is_dense(&self) -> bool {
+        !self.histogram.is_empty()
+    }
+
     #[inline]
     fn record_micros(&mut self, micros: u64) {
-        if self.dense {
+        if self.is_dense() {
             histogram::record(&mut self.histogram, micros);
         } else if !self.few.push(micros) {
             self.spill(micros);
@@ -250,14 +256,12 @@ impl LocalEntry {
     fn spill(&mut self, micros: u64) {
         Samples::Values(self.few.as_slice()).add_to(&mut self.histogram);
         self.few.clear();
-        self.dense = true;
         histogram::record(&mut self.histogram, micros);
     }
 
     /// The batch's samples, leaving the entry empty; a histogram handed over is replaced by `fresh()`.
     fn take_samples(&mut self, fresh: impl FnOnce() -> Histogram<u64>) -> DeltaSamples {
-        if self.dense {
-            self.dense = false;
+        if self.is_dense() {
             DeltaSamples::Dense(std::mem::replace(&mut self.histogram, fresh()))
         } else {
             DeltaSamples::Few(std::mem::take(&mut self.few))
@@ -265,9 +269,8 @@ impl LocalEntry {
     }
 
     fn discard_samples(&mut self) {
-        if self.dense {
+        if self.is_dense() {
             self.histogram.reset();
-            self.dense = false;
         }
         self.few.clear();
     }
@@ -506,7 +509,6 @@ impl LocalShard {
             entry_id,
             few: FewValues::default(),
             histogram: new_histogram(),
-            dense: false,
             counters: EntryCounters::default(),
             pending: false,
         });

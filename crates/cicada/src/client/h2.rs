@@ -1429,6 +1429,20 @@ mod tests {
         (conn, peer)
     }
 
+    /// A scripted connection that has carried one GET, answered by `status` with no body; the server's side is
+    /// handed back for what the test does next.
+    async fn after_one_exchange(status: &'static str) -> (H2Conn, Peer) {
+        let (mut conn, peer) = scripted().await;
+        let server = tokio::spawn(async move {
+            let mut peer = peer.await;
+            peer.next(kind::HEADERS).await;
+            peer.head(1, status, END_STREAM).await;
+            peer
+        });
+        send_get(&mut conn).await.map_err(message).unwrap();
+        (conn, server.await.unwrap())
+    }
+
     async fn send_get(conn: &mut H2Conn) -> Result<Exchange, SendFailure> {
         let headers = HeaderMap::new();
         let agent = user_agent();
@@ -1604,17 +1618,7 @@ mod tests {
 
     #[tokio::test]
     async fn what_the_server_sends_while_the_connection_is_idle_is_handled_at_checkout() {
-        let (mut conn, peer) = scripted().await;
-        let mut peer = {
-            let server = tokio::spawn(async move {
-                let mut peer = peer.await;
-                peer.next(kind::HEADERS).await;
-                peer.head(1, "204", END_STREAM).await;
-                peer
-            });
-            send_get(&mut conn).await.map_err(message).unwrap();
-            server.await.unwrap()
-        };
+        let (mut conn, mut peer) = after_one_exchange("204").await;
         conn.release_buffers();
         peer.send(kind::PING, 0, 0, b"idle-png").await;
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -1639,15 +1643,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_server_that_closed_while_idle_is_noticed_at_checkout() {
-        let (mut conn, peer) = scripted().await;
-        let server = tokio::spawn(async move {
-            let mut peer = peer.await;
-            peer.next(kind::HEADERS).await;
-            peer.head(1, "200", END_STREAM).await;
-            peer
-        });
-        send_get(&mut conn).await.map_err(message).unwrap();
-        drop(server.await.unwrap());
+        let (mut conn, peer) = after_one_exchange("200").await;
+        drop(peer);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!conn.still_open());
     }
@@ -1759,15 +1756,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_flood_of_pings_while_idle_ends_the_connection_s_use() {
-        let (mut conn, peer) = scripted().await;
-        let server = tokio::spawn(async move {
-            let mut peer = peer.await;
-            peer.next(kind::HEADERS).await;
-            peer.head(1, "200", END_STREAM).await;
-            peer
-        });
-        send_get(&mut conn).await.map_err(message).unwrap();
-        let mut peer = server.await.unwrap();
+        let (mut conn, mut peer) = after_one_exchange("200").await;
         let mut flood = Vec::new();
         for _ in 0..2_000 {
             frame_head(&mut flood, 8, kind::PING, 0, 0);
