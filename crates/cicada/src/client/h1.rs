@@ -3,9 +3,11 @@
 //! A user sends one request at a time, so its connection needs no dispatcher, no channel and no background task:
 //! the request is serialised into a reused buffer and written with one syscall, and the response is parsed
 //! (`httparse`) straight out of a reused read buffer whose bytes become the response's headers and body without a
-//! copy. Bodies are framed by Content-Length, chunked transfer coding or connection close; a body longer than the
-//! cap is read to the end and counted but only its start is kept. A body with a `Content-Encoding` cicada decodes
-//! goes through a [`Decoder`] piece by piece as it is read; other bodies never touch one.
+//! copy. A connection that holds no read buffer (a new one, or one whose user paused) reads its response into a
+//! per-thread scratch buffer instead and keeps it in an allocation of its exact size. Bodies are framed by
+//! Content-Length, chunked transfer coding or connection close; a body longer than the cap is read to the end and
+//! counted but only its start is kept. A body with a `Content-Encoding` cicada decodes goes through a [`Decoder`]
+//! piece by piece as it is read; other bodies never touch one.
 
 use std::io;
 use std::pin::Pin;
@@ -28,6 +30,14 @@ const COMMON_HEADERS: usize = 24;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Read buffer size of a connection; grows for large heads and bodies, and shrinks back after them.
 const READ_CHUNK: usize = 4 * 1024;
+/// Per-thread buffer the first read of a response lands in when the connection holds no read buffer (see
+/// [`H1Conn::read_small`]): large enough that a typical response arrives whole in one read.
+const READ_SCRATCH_LEN: usize = 16 * 1024;
+
+thread_local! {
+    /// Where this thread's HTTP/1.1 connections read a response they hold no buffer for (see [`READ_SCRATCH_LEN`]).
+    static READ_SCRATCH: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(Box::default());
+}
 /// A buffer that grew past this is dropped after the exchange, so an idle connection stays small.
 const KEEP_BUFFER_BELOW: usize = 64 * 1024;
 /// Room the write buffer starts with: a request head without large headers fits.
@@ -41,6 +51,12 @@ pub(crate) struct H1Conn {
     read_buf: BytesMut,
     write_buf: Vec<u8>,
     reusable: bool,
+    /// The next response is read through the thread's [`READ_SCRATCH`] and kept in an allocation of its own size,
+    /// not a [`READ_CHUNK`] buffer: true for a new connection and once [`H1Conn::release_buffers`] ran (its user is
+    /// about to pause), false after a response. A user that pauses between requests then allocates a few hundred
+    /// bytes per response instead of 4 KiB (an allocation glibc serves from its bins, not its per-thread cache, and
+    /// a hole in the heap while the user waits); a busy connection keeps reading into its own buffer.
+    read_small: bool,
 }
 
 fn protocol(message: impl Into<String>) -> RequestError {
@@ -75,6 +91,7 @@ impl H1Conn {
             read_buf: BytesMut::new(),
             write_buf: Vec::new(),
             reusable: true,
+            read_small: true,
         }
     }
 
@@ -102,6 +119,7 @@ impl H1Conn {
     pub(crate) fn release_buffers(&mut self) {
         if self.read_buf.is_empty() {
             self.read_buf = BytesMut::new();
+            self.read_small = true;
         }
         self.write_buf = Vec::new();
     }
@@ -138,6 +156,7 @@ impl H1Conn {
         let result = self
             .read_response(request.method == Method::HEAD, max_body, decode)
             .await;
+        self.read_small = false;
         if result.is_err() {
             self.reusable = false;
         }
@@ -211,6 +230,11 @@ impl H1Conn {
 
     /// Read more bytes into the read buffer. Returns the number read (0 at end of stream).
     async fn fill(&mut self) -> Result<usize, RequestError> {
+        if self.read_small && self.read_buf.capacity() == 0 {
+            return std::future::poll_fn(|cx| self.poll_fill_through_scratch(cx))
+                .await
+                .map_err(|e| io_error(&e));
+        }
         if self.read_buf.capacity() - self.read_buf.len() < 512 {
             self.read_buf.reserve(READ_CHUNK);
         }
@@ -218,6 +242,24 @@ impl H1Conn {
             .read_buf(&mut self.read_buf)
             .await
             .map_err(|e| io_error(&e))
+    }
+
+    /// One read into the thread's scratch buffer, whose bytes are then copied into a read buffer of their size.
+    fn poll_fill_through_scratch(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let H1Conn {
+            stream, read_buf, ..
+        } = self;
+        super::tls::with_scratch(&READ_SCRATCH, READ_SCRATCH_LEN, |scratch| {
+            let mut buf = ReadBuf::new(scratch);
+            match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) => {
+                    read_buf.extend_from_slice(buf.filled());
+                    Poll::Ready(Ok(buf.filled().len()))
+                }
+                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
     }
 
     async fn read_response(
@@ -278,8 +320,9 @@ impl H1Conn {
                     out.finish()
                 }
                 (framing, Some(encoding)) => {
-                    let mut decoder = Decoder::new(encoding, max_body);
-                    self.read_framed(framing, &mut decoder).await?;
+                    // Boxed: a decoder's state (about 300 bytes) would otherwise sit in every request's future.
+                    let mut decoder = Box::new(Decoder::new(encoding, max_body));
+                    self.read_framed(framing, &mut *decoder).await?;
                     decoder.finish()?
                 }
             };
@@ -680,5 +723,47 @@ mod tests {
         };
         assert_eq!(&third.body[..], b"until the end");
         assert!(!conn.is_reusable());
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_pauses_reads_a_response_into_an_allocation_of_its_size() {
+        const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            for _ in 0..4 {
+                let _ = socket.read(&mut buf).await;
+                socket.write_all(RESPONSE).await.unwrap();
+            }
+        });
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut conn = H1Conn::new(Stream::Plain(stream));
+        let headers = HeaderMap::new();
+        let body = Bytes::new();
+        let agent = HeaderValue::from_static("test");
+        let request = WireRequest::get("/", &headers, &agent, &body);
+        let exchange = async |conn: &mut H1Conn| {
+            let Ok(exchange) = conn.send(&request, 1 << 20, true).await else {
+                panic!("no response")
+            };
+            assert_eq!(&exchange.body[..], b"ok\n");
+            assert!(conn.is_reusable());
+        };
+        // A new connection: the response went through the thread's scratch buffer into an allocation of its size,
+        // which the response's head and body took whole.
+        exchange(&mut conn).await;
+        assert_eq!(conn.read_buf.capacity(), 0);
+        // A busy connection reads into a buffer of its own, whose rest waits for the next response.
+        exchange(&mut conn).await;
+        assert!(conn.read_buf.capacity() >= READ_CHUNK - RESPONSE.len());
+        // Its user pauses: the buffer is freed, and the next response again takes only its size.
+        conn.release_buffers();
+        assert_eq!(conn.read_buf.capacity(), 0);
+        exchange(&mut conn).await;
+        assert_eq!(conn.read_buf.capacity(), 0);
+        exchange(&mut conn).await;
+        assert!(conn.read_buf.capacity() > 0);
     }
 }

@@ -57,7 +57,7 @@ thread_local! {
 /// Runs `work` on `len` bytes of this thread's scratch buffer, allocated on first use and kept for the thread's
 /// life. Polls are synchronous, so no borrow outlives one poll; should the buffer be in use anyway (a stream
 /// polled from inside another's poll) or the thread be exiting, a temporary buffer serves instead.
-fn with_scratch<R>(
+pub(super) fn with_scratch<R>(
     scratch: &'static LocalKey<RefCell<Box<[u8]>>>,
     len: usize,
     mut work: impl FnMut(&mut [u8]) -> R,
