@@ -33,17 +33,17 @@ const READ_CHUNK: usize = 4 * 1024;
 /// Per-thread buffer the first read of a response lands in when the connection holds no read buffer (see
 /// [`H1Conn::read_small`]): large enough that a typical response arrives whole in one read.
 const READ_SCRATCH_LEN: usize = 16 * 1024;
-
-thread_local! {
-    /// Where this thread's HTTP/1.1 connections read a response they hold no buffer for (see [`READ_SCRATCH_LEN`]).
-    static READ_SCRATCH: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(Box::default());
-}
 /// A buffer that grew past this is dropped after the exchange, so an idle connection stays small.
 const KEEP_BUFFER_BELOW: usize = 64 * 1024;
 /// Room the write buffer starts with: a request head without large headers fits.
 const WRITE_BUF_START: usize = 512;
 /// Request bodies up to this size are copied next to the head and sent in the same write.
 const INLINE_BODY: usize = 16 * 1024;
+
+thread_local! {
+    /// Where this thread's HTTP/1.1 connections read a response they hold no buffer for (see [`READ_SCRATCH_LEN`]).
+    static READ_SCRATCH: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(Box::default());
+}
 
 /// One HTTP/1.1 connection.
 pub(crate) struct H1Conn {
@@ -249,7 +249,7 @@ impl H1Conn {
         let H1Conn {
             stream, read_buf, ..
         } = self;
-        super::tls::with_scratch(&READ_SCRATCH, READ_SCRATCH_LEN, |scratch| {
+        super::scratch::with_scratch(&READ_SCRATCH, READ_SCRATCH_LEN, |scratch| {
             let mut buf = ReadBuf::new(scratch);
             match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
                 Poll::Ready(Ok(())) => {

@@ -18,6 +18,7 @@ mod decode;
 mod h1;
 mod h2;
 mod hpack;
+mod scratch;
 mod sessions;
 mod tls;
 

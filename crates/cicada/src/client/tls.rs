@@ -14,7 +14,6 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::thread::LocalKey;
 
 use rustls::ClientConfig;
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
@@ -25,6 +24,7 @@ use rustls::unbuffered::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::scratch::with_scratch;
 use super::sessions::UserSessionStore;
 
 /// Largest TLS record on the wire: a 5-byte header and 16 KiB of payload plus 2 KiB for the cipher's overhead
@@ -52,27 +52,6 @@ thread_local! {
     /// Where this thread's TLS streams gather and encrypt what they write ([`PLAINTEXT_PER_WRITE`] of gathered
     /// plaintext, then [`SEALED_PER_WRITE`] of records).
     static WRITE_SCRATCH: RefCell<Box<[u8]>> = RefCell::new(Box::default());
-}
-
-/// Runs `work` on `len` bytes of this thread's scratch buffer, allocated on first use and kept for the thread's
-/// life. Polls are synchronous, so no borrow outlives one poll; should the buffer be in use anyway (a stream
-/// polled from inside another's poll) or the thread be exiting, a temporary buffer serves instead.
-pub(super) fn with_scratch<R>(
-    scratch: &'static LocalKey<RefCell<Box<[u8]>>>,
-    len: usize,
-    mut work: impl FnMut(&mut [u8]) -> R,
-) -> R {
-    let shared = scratch.try_with(|cell| {
-        let mut buffer = cell.try_borrow_mut().ok()?;
-        if buffer.len() < len {
-            *buffer = vec![0; len].into_boxed_slice();
-        }
-        Some(work(&mut buffer[..len]))
-    });
-    match shared {
-        Ok(Some(result)) => result,
-        _ => work(&mut vec![0; len]),
-    }
 }
 
 /// What went wrong on a TLS stream. Kept by the stream once it happened: every later read or write reports it.
