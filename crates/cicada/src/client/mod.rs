@@ -555,14 +555,12 @@ impl Session {
         &mut self,
         shared: &ClientShared,
         base: &Origin,
-        method: Method,
+        mut method: Method,
         mut uri: Uri,
         headers: &HeaderMap,
-        body: Bytes,
+        mut body: Bytes,
         auth: Option<&HeaderValue>,
     ) -> Result<Response, RequestError> {
-        let mut method = method;
-        let mut body = body;
         let mut redirects = 0;
         let mut same_host = true;
         loop {
@@ -661,14 +659,15 @@ impl Session {
             default: credentials.default.or(url_auth.as_ref()),
             keep_own: credentials.keep_own,
         };
-        let cookie_url = self.cookie_url(uri);
+        // The URL is parsed for the jar only when this user holds cookies, and dropped before the exchange (it would
+        // sit in every request's future); a response that sets cookies has its URL parsed again.
         let cookie = match (
-            &cookie_url,
+            self.cookie_url(uri),
             self.state.as_ref().and_then(|s| s.cookies.as_ref()),
         ) {
             (Some(url), Some(jar)) => {
                 let mut text = String::new();
-                for (name, value) in jar.get_request_values(url) {
+                for (name, value) in jar.get_request_values(&url) {
                     if !text.is_empty() {
                         text.push_str("; ");
                     }
@@ -722,9 +721,7 @@ impl Session {
         if keep {
             self.checkin(shared, origin, conn);
         }
-        if let Some(url) = cookie_url {
-            self.store_cookies(&exchange.headers, &url);
-        } else if exchange.headers.first("set-cookie").is_some()
+        if exchange.headers.first("set-cookie").is_some()
             && let Ok(url) = url::Url::parse(&uri.to_string())
         {
             self.store_cookies(&exchange.headers, &url);
@@ -1044,16 +1041,20 @@ impl<'a> RequestBuilder<'a> {
     /// [`cicada_stats::StatsSnapshot::requests_cut_off`]), not as a failure.
     pub fn send(self) -> impl Future<Output = Result<Response, RequestError>> + Send + 'a {
         // A combinator, not an `async fn`: an async wrapper would hold the builder and the inner future side by
-        // side, and each request would copy both (2.9 KiB) where this copies the inner one (2.5 KiB) once.
+        // side, and each request would copy both (2.6 KiB) where this copies the inner one (2.3 KiB) once.
         self.send_recording(Recording::Now)
             .map(|outcome| outcome.map(|(response, _)| response))
     }
 
     /// Send, and record the outcome now, or hand back what recording it later needs.
-    async fn send_recording(
+    ///
+    /// A plain function that takes the builder apart and hands its pieces to [`send_and_record`]: as an `async fn`
+    /// it would keep the whole builder in the request's future beside the pieces taken out of it.
+    fn send_recording(
         self,
         recording: Recording,
-    ) -> Result<(Response, Option<catch::Pending>), RequestError> {
+    ) -> impl Future<Output = Result<(Response, Option<catch::Pending>), RequestError>> + Send + 'a
+    {
         let RequestBuilder {
             client,
             method,
@@ -1076,92 +1077,131 @@ impl<'a> RequestBuilder<'a> {
             .as_ref()
             .or(shared.default_auth.as_ref())
             .or(base.auth.as_ref());
-        let mut requested: Option<Uri> = None;
-        let started = Instant::now();
-        let limit = timeout.unwrap_or(shared.options.timeout);
-        let outcome = match (deferred_error, target) {
-            (Some(error), _) | (None, Err(error)) => Err(error),
-            (None, Ok(uri)) => {
-                // The stats name is the URL as requested, not where redirects led (a clone shares the bytes).
-                requested = Some(uri.clone());
-                let in_flight = InFlight {
-                    recorder: &shared.recorder,
-                    armed: true,
-                };
-                // The deadline counts from `started`, which saves the clock read `timeout` would make.
-                let deadline = started
-                    .checked_add(limit)
-                    .unwrap_or_else(|| started + FAR_FUTURE);
-                let outcome = match tokio::time::timeout_at(
-                    deadline.into(),
-                    session.execute(
-                        shared,
-                        &base.origin,
-                        method.clone(),
-                        uri,
-                        &headers,
-                        body,
-                        default_auth,
-                    ),
-                )
-                .await
-                {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(RequestError::new(
-                        RequestErrorKind::Timeout,
-                        format!("timed out after {limit:?}"),
-                    )),
-                };
-                in_flight.disarm();
-                outcome
-            }
+        let target = match deferred_error {
+            Some(error) => Err(error),
+            None => target,
         };
-        let finished = Instant::now();
-        let elapsed = finished.duration_since(started);
-        let recorder = &shared.recorder;
-        // A request without its own name is counted under its path, response or not (as Locust does).
-        let name = stats_name(name.as_deref(), requested.as_ref());
-        match outcome {
-            Ok(mut response) => {
-                response.elapsed = elapsed;
-                response.failure = match check {
-                    Some(check) => check(&response).err(),
-                    None if response.status.is_client_error()
-                        || response.status.is_server_error() =>
-                    {
-                        Some(status_reason(response.status))
-                    }
-                    None => None,
-                };
-                if recording == Recording::Later {
-                    let pending = catch::Pending {
-                        recorder: recorder.clone(),
-                        method,
-                        name: name.to_string(),
-                    };
-                    return Ok((response, Some(pending)));
+        send_and_record(
+            Sending {
+                shared,
+                origin: &base.origin,
+                session,
+                auth: default_auth,
+                limit: timeout.unwrap_or(shared.options.timeout),
+                recording,
+            },
+            method,
+            target,
+            headers,
+            body,
+            name,
+            check,
+        )
+    }
+}
+
+/// What [`send_and_record`] borrows from the user's client, and how it records.
+struct Sending<'a> {
+    shared: &'a ClientShared,
+    origin: &'a Origin,
+    session: &'a mut Session,
+    auth: Option<&'a HeaderValue>,
+    limit: Duration,
+    recording: Recording,
+}
+
+/// Send one request, read its response and record the outcome (or hand back what recording it later needs).
+async fn send_and_record<'a>(
+    sending: Sending<'a>,
+    method: Method,
+    target: Result<Uri, RequestError>,
+    headers: HeaderMap,
+    body: Bytes,
+    name: Option<Cow<'static, str>>,
+    check: Option<Check<'a>>,
+) -> Result<(Response, Option<catch::Pending>), RequestError> {
+    // Fields are used in place: moved out, each would take a second slot in the request's future.
+    let shared = sending.shared;
+    let started = Instant::now();
+    let outcome = match &target {
+        Err(error) => Err(error.clone()),
+        Ok(uri) => {
+            let in_flight = InFlight {
+                recorder: &shared.recorder,
+                armed: true,
+            };
+            // The deadline counts from `started`, which saves the clock read `timeout` would make.
+            let deadline = started
+                .checked_add(sending.limit)
+                .unwrap_or_else(|| started + FAR_FUTURE);
+            // A clone shares the URL's bytes; `target` keeps the URL as requested for the stats name.
+            let outcome = match tokio::time::timeout_at(
+                deadline.into(),
+                sending.session.execute(
+                    shared,
+                    sending.origin,
+                    method.clone(),
+                    uri.clone(),
+                    &headers,
+                    body,
+                    sending.auth,
+                ),
+            )
+            .await
+            {
+                Ok(outcome) => outcome,
+                Err(_) => Err(RequestError::new(
+                    RequestErrorKind::Timeout,
+                    format!("timed out after {:?}", sending.limit),
+                )),
+            };
+            in_flight.disarm();
+            outcome
+        }
+    };
+    let finished = Instant::now();
+    let elapsed = finished.duration_since(started);
+    let recorder = &shared.recorder;
+    // A request without its own name is counted under its path, response or not (as Locust does).
+    let name = stats_name(name.as_deref(), target.as_ref().ok());
+    match outcome {
+        Ok(mut response) => {
+            response.elapsed = elapsed;
+            response.failure = match check {
+                Some(check) => check(&response).err(),
+                None if response.status.is_client_error() || response.status.is_server_error() => {
+                    Some(status_reason(response.status))
                 }
-                recorder.sample(
-                    method.as_str(),
-                    name,
-                    elapsed,
-                    response.content_length,
-                    response.failure.as_deref(),
-                    finished,
-                );
-                Ok((response, None))
+                None => None,
+            };
+            if sending.recording == Recording::Later {
+                let pending = catch::Pending {
+                    recorder: recorder.clone(),
+                    method,
+                    name: name.to_string(),
+                };
+                return Ok((response, Some(pending)));
             }
-            Err(error) => {
-                recorder.sample(
-                    method.as_str(),
-                    name,
-                    elapsed,
-                    0,
-                    Some(&error.message),
-                    finished,
-                );
-                Err(error)
-            }
+            recorder.sample(
+                method.as_str(),
+                name,
+                elapsed,
+                response.content_length,
+                response.failure.as_deref(),
+                finished,
+            );
+            Ok((response, None))
+        }
+        Err(error) => {
+            recorder.sample(
+                method.as_str(),
+                name,
+                elapsed,
+                0,
+                Some(&error.message),
+                finished,
+            );
+            Err(error)
         }
     }
 }
