@@ -1077,9 +1077,17 @@ impl<'a> RequestBuilder<'a> {
             .as_ref()
             .or(shared.default_auth.as_ref())
             .or(base.auth.as_ref());
-        let target = match deferred_error {
-            Some(error) => Err(error),
-            None => target,
+        // A request that fails before it is sent (a header that cannot be sent, say) still counts under its path.
+        let (target, name) = match (deferred_error, target) {
+            (Some(error), Ok(uri)) => {
+                let path = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+                (
+                    Err(error),
+                    name.or_else(|| Some(Cow::Owned(path.to_string()))),
+                )
+            }
+            (Some(error), Err(_)) => (Err(error), name),
+            (None, target) => (target, name),
         };
         send_and_record(
             Sending {

@@ -266,6 +266,7 @@ fn requests_without_a_response_are_named_by_their_path() {
         let _ = user.get("/items/7?page=2").send().await;
         let _ = user.post("/cart").name("/cart (add)").send().await;
         let _ = user.get("/search").query(&[("q", "x")]).send().await;
+        let _ = user.get("/bad-header").header("x y", "v").send().await;
         stop_user()
     }
     let host = format!("http://127.0.0.1:{}", closed_port());
@@ -278,6 +279,11 @@ fn requests_without_a_response_are_named_by_their_path() {
         run.failures("GET", "/search"),
         1,
         "the name leaves the query out"
+    );
+    assert_eq!(
+        run.failures("GET", "/bad-header"),
+        1,
+        "a request failed before it was sent keeps its path"
     );
     let groups = run.failure_groups();
     assert!(groups.iter().all(|g| g.1 != "(invalid URL)"), "{groups:?}");
