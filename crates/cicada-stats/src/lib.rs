@@ -33,8 +33,8 @@
 //!
 //! 1. **Shard** (per OS thread and `Stats` instance, in a `thread_local!`): a hash map from
 //!    `(method, name)` to a local entry holding its batch's first 32 response times, an HDR
-//!    histogram (microseconds, 2 significant digits) for more, and plain counters. Samples are grouped into *batches*, one per second of
-//!    `finished_at`.
+//!    histogram (microseconds, 2 significant digits) for more, and plain counters. Samples are
+//!    grouped into *batches*, one per second of `finished_at`.
 //! 2. **Mailbox** (one per shard, a `Mutex` shared with the aggregator): a shard moves its batch
 //!    into the mailbox when the second of `finished_at` moves on, when it notices that
 //!    [`Stats::collect`] bumped the *flush epoch* (one relaxed atomic load per record), in

@@ -9,6 +9,7 @@
 //! counted but only its start is kept. A body with a `Content-Encoding` cicada decodes goes through a [`Decoder`]
 //! piece by piece as it is read; other bodies never touch one.
 
+use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -42,7 +43,7 @@ const INLINE_BODY: usize = 16 * 1024;
 
 thread_local! {
     /// Where this thread's HTTP/1.1 connections read a response they hold no buffer for (see [`READ_SCRATCH_LEN`]).
-    static READ_SCRATCH: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(Box::default());
+    static READ_SCRATCH: RefCell<Box<[u8]>> = RefCell::new(Box::default());
 }
 
 /// One HTTP/1.1 connection.

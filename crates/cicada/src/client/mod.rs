@@ -1080,11 +1080,9 @@ impl<'a> RequestBuilder<'a> {
         // A request that fails before it is sent (a header that cannot be sent, say) still counts under its path.
         let (target, name) = match (deferred_error, target) {
             (Some(error), Ok(uri)) => {
-                let path = uri.path_and_query().map_or("/", PathAndQuery::as_str);
-                (
-                    Err(error),
-                    name.or_else(|| Some(Cow::Owned(path.to_string()))),
-                )
+                let name =
+                    name.or_else(|| Some(Cow::Owned(stats_name(None, Some(&uri)).to_string())));
+                (Err(error), name)
             }
             (Some(error), Err(_)) => (Err(error), name),
             (None, target) => (target, name),
